@@ -1,0 +1,1 @@
+"""Agents that propose lever plans for one batch."""

@@ -1,0 +1,349 @@
+"""Public rollouts of a process: the plain-Python wall around the numba kernel.
+
+A *state* is an array ``(n_batches * bars_per_batch, n_chars)`` of every bar's
+true characteristics after some step ``k`` (``k = 0``: before the first step).
+``Simulator.run`` advances it through steps ``k+1 .. stop``. Everything random
+takes a ``np.random.Generator`` or a seed; the same seed gives the same numbers.
+
+Examples
+--------
+>>> from simulators.process import Simulator
+>>> sim = Simulator()                      # the built-in 50-step process
+>>> res = sim.simulate(20, seed=1)
+>>> res.accepted.shape
+(20,)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from simulators import _kernels
+from simulators.definition import Process, load_process
+from simulators.reference import advance_reference
+
+__all__ = ["Simulator", "Conditions", "SimulationResult", "as_rng"]
+
+EPOCH = pd.Timestamp("2026-01-05T06:00:00Z")
+STEP_DURATION = pd.Timedelta(hours=2)
+
+
+def as_rng(seed: int | np.random.Generator | None) -> np.random.Generator:
+    """A Generator from a seed, or the Generator itself."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    return np.random.default_rng(seed)
+
+
+@dataclass(frozen=True)
+class Conditions:
+    """What is fixed for each batch before it runs.
+
+    Attributes
+    ----------
+    batch_ids : ndarray of str, (n_batches,)
+    time : ndarray, (n_batches,)
+        Production day of the season, in days; drives factory drift.
+    fault : ndarray, (n_batches, n_steps)
+        Magnitude of the fault injected at each step (0 where none), in the unit
+        of the step's fault channel.
+    occurred : ndarray of bool, (n_batches, n_steps)
+    drift : ndarray, (n_batches, n_steps)
+        Partner offset plus factory drift, in batch-sigma units.
+    """
+
+    batch_ids: np.ndarray
+    time: np.ndarray
+    fault: np.ndarray
+    occurred: np.ndarray
+    drift: np.ndarray
+
+    @property
+    def n_batches(self) -> int:
+        return len(self.batch_ids)
+
+    def take(self, idx) -> "Conditions":
+        """The conditions of a subset of batches (or repeated batches)."""
+        idx = np.asarray(idx)
+        return Conditions(self.batch_ids[idx], self.time[idx], self.fault[idx],
+                          self.occurred[idx], self.drift[idx])
+
+
+@dataclass(frozen=True)
+class SimulationResult:
+    """What ``Simulator.simulate`` returns.
+
+    ``observations`` is the step data an engineer would see (the schema in
+    ``simulators.schema``). The rest is ground truth, for evaluation only.
+    """
+
+    process: Process
+    conditions: Conditions
+    plan: np.ndarray            # (n_batches, n_levers) lever values actually used
+    obs: np.ndarray             # (n_batches, n_insp, max_sample, n_chars), NaN = not measured
+    state: np.ndarray           # final state of every bar
+    latent: np.ndarray | None   # (n_batches, n_steps + 1, n_chars) batch means, if recorded
+    in_spec: np.ndarray         # (n_batches,) share of bars inside every final band
+    accepted: np.ndarray        # (n_batches,) bool
+    flags: np.ndarray           # (n_batches, n_insp) bool: flagged at that inspection
+
+    @property
+    def observations(self) -> pd.DataFrame:
+        from simulators.schema import observations_frame
+        return observations_frame(self.process, self.conditions, self.obs, self.plan)
+
+    def faults_frame(self) -> pd.DataFrame:
+        """Ground truth: one row per injected fault (batch_id, step, fault, magnitude)."""
+        p = self.process
+        rows = []
+        for f in p.faults:
+            s = f.step - 1
+            for b in np.flatnonzero(self.conditions.occurred[:, s]):
+                rows.append((self.conditions.batch_ids[b], f.step, f.name,
+                             float(self.conditions.fault[b, s])))
+        return pd.DataFrame(rows, columns=["batch_id", "step", "fault", "magnitude"])
+
+    def first_flag(self) -> np.ndarray:
+        """Step of the first inspection that flags each batch (0 = never)."""
+        steps = np.array(self.process.inspection_steps)
+        any_flag = self.flags.any(axis=1)
+        first = np.argmax(self.flags, axis=1)
+        return np.where(any_flag, steps[first], 0)
+
+
+class Simulator:
+    """Fast simulator of one process.
+
+    Parameters
+    ----------
+    process : Process or str or Path, optional
+        A loaded process, or anything ``load_process`` accepts. Default: the
+        built-in 50-step process.
+    reference : bool, default False
+        Use the slow NumPy twin instead of the numba kernel (tests and benchmarks).
+    """
+
+    def __init__(self, process: Process | str | None = None, *, reference: bool = False):
+        self.process = process if isinstance(process, Process) else load_process(process)
+        self.arrays = self.process.arrays
+        self.reference = reference
+        p = self.process
+        self.lower, self.upper = p.final_bands()
+        self._max_sample = int(self.arrays.insp_sample.max()) if len(p.inspections) else 1
+
+    # ---- conditions ------------------------------------------------------
+    def sample_conditions(self, n_batches: int, rng: np.random.Generator | int | None = None, *,
+                          time: np.ndarray | None = None, faults: bool = True,
+                          force_fault: str | None = None, prefix: str = "B",
+                          first_id: int = 1, after_step: int = 0) -> Conditions:
+        """Draw batch conditions: production day and injected faults.
+
+        Parameters
+        ----------
+        n_batches : int
+        rng : Generator or int
+        time : array, optional
+            Production day per batch; default: spread evenly over the season.
+        faults : bool
+            Inject faults at their catalogue rates.
+        force_fault : str, optional
+            Give every batch this fault (magnitude still random).
+        prefix, first_id : str, int
+            Batch ids are ``f"{prefix}-{first_id + i}"``.
+        after_step : int
+            Only faults at steps after this one (for rollouts from mid-process).
+
+        Returns
+        -------
+        Conditions
+        """
+        rng = as_rng(rng)
+        p, a = self.process, self.arrays
+        if time is None:
+            time = np.linspace(0.0, p.season_days, n_batches, endpoint=False)
+        time = np.asarray(time, dtype=np.float64)
+        fault = np.zeros((n_batches, p.n_steps))
+        occurred = np.zeros((n_batches, p.n_steps), dtype=bool)
+        if force_fault is not None and force_fault not in {f.name for f in p.faults}:
+            raise ValueError(f"unknown fault '{force_fault}'; known: {[f.name for f in p.faults]}")
+        for f in p.faults:
+            # Always draw all three arrays, so the stream does not depend on outcomes.
+            hit = rng.random(n_batches) < f.rate
+            mag = rng.uniform(f.low, f.high, n_batches)
+            sign = np.where(rng.random(n_batches) < 0.5, -1.0, 1.0) if f.symmetric else 1.0
+            if force_fault is not None:
+                hit = np.full(n_batches, f.name == force_fault)
+            if not faults or f.step <= after_step:
+                hit = np.zeros(n_batches, dtype=bool)
+            occurred[:, f.step - 1] = hit
+            fault[:, f.step - 1] = np.where(hit, mag * sign, 0.0)
+        drift = a.partner_offset[None, :] + a.factory_drift[None, :] * time[:, None] / 100.0
+        ids = np.array([f"{prefix}-{first_id + i}" for i in range(n_batches)], dtype=object)
+        return Conditions(ids, time, fault, occurred, np.ascontiguousarray(drift))
+
+    # ---- core ------------------------------------------------------------
+    def new_state(self, n_batches: int) -> np.ndarray:
+        return np.zeros((n_batches * self.process.bars_per_batch, self.process.n_chars))
+
+    def new_obs(self, n_batches: int) -> np.ndarray:
+        return np.full((n_batches, len(self.process.inspections), self._max_sample,
+                        self.process.n_chars), np.nan)
+
+    def run(self, state: np.ndarray, after_step: int, stop_step: int, plan: np.ndarray,
+            conditions: Conditions, rng: np.random.Generator | int | None, *,
+            obs: np.ndarray | None = None, latent: np.ndarray | None = None) -> np.ndarray:
+        """Advance ``state`` (in place) from after ``after_step`` through ``stop_step``.
+
+        Parameters
+        ----------
+        state : ndarray (n_batches * bars_per_batch, n_chars)
+        after_step, stop_step : int
+            ``0 <= after_step <= stop_step <= n_steps``.
+        plan : ndarray (n_batches, n_levers) or (n_levers,)
+            Lever values in physical units (clipped by nobody: check bounds first).
+        conditions : Conditions
+        rng : Generator or int
+        obs, latent : ndarray, optional
+            Filled in place if given (see ``SimulationResult``).
+
+        Returns
+        -------
+        ndarray
+            ``state``, advanced.
+        """
+        p = self.process
+        nb = conditions.n_batches
+        if not 0 <= after_step <= stop_step <= p.n_steps:
+            raise ValueError(f"need 0 <= after_step <= stop_step <= {p.n_steps}, "
+                             f"got {after_step}, {stop_step}")
+        if state.shape != (nb * p.bars_per_batch, p.n_chars) or state.dtype != np.float64 \
+                or not state.flags.c_contiguous:
+            raise ValueError(f"state must be C-contiguous float64 of shape "
+                             f"{(nb * p.bars_per_batch, p.n_chars)}, got {state.shape}")
+        plan = np.ascontiguousarray(np.broadcast_to(np.asarray(plan, dtype=np.float64),
+                                                    (nb, len(p.levers))))
+        if obs is None:
+            obs = np.empty((0, 0, 0, 0))
+        if latent is None:
+            latent = np.empty((0, 0, 0))
+        rng = as_rng(rng)
+        a = self.arrays
+        if self.reference:
+            advance_reference(state, p.bars_per_batch, after_step, stop_step, a, plan,
+                              conditions.fault, conditions.drift, obs, latent, rng)
+        else:
+            _kernels.advance(state, p.bars_per_batch, after_step, stop_step, a.kind, a.params,
+                             a.target, a.slot, a.lever_first, a.lever_count, a.lever_param,
+                             plan, conditions.fault, conditions.drift, a.insp_of_step,
+                             a.insp_measures, a.insp_sample, a.gauge_sigma, obs, latent, rng)
+        return state
+
+    def in_spec_fraction(self, state: np.ndarray) -> np.ndarray:
+        """Share of each batch's bars inside every final tolerance band."""
+        return _kernels.in_spec_fraction(state, self.process.bars_per_batch, self.lower, self.upper)
+
+    def accepted(self, state: np.ndarray) -> np.ndarray:
+        return self.in_spec_fraction(state) >= self.process.acceptance_level - 1e-12
+
+    def flags(self, obs: np.ndarray) -> np.ndarray:
+        """Which inspections flag each batch: a gauged sample mean outside its gate.
+
+        Returns bool ``(n_batches, n_insp)``. At the last step the final
+        tolerance bands are the gates.
+        """
+        p = self.process
+        out = np.zeros(obs.shape[:2], dtype=bool)
+        for q, ins in enumerate(p.inspections):
+            lo, hi = p.gate_bands(ins.step)
+            # Unmeasured characteristics are NaN and never compare outside a band.
+            mean = obs[:, q, :ins.sample, :].mean(axis=1)
+            with np.errstate(invalid="ignore"):
+                out[:, q] = ((mean < lo) | (mean > hi)).any(axis=1)
+        return out
+
+    # ---- convenience -----------------------------------------------------
+    def simulate(self, n_batches: int, seed: int | np.random.Generator | None = 0, *,
+                 plan: np.ndarray | None = None, conditions: Conditions | None = None,
+                 record_latent: bool = False, faults: bool = True) -> SimulationResult:
+        """Run whole batches from raw rod to the final inspection.
+
+        Parameters
+        ----------
+        n_batches : int
+        seed : int or Generator
+        plan : ndarray, optional
+            Lever values, ``(n_levers,)`` or ``(n_batches, n_levers)``; default nominal.
+        conditions : Conditions, optional
+            Default: drawn from ``seed`` with faults at their catalogue rates.
+        record_latent : bool
+            Keep the batch-mean true state after every step.
+        faults : bool
+            Inject faults (ignored when ``conditions`` is given).
+
+        Returns
+        -------
+        SimulationResult
+        """
+        rng = as_rng(seed)
+        p = self.process
+        if conditions is None:
+            conditions = self.sample_conditions(n_batches, rng, faults=faults)
+        if plan is None:
+            plan = p.nominal_plan()
+        plan = np.ascontiguousarray(np.broadcast_to(np.asarray(plan, float), (n_batches, len(p.levers))))
+        state = self.new_state(n_batches)
+        obs = self.new_obs(n_batches)
+        latent = np.zeros((n_batches, p.n_steps + 1, p.n_chars)) if record_latent else None
+        self.run(state, 0, p.n_steps, plan, conditions, rng, obs=obs, latent=latent)
+        frac = self.in_spec_fraction(state)
+        return SimulationResult(p, conditions, plan, obs, state, latent, frac,
+                                frac >= p.acceptance_level - 1e-12, self.flags(obs))
+
+    def rollout(self, state: np.ndarray, after_step: int, plans: np.ndarray, n_rollouts: int,
+                seed: int, conditions: Conditions, *, future_faults: bool = True,
+                per_characteristic: bool = False):
+        """Monte Carlo outcome of candidate plans for one batch, with common random numbers.
+
+        Every plan is rolled out ``n_rollouts`` times from the same ``state``
+        (one batch's bars after ``after_step``) with the same seed, so plan
+        differences are not masked by noise.
+
+        Parameters
+        ----------
+        state : ndarray (bars_per_batch, n_chars)
+        after_step : int
+        plans : ndarray (n_plans, n_levers)
+        n_rollouts : int
+        seed : int
+        conditions : Conditions
+            The batch's conditions (one batch); its future faults are redrawn.
+        future_faults : bool
+            Draw faults after ``after_step`` at their catalogue rates.
+        per_characteristic : bool
+            Also return the share of bars inside each characteristic's band.
+
+        Returns
+        -------
+        in_spec : ndarray (n_plans, n_rollouts)
+            Share of bars inside every final band at the end of each rollout.
+        char_in_spec : ndarray (n_plans, n_rollouts, n_chars)
+            Only with ``per_characteristic``.
+        """
+        p = self.process
+        plans = np.atleast_2d(np.asarray(plans, dtype=np.float64))
+        base = np.ascontiguousarray(np.tile(state, (n_rollouts, 1)))
+        fut = self.sample_conditions(n_rollouts, np.random.default_rng(seed),
+                                     time=np.repeat(conditions.time[:1], n_rollouts),
+                                     faults=future_faults, after_step=after_step)
+        out = np.empty((len(plans), n_rollouts))
+        per = np.empty((len(plans), n_rollouts, p.n_chars)) if per_characteristic else None
+        for i, plan in enumerate(plans):
+            st = base.copy()
+            self.run(st, after_step, p.n_steps, plan, fut, np.random.default_rng(seed + 1))
+            out[i] = self.in_spec_fraction(st)
+            if per is not None:
+                per[i] = _kernels.char_in_spec_fraction(st, p.bars_per_batch, self.lower, self.upper)
+        return (out, per) if per_characteristic else out

@@ -1,0 +1,275 @@
+"""The step-data schema: the one definition of the long table every part shares.
+
+It lives in ``simulators`` (not ``recovery``) because the simulator must write
+it and ``simulators`` never imports ``recovery``; ``recovery.data`` uses it for
+ingestion and the store.
+
+One row per observation:
+
+============  ===========  ===========================================================
+column        dtype        meaning
+============  ===========  ===========================================================
+batch_id      string       batch identifier, never null
+bar_id        Int64        bar number within the batch; null for batch-level rows
+step          int64        process step, 1-based
+factory       string       factory that ran the step
+partner       string       partner that owns the factory
+variable      string       characteristic (measurement), lever name (lever),
+                           event or context name
+value         float64      in ``unit``; finite for measurements and levers
+unit          string       pint unit string, must equal the process's unit
+kind          string       ``measurement`` | ``lever`` | ``event`` | ``context``
+timestamp     datetime     UTC
+============  ===========  ===========================================================
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from simulators.definition import Process
+
+__all__ = ["COLUMNS", "KINDS_OF_ROW", "SchemaError", "observations_frame", "validate",
+           "check_rows"]
+
+COLUMNS: dict[str, str] = {
+    "batch_id": "string",
+    "bar_id": "Int64",
+    "step": "int64",
+    "factory": "string",
+    "partner": "string",
+    "variable": "string",
+    "value": "float64",
+    "unit": "string",
+    "kind": "string",
+    "timestamp": "datetime64[ns, UTC]",
+}
+KINDS_OF_ROW = ("measurement", "lever", "event", "context")
+
+
+class SchemaError(ValueError):
+    """Step data does not match the schema. ``failures`` is a frame of
+    (row, column, reason); ``row`` is the 0-based position in the table."""
+
+    def __init__(self, message: str, failures: pd.DataFrame):
+        super().__init__(message)
+        self.failures = failures
+
+
+def _frame_schema():
+    import pandera.pandas as pa
+
+    return pa.DataFrameSchema(
+        {
+            "batch_id": pa.Column("string", pa.Check.str_length(min_value=1), nullable=False),
+            "bar_id": pa.Column("Int64", pa.Check.ge(0), nullable=True),
+            "step": pa.Column("int64", pa.Check.ge(1)),
+            "factory": pa.Column("string", nullable=False),
+            "partner": pa.Column("string", nullable=False),
+            "variable": pa.Column("string", pa.Check.str_length(min_value=1), nullable=False),
+            "value": pa.Column("float64", nullable=True),
+            "unit": pa.Column("string", nullable=False),
+            "kind": pa.Column("string", pa.Check.isin(KINDS_OF_ROW), nullable=False),
+            "timestamp": pa.Column("datetime64[ns, UTC]", nullable=True),
+        },
+        checks=[
+            pa.Check(lambda d: ~d["kind"].isin(["measurement", "lever"]) | np.isfinite(
+                d["value"].astype("float64")).fillna(False),
+                element_wise=False, name="value is finite for measurements and levers"),
+        ],
+        strict=True,
+        coerce=True,
+        ordered=False,
+    )
+
+
+def validate(df: pd.DataFrame, process: Process | None = None) -> pd.DataFrame:
+    """Coerce and validate step data; raise :class:`SchemaError` on any failure.
+
+    Parameters
+    ----------
+    df : DataFrame
+        A table in the step-data schema.
+    process : Process, optional
+        Also check steps, variables, units, factories and lever bounds against it.
+
+    Returns
+    -------
+    DataFrame
+        The coerced table (same rows, schema dtypes, schema column order).
+
+    Examples
+    --------
+    >>> from simulators.process import Simulator
+    >>> sim = Simulator("small")
+    >>> df = sim.simulate(2, seed=0).observations
+    >>> validate(df, sim.process).shape[1]
+    10
+    """
+    import pandera.errors as pe
+
+    try:
+        out = _frame_schema().validate(df, lazy=True)
+    except pe.SchemaErrors as exc:
+        fc = exc.failure_cases
+        rows = fc["index"].astype("Int64") if "index" in fc else pd.Series([pd.NA] * len(fc))
+        failures = pd.DataFrame({
+            "row": rows,
+            "column": fc["column"].fillna("<table>").astype(str),
+            "reason": (fc["check"].astype(str) + ": " + fc["failure_case"].astype(str)),
+        })
+        first = failures.head(5).to_string(index=False)
+        raise SchemaError(f"{len(failures)} schema failure(s); first:\n{first}", failures) from None
+    out = out[list(COLUMNS)]
+    if process is not None:
+        failures = check_rows(out, process)
+        if len(failures):
+            first = failures.head(5).to_string(index=False)
+            raise SchemaError(f"{len(failures)} row(s) do not fit process '{process.name}'; "
+                              f"first:\n{first}", failures)
+    return out
+
+
+def check_rows(df: pd.DataFrame, process: Process) -> pd.DataFrame:
+    """Rows that do not fit the process: (row, column, reason), one per failing row.
+
+    Checks known steps, variables of the right kind, the process's unit, the
+    step's factory and partner, and lever values inside their hard bounds.
+    ``df`` must already have schema dtypes.
+    """
+    n = len(df)
+    reason = np.full(n, "", dtype=object)
+    column = np.full(n, "", dtype=object)
+
+    def fail(mask, col, text):
+        mask = np.asarray(mask, dtype=bool) & (reason == "")
+        reason[mask] = text if isinstance(text, str) else np.asarray(text, dtype=object)[mask]
+        column[mask] = col
+
+    step = df["step"].to_numpy()
+    fail((step < 1) | (step > process.n_steps), "step",
+         f"unknown step: this process has steps 1..{process.n_steps}")
+    ok_step = np.clip(step, 1, process.n_steps) - 1
+    factory = np.array([s.factory for s in process.steps], dtype=object)[ok_step]
+    partner = np.array([s.partner for s in process.steps], dtype=object)[ok_step]
+    fac = df["factory"].astype(object).to_numpy()
+    fail(fac != factory, "factory", pd.Series(fac).radd("factory ").to_numpy().astype(object)
+         + " does not run step " + pd.Series(step).astype(str).to_numpy().astype(object))
+    fail(df["partner"].astype(object).to_numpy() != partner, "partner",
+         "partner does not own the step's factory")
+
+    kind = df["kind"].astype(object).to_numpy()
+    var = df["variable"].astype(object).to_numpy()
+    unit = df["unit"].astype(object).to_numpy()
+    val = df["value"].to_numpy(dtype=np.float64, na_value=np.nan)
+    chars = {c.name: c for c in process.characteristics}
+    levers = {lv.name: lv for lv in process.levers}
+
+    meas = kind == "measurement"
+    known = np.array([v in chars for v in var])
+    fail(meas & ~known, "variable", "unknown characteristic for this process")
+    exp_unit = np.array([chars[v].unit if v in chars else "" for v in var], dtype=object)
+    fail(meas & known & (unit != exp_unit), "unit",
+         "unit differs from the process's " + exp_unit.astype(str).astype(object))
+    fail(meas & ~np.isfinite(val), "value", "measurement value is missing or not finite")
+
+    lev = kind == "lever"
+    lknown = np.array([v in levers for v in var])
+    fail(lev & ~lknown, "variable", "unknown lever for this process")
+    lstep = np.array([levers[v].step if v in levers else -1 for v in var])
+    fail(lev & lknown & (lstep != step), "step", "lever does not act at this step")
+    lunit = np.array([levers[v].unit if v in levers else "" for v in var], dtype=object)
+    fail(lev & lknown & (unit != lunit), "unit",
+         "unit differs from the lever's " + lunit.astype(str).astype(object))
+    lo = np.array([levers[v].lower if v in levers else -np.inf for v in var])
+    hi = np.array([levers[v].upper if v in levers else np.inf for v in var])
+    fail(lev & ~np.isfinite(val), "value", "lever value is missing or not finite")
+    with np.errstate(invalid="ignore"):
+        fail(lev & ((val < lo) | (val > hi)), "value", "lever value outside its hard bounds")
+
+    bad = np.flatnonzero(reason != "")
+    return pd.DataFrame({"row": bad, "column": column[bad], "reason": reason[bad]})
+
+
+def observations_frame(process: Process, conditions, obs: np.ndarray, plan: np.ndarray,
+                       *, upto_step: int | None = None) -> pd.DataFrame:
+    """Turn gauge readings and lever set points into the long step-data table.
+
+    Parameters
+    ----------
+    process : Process
+    conditions : simulators.process.Conditions
+    obs : ndarray (n_batches, n_insp, max_sample, n_chars)
+        NaN where nothing was measured.
+    plan : ndarray (n_batches, n_levers)
+        Lever values used.
+    upto_step : int, optional
+        Keep only rows of steps up to this one (a history in progress).
+
+    Returns
+    -------
+    DataFrame in the schema (ground truth is never included).
+    """
+    last = process.n_steps if upto_step is None else upto_step
+    start = pd.Timestamp("2026-01-05T06:00:00Z")
+    batch_start = start + pd.to_timedelta(conditions.time, unit="D")
+    step_factory = np.array([s.factory for s in process.steps], dtype=object)
+    step_partner = np.array([s.partner for s in process.steps], dtype=object)
+    units = np.array([c.unit for c in process.characteristics], dtype=object)
+    names = np.array([c.name for c in process.characteristics], dtype=object)
+
+    b, q, j, c = np.nonzero(np.isfinite(obs))
+    steps = np.array(process.inspection_steps, dtype=np.int64)[q] if len(q) else np.zeros(0, np.int64)
+    keep = steps <= last
+    b, q, j, c, steps = b[keep], q[keep], j[keep], c[keep], steps[keep]
+    meas = pd.DataFrame({
+        "batch_id": conditions.batch_ids[b],
+        "bar_id": pd.array(j, dtype="Int64"),
+        "step": steps,
+        "factory": step_factory[steps - 1],
+        "partner": step_partner[steps - 1],
+        "variable": names[c],
+        "value": obs[b, q, j, c],
+        "unit": units[c],
+        "kind": "measurement",
+        "timestamp": batch_start[b] + pd.to_timedelta(steps * 2, unit="h"),
+    })
+    frames = [meas]
+    lev_steps = np.array([lv.step for lv in process.levers], dtype=np.int64)
+    li = np.flatnonzero(lev_steps <= last)
+    if len(li):
+        nb = conditions.n_batches
+        bb = np.repeat(np.arange(nb), len(li))
+        ll = np.tile(li, nb)
+        st = lev_steps[ll]
+        frames.append(pd.DataFrame({
+            "batch_id": conditions.batch_ids[bb],
+            "bar_id": pd.array([pd.NA] * len(bb), dtype="Int64"),
+            "step": st,
+            "factory": step_factory[st - 1],
+            "partner": step_partner[st - 1],
+            "variable": np.array([lv.name for lv in process.levers], dtype=object)[ll],
+            "value": np.asarray(plan, dtype=np.float64)[bb, ll],
+            "unit": np.array([lv.unit for lv in process.levers], dtype=object)[ll],
+            "kind": "lever",
+            "timestamp": batch_start[bb] + pd.to_timedelta(st * 2, unit="h"),
+        }))
+    # The production day is context a partner's MES knows; drift models need it.
+    frames.append(pd.DataFrame({
+        "batch_id": conditions.batch_ids,
+        "bar_id": pd.array([pd.NA] * conditions.n_batches, dtype="Int64"),
+        "step": 1,
+        "factory": step_factory[0],
+        "partner": step_partner[0],
+        "variable": "season_day",
+        "value": np.asarray(conditions.time, dtype=np.float64),
+        "unit": "day",
+        "kind": "context",
+        "timestamp": batch_start,
+    }))
+    df = pd.concat([f for f in frames if len(f)], ignore_index=True)
+    df = df.astype({k: v for k, v in COLUMNS.items() if k != "timestamp"})
+    df["timestamp"] = pd.to_datetime(df["timestamp"], utc=True).astype("datetime64[ns, UTC]")
+    return df.sort_values(["batch_id", "step", "kind", "variable", "bar_id"],
+                          kind="stable", ignore_index=True)
