@@ -267,7 +267,8 @@ class Simulator:
     # ---- convenience -----------------------------------------------------
     def simulate(self, n_batches: int, seed: int | np.random.Generator | None = 0, *,
                  plan: np.ndarray | None = None, conditions: Conditions | None = None,
-                 record_latent: bool = False, faults: bool = True) -> SimulationResult:
+                 record_latent: bool = False, faults: bool = True,
+                 explore: float = 0.0) -> SimulationResult:
         """Run whole batches from raw rod to the final inspection.
 
         Parameters
@@ -282,6 +283,11 @@ class Simulator:
             Keep the batch-mean true state after every step.
         faults : bool
             Inject faults (ignored when ``conditions`` is given).
+        explore : float
+            Share of batches on which past engineers moved one to three levers to a
+            random value inside their bounds (ignored when ``plan`` is given). Real
+            history holds such interventions; without them lever effects cannot be
+            learned from data.
 
         Returns
         -------
@@ -292,7 +298,7 @@ class Simulator:
         if conditions is None:
             conditions = self.sample_conditions(n_batches, rng, faults=faults)
         if plan is None:
-            plan = p.nominal_plan()
+            plan = self.exploration_plans(n_batches, explore, rng)
         plan = np.ascontiguousarray(np.broadcast_to(np.asarray(plan, float), (n_batches, len(p.levers))))
         state = self.new_state(n_batches)
         obs = self.new_obs(n_batches)
@@ -301,6 +307,28 @@ class Simulator:
         frac = self.in_spec_fraction(state)
         return SimulationResult(p, conditions, plan, obs, state, latent, frac,
                                 frac >= p.acceptance_level - 1e-12, self.flags(obs))
+
+    def exploration_plans(self, n_batches: int, share: float, rng: np.random.Generator) -> np.ndarray:
+        """Nominal plans, with ``share`` of batches moving 1-3 random levers by up to
+        30% of their maximum change (moderate moves, as an engineer would make)."""
+        p = self.process
+        plans = np.tile(p.nominal_plan(), (n_batches, 1))
+        nl = len(p.levers)
+        if share <= 0 or nl == 0:
+            return plans
+        lo, hi = p.lever_bounds()
+        nom = p.nominal_plan()
+        reach = 0.3 * np.array([lv.max_change for lv in p.levers])
+        pick = rng.random(n_batches) < share
+        count = rng.integers(1, 4, n_batches)
+        u = rng.random((n_batches, nl))
+        order = np.argsort(rng.random((n_batches, nl)), axis=1)
+        ints = np.array([lv.integer for lv in p.levers])
+        for b in np.flatnonzero(pick):
+            for j in order[b, : count[b]]:
+                v = np.clip(nom[j] + (2 * u[b, j] - 1) * reach[j], lo[j], hi[j])
+                plans[b, j] = np.clip(np.round(v), lo[j], hi[j]) if ints[j] else v
+        return plans
 
     def rollout(self, state: np.ndarray, after_step: int, plans: np.ndarray, n_rollouts: int,
                 seed: int, conditions: Conditions, *, future_faults: bool = True,

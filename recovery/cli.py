@@ -1,0 +1,47 @@
+"""The ``recovery`` command: a thin shell over the library.
+
+Each subcommand lives in ``recovery/commands/<name>.py`` and exposes
+``register(subparsers)``, which adds its parser and sets ``func`` to a
+function ``(args) -> int`` (the exit status). Commands parse, call the
+library and format; they hold no domain logic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Order is the order of ``recovery --help``.
+COMMANDS = ["simulate"]
+
+
+class UserError(Exception):
+    """An error the user can fix; printed without a traceback, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="recovery",
+        description="Save out-of-spec batches: simulate, fit, diagnose, recommend, evaluate.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        importlib.import_module(f"recovery.commands.{name.replace('-', '_')}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"recovery {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the ``recovery`` CLI, one module each (see ``recovery.cli``)."""

@@ -1,0 +1,110 @@
+"""Simulation campaigns: many batches in seeded chunks, written to Parquet.
+
+Batches are simulated in chunks of ``CHUNK`` with seeds spawned from the
+campaign seed, so the result does not depend on how the work is split.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from simulators.definition import Process
+from simulators.process import Simulator
+
+__all__ = ["CHUNK", "simulate_chunk", "simulate_to_files"]
+
+CHUNK = 1000
+
+
+def simulate_chunk(process: Process, n_total: int, chunk: int, seed: int, *, explore: float = 0.2,
+                   faults: bool = True):
+    """Simulate chunk number ``chunk`` of a campaign of ``n_total`` batches."""
+    sim = Simulator(process)
+    start = chunk * CHUNK
+    n = min(CHUNK, n_total - start)
+    rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(chunk + 1)[chunk])
+    time = np.arange(start, start + n) * process.season_days / max(n_total, 1)
+    cond = sim.sample_conditions(n, rng, time=time, faults=faults, first_id=start + 1)
+    return sim.simulate(n, rng, conditions=cond, record_latent=True,
+                        plan=sim.exploration_plans(n, explore, rng))
+
+
+def _latent_frame(res) -> pd.DataFrame:
+    p = res.process
+    nb, ns1, nc = res.latent.shape
+    return pd.DataFrame({
+        "batch_id": np.repeat(res.conditions.batch_ids, ns1 * nc),
+        "step": np.tile(np.repeat(np.arange(ns1), nc), nb),
+        "variable": np.tile([c.name for c in p.characteristics], nb * ns1),
+        "value": res.latent.reshape(-1),
+    })
+
+
+def simulate_to_files(process: Process, n_batches: int, seed: int, out: Path, *,
+                      truth: Path | None = None, explore: float = 0.2, faults: bool = True,
+                      progress: bool = True) -> dict:
+    """Simulate a campaign and write observed step data (and optionally the truth).
+
+    The observed file never contains ground truth. With ``truth``, three files
+    are written: ``truth`` (one row per injected fault: batch_id, step, fault,
+    magnitude), ``<truth>.latent.parquet`` (true batch-mean state after every
+    step; step 0 is before the first step) and ``<truth>.outcome.parquet``
+    (share of bars in spec and acceptance under the levers used).
+
+    Returns a summary dict for printing.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from tqdm import tqdm
+
+    n_chunks = (n_batches + CHUNK - 1) // CHUNK
+    writers: dict[str, pq.ParquetWriter] = {}
+    fault_counts: dict[str, int] = {f.name: 0 for f in process.faults}
+    flagged = np.zeros(len(process.inspections))
+    accepted = faulty = rows = 0
+    stem = truth.with_suffix("") if truth else None
+    paths = {"obs": out}
+    if truth:
+        paths |= {"faults": truth, "latent": Path(f"{stem}.latent.parquet"),
+                  "outcome": Path(f"{stem}.outcome.parquet")}
+
+    def write(key: str, df: pd.DataFrame) -> None:
+        table = pa.Table.from_pandas(df, preserve_index=False)
+        if key not in writers:
+            writers[key] = pq.ParquetWriter(paths[key], table.schema)
+        writers[key].write_table(table)
+
+    try:
+        for c in tqdm(range(n_chunks), desc="simulate", unit="chunk", disable=not progress or n_chunks < 2):
+            res = simulate_chunk(process, n_batches, c, seed, explore=explore, faults=faults)
+            obs = res.observations
+            rows += len(obs)
+            write("obs", obs)
+            ff = res.faults_frame()
+            for name, n in ff["fault"].value_counts().items():
+                fault_counts[name] += int(n)
+            faulty += int(res.conditions.occurred.any(axis=1).sum())
+            flagged += res.flags.sum(axis=0)
+            accepted += int(res.accepted.sum())
+            if truth:
+                write("faults", ff.astype({"batch_id": "string", "fault": "string"}))
+                write("latent", _latent_frame(res))
+                write("outcome", pd.DataFrame({"batch_id": res.conditions.batch_ids.astype(str),
+                                               "in_spec_fraction": res.in_spec,
+                                               "accepted": res.accepted}))
+    finally:
+        for w in writers.values():
+            w.close()
+    if truth and "faults" not in writers:  # no faults at all: still write an empty table
+        pd.DataFrame({"batch_id": pd.Series(dtype="string"), "step": pd.Series(dtype="int64"),
+                      "fault": pd.Series(dtype="string"), "magnitude": pd.Series(dtype="float64")}
+                     ).to_parquet(truth, index=False)
+    return {
+        "batches": n_batches, "rows": rows, "faults": fault_counts,
+        "faults_total": sum(fault_counts.values()), "faulty_batches": faulty,
+        "flagged": {ins.step: float(flagged[q] / n_batches) for q, ins in enumerate(process.inspections)},
+        "accepted": accepted / n_batches,
+    }
