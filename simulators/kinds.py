@@ -52,6 +52,10 @@ class KindSpec:
         Name of the fault channel (what a fault's magnitude means here).
     fault_unit : str
         Unit of a fault's magnitude on this kind.
+    fault_effects : Mapping[str, int]
+        Roles a fault on this channel pushes, with the direction of a positive
+        magnitude: +1 up, -1 down, 0 either way (symmetric faults). Root-cause
+        analysis reads this as the fault's signature.
     acts_on : tuple[str, ...]
         Roles the kind changes (documentation and the causal graph).
     needs : tuple[str, ...]
@@ -69,6 +73,7 @@ class KindSpec:
     lever_params: tuple[str, ...] = ()
     fault: str | None = None
     fault_unit: str = ""
+    fault_effects: Mapping[str, int] = MappingProxyType({})
     acts_on: tuple[str, ...] = ()
     needs: tuple[str, ...] = ()
     normals: int = 0
@@ -80,7 +85,7 @@ class KindSpec:
         return list(self.params).index(param)
 
 
-def _p(**kw: tuple[float, str]) -> Mapping[str, tuple[float, str]]:
+def _p(**kw):
     return MappingProxyType(dict(kw))
 
 
@@ -108,6 +113,7 @@ _KINDS = [
            work_hardening=(60.0, "MPa"), roughness_keep=(0.5, "1"),
            residual_stress=(40.0, "MPa")),
         fault="die_wear", fault_unit="mm",
+        fault_effects=_p(diameter=1, ovality=1),
         acts_on=("diameter", "ovality", "yield_strength", "roughness", "residual_stress"),
         needs=("diameter",), normals=2,
         description="cold drawing through a die: reduces diameter, hardens, smooths",
@@ -118,6 +124,7 @@ _KINDS = [
            force_scale=(25.0, "kN"), floor=(0.08, "mm/m"),
            stress_per_kN=(1.5, "MPa/kN"), fault_straightness=(0.6, "mm/m")),
         lever_params=("force",), fault="misadjustment", fault_unit="1",
+        fault_effects=_p(straightness=1),
         acts_on=("straightness", "residual_stress"),
         needs=("straightness",), normals=1,
         description="roller straightening: removes a share of the bow that grows with "
@@ -129,6 +136,7 @@ _KINDS = [
            per_degree=(1.6, "MPa/K"), distortion=(0.15, "mm/m"),
            distortion_per_degree=(0.012, "mm/m/K"), residual_stress=(20.0, "MPa")),
         fault="over_temperature", fault_unit="K",
+        fault_effects=_p(yield_strength=1, straightness=1),
         acts_on=("yield_strength", "straightness", "residual_stress"),
         needs=("yield_strength",), normals=2,
         description="austenitising: resets the structure; an over-temperature hardens "
@@ -139,6 +147,7 @@ _KINDS = [
         _p(sigma=(8.0, "MPa"), batch_sigma=(8.0, "MPa"), gain=(450.0, "MPa"),
            residual_stress=(180.0, "MPa")),
         fault="contamination", fault_unit="1",
+        fault_effects=_p(yield_strength=-1),
         acts_on=("yield_strength", "residual_stress"),
         needs=("yield_strength",), normals=1,
         description="quench: martensite raises strength; contaminated quenchant "
@@ -172,6 +181,7 @@ _KINDS = [
            allowance=(0.0, "um"), ovality_keep=(0.4, "1"), roughness=(0.6, "um"),
            roughness_sigma=(0.05, "um"), burn_stress=(250.0, "MPa")),
         lever_params=("allowance",), fault="burn", fault_unit="1", uniforms=1,
+        fault_effects=_p(crack=1, residual_stress=1),
         acts_on=("diameter", "ovality", "roughness", "crack", "residual_stress"),
         needs=("diameter",), normals=2,
         description="centreless grinding: removes stock from the diameter and rounds "
@@ -183,6 +193,7 @@ _KINDS = [
            extra_passes=(0.0, "1"), floor=(0.05, "um"), per_pass=(0.9, "1"),
            removal=(1.0, "um")),
         lever_params=("extra_passes",), fault="glazing", fault_unit="1",
+        fault_effects=_p(roughness=1),
         acts_on=("roughness", "diameter", "coating_thickness"),
         needs=("roughness",), normals=1,
         description="polishing: each pass removes a share of the roughness above a "
@@ -194,6 +205,7 @@ _KINDS = [
            current=(50.0, "A/dm2"), efficiency=(0.2, "1"), deposition=(0.0933, "um/(A/dm2*min)"),
            roughness_add=(0.03, "um")),
         lever_params=("time", "current"), fault="current_drop", fault_unit="1",
+        fault_effects=_p(coating_thickness=-1, diameter=-1),
         acts_on=("coating_thickness", "diameter", "roughness"),
         needs=("coating_thickness",), normals=1,
         description="hard chroming: thickness grows with time x current x efficiency "
@@ -206,6 +218,7 @@ _KINDS = [
            modulus=(210000.0, "MPa"), critical_coating=(45.0, "um"),
            coating_scale=(2.0, "um"), residual_stress=(15.0, "MPa")),
         lever_params=("overbend",), fault="misalignment", fault_unit="deg", uniforms=1,
+        fault_effects=_p(bend_angle=0),
         acts_on=("bend_angle", "crack", "residual_stress"),
         needs=("bend_angle", "yield_strength", "diameter"), normals=1,
         description="bending with springback compensation for the nominal strength; "

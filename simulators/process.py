@@ -309,16 +309,14 @@ class Simulator:
                                 frac >= p.acceptance_level - 1e-12, self.flags(obs))
 
     def exploration_plans(self, n_batches: int, share: float, rng: np.random.Generator) -> np.ndarray:
-        """Nominal plans, with ``share`` of batches moving 1-3 random levers by up to
-        30% of their maximum change (moderate moves, as an engineer would make)."""
+        """Nominal plans, with ``share`` of batches moving 1-3 random levers to a
+        uniform value inside their effective bounds (past interventions)."""
         p = self.process
         plans = np.tile(p.nominal_plan(), (n_batches, 1))
         nl = len(p.levers)
         if share <= 0 or nl == 0:
             return plans
         lo, hi = p.lever_bounds()
-        nom = p.nominal_plan()
-        reach = 0.3 * np.array([lv.max_change for lv in p.levers])
         pick = rng.random(n_batches) < share
         count = rng.integers(1, 4, n_batches)
         u = rng.random((n_batches, nl))
@@ -326,7 +324,7 @@ class Simulator:
         ints = np.array([lv.integer for lv in p.levers])
         for b in np.flatnonzero(pick):
             for j in order[b, : count[b]]:
-                v = np.clip(nom[j] + (2 * u[b, j] - 1) * reach[j], lo[j], hi[j])
+                v = lo[j] + u[b, j] * (hi[j] - lo[j])
                 plans[b, j] = np.clip(np.round(v), lo[j], hi[j]) if ints[j] else v
         return plans
 
