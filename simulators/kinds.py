@@ -13,7 +13,7 @@ a row in ``docs/process-format.md``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping
 
@@ -73,7 +73,7 @@ class KindSpec:
     lever_params: tuple[str, ...] = ()
     fault: str | None = None
     fault_unit: str = ""
-    fault_effects: Mapping[str, int] = MappingProxyType({})
+    fault_effects: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     acts_on: tuple[str, ...] = ()
     needs: tuple[str, ...] = ()
     normals: int = 0
