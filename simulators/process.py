@@ -150,7 +150,7 @@ class Simulator:
         faults : bool
             Inject faults at their catalogue rates.
         force_fault : str, optional
-            Give every batch this fault (magnitude still random).
+            Give every batch this fault and no other (magnitude still random).
         prefix, first_id : str, int
             Batch ids are ``f"{prefix}-{first_id + i}"``.
         after_step : int
@@ -174,9 +174,11 @@ class Simulator:
             hit = rng.random(n_batches) < f.rate
             mag = rng.uniform(f.low, f.high, n_batches)
             sign = np.where(rng.random(n_batches) < 0.5, -1.0, 1.0) if f.symmetric else 1.0
-            if force_fault is not None:
+            if not faults:
+                hit = np.zeros(n_batches, dtype=bool)
+            if force_fault is not None:  # exactly this fault, whatever ``faults`` says
                 hit = np.full(n_batches, f.name == force_fault)
-            if not faults or f.step <= after_step:
+            if f.step <= after_step:
                 hit = np.zeros(n_batches, dtype=bool)
             occurred[:, f.step - 1] = hit
             fault[:, f.step - 1] = np.where(hit, mag * sign, 0.0)

@@ -114,11 +114,17 @@ def validate(df: pd.DataFrame, process: Process | None = None) -> pd.DataFrame:
     except pe.SchemaErrors as exc:
         fc = exc.failure_cases
         rows = fc["index"].astype("Int64") if "index" in fc else pd.Series([pd.NA] * len(fc))
+        check = fc["check"].astype(str)
+        wide = check.str.startswith("value is finite")
         failures = pd.DataFrame({
             "row": rows,
-            "column": fc["column"].fillna("<table>").astype(str),
-            "reason": (fc["check"].astype(str) + ": " + fc["failure_case"].astype(str)),
-        })
+            # a table-wide check reports every cell of a failing row; it is about the value
+            # a missing or unexpected column is reported with the column as the failure case
+            "column": fc["column"].fillna(fc["failure_case"].where(
+                check.isin(["column_in_dataframe", "column_in_schema"]), "<table>")
+            ).astype(str).where(~wide, "value"),
+            "reason": (check + ": " + fc["failure_case"].astype(str)).where(~wide, check),
+        }).drop_duplicates(ignore_index=True)
         first = failures.head(5).to_string(index=False)
         raise SchemaError(f"{len(failures)} schema failure(s); first:\n{first}", failures) from None
     out = out[list(COLUMNS)]

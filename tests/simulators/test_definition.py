@@ -1,0 +1,132 @@
+"""Process files: the built-ins load, and every kind of bad entry is named."""
+
+from importlib import resources
+
+import numpy as np
+import pytest
+
+from simulators.definition import ProcessDefinitionError, load_process, parse_process
+from simulators.kinds import KINDS
+
+SMALL = resources.files("simulators.processes").joinpath("small.toml").read_text("utf-8")
+
+
+def test_default_process_is_the_documented_seat_bar():
+    p = load_process()
+    assert (p.n_steps, len(p.partners), len(p.factories)) == (50, 5, 10)
+    assert len(p.characteristics) >= 8 and len(p.levers) >= 8 and len(p.faults) >= 6
+    assert p.inspection_steps == (5, 15, 25, 35, 45, 50)
+    kinds = [s.kind for s in p.steps]
+    # at least two bending operations, the second after plating
+    bends = [s.index for s in p.steps if s.kind == "bending"]
+    assert len(bends) >= 2 and bends[1] > kinds.index("plating") + 1
+    # recoverable, partly recoverable and unrecoverable faults are all present
+    assert {f.recoverable for f in p.faults} == {"yes", "partly", "no"}
+    # each partner owns one contiguous chain of steps over its own factories
+    partners = [s.partner for s in p.steps]
+    assert [k for i, k in enumerate(partners) if i == 0 or partners[i - 1] != k] == ["P1", "P2", "P3", "P4", "P5"]
+    assert all(lv.integer for lv in p.levers if lv.sets == "extra_passes")
+
+
+def test_small_process_loads_and_has_twelve_steps():
+    p = load_process("small")
+    assert p.n_steps == 12 and p.bars_per_batch == 20
+
+
+def test_lever_limits_combine_bounds_and_max_change():
+    p = load_process()
+    lv = p.lever("temper2_temperature")
+    assert (lv.low, lv.high) == (300.0, 500.0)  # upper bound 510 is cut by max_change 100
+    lo, hi = p.lever_bounds()
+    assert p.within_bounds(p.nominal_plan())
+    plan = p.nominal_plan()
+    plan[p.lever_index["temper2_temperature"]] = 505.0
+    assert not p.within_bounds(plan)
+    plan = p.nominal_plan()
+    plan[p.lever_index["refinish_passes"]] = 1.5  # integer lever
+    assert not p.within_bounds(plan)
+
+
+def test_lever_cost_counts_uses_and_units():
+    p = load_process()
+    plan = p.nominal_plan()
+    assert p.lever_cost(plan) == 0.0
+    plan[p.lever_index["rechrome_time"]] = 10.0      # 150 per use + 10 per minute
+    plan[p.lever_index["refinish_passes"]] = 2.0     # 60 per pass
+    assert p.lever_cost(plan) == pytest.approx(150 + 100 + 120)
+
+
+def _mutate(old: str, new: str, text: str = SMALL) -> str:
+    assert old in text, old
+    return text.replace(old, new, 1)
+
+
+@pytest.mark.parametrize("old,new,message", [
+    ('kind = "quench"', 'kind = "quenchh"', "small.toml: steps[4] (step 5): unknown kind 'quenchh'"),
+    ('factory = "FB1"\nparams = { removal = 156.0 }', 'factory = "FB9"\nparams = { removal = 156.0 }',
+     "steps[8] (step 9): unknown factory 'FB9'"),
+    ("params = { removal = 156.0 }", "params = { removall = 156.0 }",
+     "steps[8] (step 9): unknown parameter(s) ['removall'] for kind 'grinding'"),
+    ('name = "grinding_allowance"\nstep = 9', 'name = "grinding_allowance"\nstep = 8',
+     "levers[1]: step 8 is a 'transport' step, whose lever parameters are []"),
+    ('unit = "MPa"', 'unit = "megaparsnips"', "characteristics[2]: unit 'megaparsnips' is not a unit pint understands"),
+    ("gates = [ { step = 6, lower = 1095.0", "gates = [ { step = 7, lower = 1095.0",
+     "characteristics[2].gates[0]: gate at step 7, which is not an inspection"),
+    ('step = 6\nmeasures = ["diameter", "yield_strength", "residual_stress"]',
+     'step = 6\nmeasures = ["diameter", "hardness"]', "inspections[1]: unknown characteristic(s) ['hardness']"),
+    ("rate = 0.08\nlow = 0.03", "rate = 1.5\nlow = 0.03", "faults[0]: need 0 <= rate <= 1"),
+    ('step = 4\nrate = 0.08\nlow = 40.0\nhigh = 80.0\nunit = "K"', 'step = 4\nrate = 0.08\nlow = 40.0\nhigh = 80.0\nunit = "degC"',
+     "faults[1]: a 'heat_treatment' fault (over_temperature) is in 'K', not 'degC'"),
+    ("acceptance_level = 0.9", "acceptance_level = 1.9", "[process]: acceptance_level must be in (0, 1]"),
+    ("bars_per_batch = 20", 'bars_per_batch = "twenty"', "[process]: field 'bars_per_batch' must be int"),
+    ('nominal = 450.0\nlower = 350.0', 'nominal = 450.0\nlower = 460.0', "levers[0]: need lower <= nominal <= upper"),
+    ("step = 12\nname = \"final inspection\"", "step = 13\nname = \"final inspection\"",
+     "steps[11] (step 13): steps must be numbered 1, 2, 3, ... in order; expected 12"),
+])
+def test_bad_entries_are_named(old, new, message):
+    with pytest.raises(ProcessDefinitionError) as err:
+        parse_process(_mutate(old, new), "small.toml")
+    assert message in str(err.value)
+
+
+def test_partner_must_own_a_contiguous_chain():
+    # give step 9 (partner B's factory FB1) back to partner A's factory FA2 after B started
+    text = _mutate('name = "transport to surface partner"\nkind = "transport"\nfactory = "FB1"',
+                   'name = "transport to surface partner"\nkind = "transport"\nfactory = "FB1"')
+    text = _mutate('name = "hard chroming"\nkind = "plating"\nfactory = "FB1"',
+                   'name = "hard chroming"\nkind = "plating"\nfactory = "FA2"', text)
+    with pytest.raises(ProcessDefinitionError, match="partner 'A' already handed the batch on"):
+        parse_process(text, "small.toml")
+
+
+def test_bending_needs_a_bend_angle_target():
+    text = load_process().source  # the label only
+    raw = resources.files("simulators.processes").joinpath("default.toml").read_text("utf-8")
+    bad = raw.replace('target = "bend_angle_1"', 'target = "diameter"', 1)
+    with pytest.raises(ProcessDefinitionError, match=r"steps\[32\] \(step 33\): kind 'bending' needs 'target'"):
+        parse_process(bad, text)
+
+
+def test_not_toml_and_missing_file(tmp_path):
+    with pytest.raises(ProcessDefinitionError, match="x.toml: not valid TOML"):
+        parse_process("[process\nname=", "x.toml")
+    with pytest.raises(ProcessDefinitionError, match="no such process file"):
+        load_process(tmp_path / "nope.toml")
+    f = tmp_path / "latin.toml"
+    f.write_bytes("name = 'M\xfcller'".encode("latin-1"))
+    with pytest.raises(ProcessDefinitionError, match="latin.toml: cannot read"):
+        load_process(f)
+
+
+def test_unknown_top_level_fields_are_refused():
+    with pytest.raises(ProcessDefinitionError, match=r"\[process\]: unknown field\(s\) \['colour'\]"):
+        parse_process(_mutate('[process]\n', '[process]\ncolour = "red"\n'), "small.toml")
+
+
+def test_compiled_arrays_follow_the_definition():
+    p = load_process()
+    a = p.arrays
+    lv = p.lever("temper2_temperature")
+    assert a.params[lv.step - 1, KINDS["temper"].index("temperature")] == lv.nominal
+    assert a.lever_count.sum() == len(p.levers)
+    assert np.all(a.insp_of_step[[s - 1 for s in p.inspection_steps]] == np.arange(6))
