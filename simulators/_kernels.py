@@ -116,11 +116,12 @@ def advance(state, bars_per_batch, start, stop, kind, params, target, slot,
         if k != WASHING and k != INSPECTION:
             for b in range(n_batches):
                 zb[b] = rng.standard_normal()
+        for j in range(params.shape[1]):
+            p[j] = params[s, j]
         for b in range(n_batches):
             if k == WASHING or k == INSPECTION:
                 break
-            for j in range(params.shape[1]):
-                p[j] = params[s, j]
+            # Every batch overwrites the same lever slots, so no reset is needed.
             for li in range(lever_first[s], lever_first[s] + lever_count[s]):
                 p[lever_param[li]] = plan[b, li]
             eb = p[1] * (zb[b] + drift[b, s])
@@ -231,8 +232,6 @@ def advance(state, bars_per_batch, start, stop, kind, params, target, slot,
         if k == GRINDING or k == BENDING or k == REBEND:
             for b in range(n_batches):
                 m = fault[b, s]
-                for j in range(params.shape[1]):
-                    p[j] = params[s, j]
                 for li in range(lever_first[s], lever_first[s] + lever_count[s]):
                     p[lever_param[li]] = plan[b, li]
                 for i in range(b * bars_per_batch, (b + 1) * bars_per_batch):
