@@ -148,3 +148,140 @@ def nontriviality(sim: Simulator, n_batches: int, seed: int, *, oracle_kwargs: d
         "by_fault": by_fault,
         "oracle_seconds_per_case": dt / n,
     }
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one agent did on one case."""
+
+    agent: str
+    batch_id: str
+    fault: str
+    accepted: bool
+    scrapped: bool
+    lever_cost: float
+    net_value: float
+    latencies: tuple[float, ...]
+    violations: int
+    plan: np.ndarray
+
+
+def situation_for(sim: Simulator, case: Case, step: int, obs: np.ndarray, plan: np.ndarray,
+                  state: np.ndarray, *, truth: bool):
+    """The agent's view of a case at inspection ``step`` (truth only for the oracle)."""
+    from recovery.agents.base import Situation
+    from simulators.schema import observations_frame
+
+    hist = observations_frame(sim.process, case.conditions, obs[None], plan[None], upto_step=step)
+    return Situation(sim.process, case.batch_id, step, hist, plan.copy(),
+                     true_state=state.copy() if truth else None,
+                     true_conditions=case.conditions if truth else None)
+
+
+def closed_loop(sim: Simulator, case: Case, agent, *, seed: int) -> Outcome:
+    """Let ``agent`` act from the detection inspection, re-planning at every later one.
+
+    The batch's future noise comes from the case's own seed, the same for every
+    agent. An agent whose proposal carries ``extra["decision"] == "scrap"`` stops
+    the batch there: the scrap cost is paid and the remaining processing saved.
+    """
+    from recovery.agents.base import LeverBoundError
+
+    p = sim.process
+    eco = p.economics
+    agent.reset()
+    rng = np.random.default_rng(case.seed)
+    plan = p.nominal_plan()
+    state = case.state.copy()
+    obs = case.obs[None].copy()
+    step = case.detect_step
+    later = [s for s in p.inspection_steps if s > step]
+    lat, violations, scrapped = [], 0, False
+    for k, nxt in enumerate(later):
+        sit = situation_for(sim, case, step, obs[0], plan, state, truth=agent.needs_truth)
+        try:
+            prop = agent.propose(sit, seed=seed + 7919 * k)
+        except LeverBoundError:
+            violations += 1
+            prop = None
+        if prop is not None:
+            lat.append(prop.latency_s)
+            plan = prop.plan
+            if prop.extra.get("decision") == "scrap":
+                scrapped = True
+                break
+        sim.run(state, step, nxt, plan, case.conditions, rng, obs=obs)
+        step = nxt
+    cost = float(p.lever_cost(np.where([lv.step <= step for lv in p.levers], plan, p.nominal_plan())))
+    if scrapped:
+        accepted = False
+        net = -eco.scrap_cost + eco.processing_cost_per_step * (p.n_steps - step) - cost
+    else:
+        accepted = bool(sim.accepted(state)[0])
+        net = (eco.batch_value if accepted else -eco.scrap_cost) - cost
+    return Outcome(agent.name, case.batch_id, case.fault, accepted, scrapped, cost, net,
+                   tuple(lat), violations, plan)
+
+
+def summarise(outcomes: dict[str, list[Outcome]], n_batches: int, seed: int) -> dict:
+    """The evaluation's JSON contract (see ``recovery evaluate --help``)."""
+    n_flagged = len(next(iter(outcomes.values()))) if outcomes else 0
+    base = {o.batch_id: o for o in outcomes.get("none", [])}
+    oracle = {o.batch_id: o for o in outcomes.get("oracle", [])}
+    agents = {}
+    for name, outs in outcomes.items():
+        n = max(len(outs), 1)
+        lat = np.array([x for o in outs for x in o.latencies]) if outs else np.zeros(0)
+        by_fault: dict[str, dict] = {}
+        for f in sorted({o.fault for o in outs}):
+            sub = [o for o in outs if o.fault == f]
+            by_fault[f] = {"n": len(sub), "recovery_rate": sum(o.accepted for o in sub) / len(sub)}
+        avoided = sum(o.accepted and not base[o.batch_id].accepted for o in outs if o.batch_id in base)
+        agents[name] = {
+            "recovery_rate": sum(o.accepted for o in outs) / n,
+            "net_value": float(np.mean([o.net_value for o in outs])) if outs else 0.0,
+            "scrap_avoided": avoided / n if base else None,
+            "regret": float(np.mean([oracle[o.batch_id].net_value - o.net_value for o in outs]))
+            if oracle else None,
+            "lever_bound_violations": int(sum(o.violations for o in outs)),
+            "latency_p50_s": float(np.median(lat)) if len(lat) else 0.0,
+            "latency_p95_s": float(np.quantile(lat, 0.95)) if len(lat) else 0.0,
+            "by_fault": by_fault,
+        }
+    return {"n_batches": n_batches, "n_flagged": n_flagged, "seed": seed, "agents": agents}
+
+
+def evaluate_agents(sim: Simulator, agents: list, n_batches: int, seed: int, *,
+                    progress: bool = False) -> dict:
+    """Closed-loop evaluation of agents on the same fresh flagged batches.
+
+    Parameters
+    ----------
+    sim : Simulator
+        The true simulator (the world the agents act in).
+    agents : list of Agent
+    n_batches : int
+        Fresh batches simulated; only the flagged ones are played.
+    seed : int
+
+    Returns
+    -------
+    dict
+        ``{"n_batches", "n_flagged", "seed", "agents": {name: {"recovery_rate",
+        "net_value", "scrap_avoided", "regret", "lever_bound_violations",
+        "latency_p50_s", "latency_p95_s", "by_fault": {fault: {"n", "recovery_rate"}}}}}``
+    """
+    cases, _ = flagged_cases(sim, n_batches, seed)
+    outcomes: dict[str, list[Outcome]] = {a.name: [] for a in agents}
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=len(cases) * len(agents), desc="evaluate", unit="decision-run")
+    for i, case in enumerate(cases):
+        for a in agents:
+            outcomes[a.name].append(closed_loop(sim, case, a, seed=seed * 100_003 + i))
+            if bar is not None:
+                bar.update()
+    if bar is not None:
+        bar.close()
+    return summarise(outcomes, n_batches, seed)

@@ -286,14 +286,18 @@ class Process:
         used = delta > 1e-9
         return (used * per_use + delta * per_unit).sum(axis=-1)
 
-    def within_bounds(self, plan: np.ndarray, *, tol: float = 1e-9) -> np.ndarray:
-        """Whether each plan respects every lever's hard bounds and maximum change."""
+    def levers_ok(self, plan: np.ndarray, *, tol: float = 1e-9) -> np.ndarray:
+        """Per lever: inside the hard bounds and maximum change, and whole if integer.
+        Shape ``(..., n_levers)``."""
         lo, hi = self.lever_bounds()
         plan = np.asarray(plan, dtype=np.float64)
         ok = (plan >= lo - tol) & (plan <= hi + tol)
-        ints = np.array([lv.integer for lv in self.levers])
-        ok &= ~ints | (np.abs(plan - np.round(plan)) < tol)
-        return ok.all(axis=-1)
+        ints = np.array([lv.integer for lv in self.levers], dtype=bool)
+        return ok & (~ints | (np.abs(plan - np.round(plan)) < tol))
+
+    def within_bounds(self, plan: np.ndarray, *, tol: float = 1e-9) -> np.ndarray:
+        """Whether each plan respects every lever's hard bounds and maximum change."""
+        return self.levers_ok(plan, tol=tol).all(axis=-1)
 
     def final_bands(self) -> tuple[np.ndarray, np.ndarray]:
         return (np.array([c.lower for c in self.characteristics]),

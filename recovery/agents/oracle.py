@@ -17,9 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from recovery.agents.base import Agent, Proposal, Situation
 from simulators.process import Conditions, Simulator
 
-__all__ = ["OracleSearch", "plan_value"]
+__all__ = ["OracleSearch", "OracleAgent", "plan_value"]
 
 
 def plan_value(sim: Simulator, in_spec: np.ndarray, plans: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -169,3 +170,29 @@ class OracleSearch:
             if v[1] >= v[0] - 1e-9:
                 plan, val, acc = trial, v[1], a[1]
         return plan, float(val), float(acc)
+
+
+class OracleAgent(Agent):
+    """The upper bound: searches plans on the true simulator from the true state.
+
+    Re-planning warm-starts from the current plan.
+
+    Parameters
+    ----------
+    sim : Simulator
+        The true simulator.
+    **search : dict
+        Options of :class:`OracleSearch` (budget).
+    """
+
+    name = "oracle"
+    needs_truth = True
+
+    def __init__(self, sim: Simulator, **search):
+        self.search = OracleSearch(sim, **search)
+
+    def _propose(self, situation: Situation, seed: int) -> Proposal:
+        plan, value, p_acc = self.search.search(situation.true_state, situation.step,
+                                                situation.true_conditions, seed, start=situation.plan)
+        return Proposal(plan, p_acc, note=f"best of a sampling search on the true simulator "
+                                          f"(expected value {value:.0f})")

@@ -1,0 +1,121 @@
+"""One interface for every agent that proposes lever plans.
+
+Lifecycle: the evaluation (or ``recommend``) calls ``reset()`` when it starts
+on a batch, then ``propose(situation, seed)`` at the inspection that flagged
+it and again at every later inspection. An agent may keep what it learned
+about the batch between calls (e.g. the last plan, to warm-start a re-plan);
+``reset`` forgets it. Subclasses implement ``_propose``; the public
+``propose`` times the call and enforces the contract: the plan keeps past
+levers as they were and every lever inside its hard bounds and maximum change.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+
+from simulators.definition import Process
+from simulators.process import Conditions
+
+__all__ = ["Situation", "Proposal", "Agent", "LeverBoundError"]
+
+
+class LeverBoundError(RuntimeError):
+    """An agent proposed a lever value outside its physical limits."""
+
+
+@dataclass(frozen=True)
+class Situation:
+    """What an agent is shown when asked for a plan.
+
+    Attributes
+    ----------
+    process : Process
+    batch_id : str
+    step : int
+        The inspection just completed; levers at later steps can still move.
+    history : DataFrame
+        The batch's step data up to ``step`` (schema of ``simulators.schema``).
+    plan : ndarray (n_levers,)
+        Lever values: as used up to ``step``, as currently planned after it.
+    true_state : ndarray (bars_per_batch, n_chars), optional
+        Every bar's true state. Only agents with ``needs_truth`` get it (the oracle).
+    true_conditions : Conditions, optional
+        The batch's true conditions, for the oracle.
+    """
+
+    process: Process
+    batch_id: str
+    step: int
+    history: pd.DataFrame
+    plan: np.ndarray
+    true_state: np.ndarray | None = None
+    true_conditions: Conditions | None = None
+
+    @property
+    def free(self) -> np.ndarray:
+        """Mask of levers that act after ``step``."""
+        return np.array([lv.step > self.step for lv in self.process.levers])
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """An agent's answer.
+
+    Attributes
+    ----------
+    plan : ndarray (n_levers,)
+        Lever values in physical units.
+    p_accept : float or None
+        The agent's own estimate that the batch ends accepted under ``plan``.
+    note : str
+        Why, in a sentence an engineer reads.
+    latency_s : float
+        Wall time of the decision, filled in by ``Agent.propose``.
+    extra : dict
+        Agent-specific details (e.g. the credible interval, how far a re-plan moved).
+    """
+
+    plan: np.ndarray
+    p_accept: float | None = None
+    note: str = ""
+    latency_s: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+class Agent(ABC):
+    """Base class: subclasses set ``name`` and implement ``_propose``."""
+
+    name: ClassVar[str] = "agent"
+    needs_truth: ClassVar[bool] = False
+
+    def reset(self) -> None:
+        """Forget everything about the previous batch."""
+
+    def propose(self, situation: Situation, seed: int) -> Proposal:
+        """Plan for the levers after ``situation.step``; timed and bound-checked."""
+        if self.needs_truth and situation.true_state is None:
+            raise ValueError(f"agent '{self.name}' needs the true state")
+        t = time.perf_counter()
+        prop = self._propose(situation, seed)
+        dt = time.perf_counter() - t
+        plan = np.asarray(prop.plan, dtype=np.float64)
+        p = situation.process
+        past = ~situation.free
+        if not np.array_equal(plan[past], situation.plan[past]):
+            raise LeverBoundError(f"agent '{self.name}' changed levers of steps already done")
+        ok = p.levers_ok(plan)
+        if not ok.all():
+            bad = [f"{lv.name}={v:g}" for lv, v, good in zip(p.levers, plan, ok) if not good]
+            raise LeverBoundError(f"agent '{self.name}' proposed levers outside their limits: {bad}")
+        return Proposal(plan, prop.p_accept, prop.note, dt, prop.extra)
+
+    @abstractmethod
+    def _propose(self, situation: Situation, seed: int) -> Proposal:
+        """The agent's logic; return a full-length plan."""
+
