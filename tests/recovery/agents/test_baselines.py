@@ -1,0 +1,111 @@
+"""Baseline agents and the oracle behind one interface, in closed loop."""
+
+import numpy as np
+import pytest
+
+from recovery.agents.base import Agent, LeverBoundError, Proposal
+from recovery.agents.baselines import HeuristicAgent, NoneAgent
+from recovery.agents.oracle import OracleAgent
+from recovery.evaluate import closed_loop, evaluate_agents, flagged_cases, situation_for
+from simulators.process import Simulator
+
+
+@pytest.fixture(scope="module")
+def world():
+    sim = Simulator("small")
+    cases, n_faulty = flagged_cases(sim, 200, seed=3)
+    return sim, cases
+
+
+def test_cases_are_flagged_at_the_first_inspection_after_their_fault(world):
+    sim, cases = world
+    assert cases
+    insp = sim.process.inspection_steps
+    for c in cases:
+        first_after = min(s for s in insp if s >= c.fault_step)
+        assert c.detect_step == first_after
+
+
+class Reckless(Agent):
+    name = "reckless"
+
+    def _propose(self, situation, seed):
+        plan = situation.plan.copy()
+        plan[-1] = 1e6
+        return Proposal(plan)
+
+
+class Rewrite(Agent):
+    name = "rewrite"
+
+    def _propose(self, situation, seed):
+        return Proposal(situation.process.nominal_plan() + 1.0)
+
+
+def test_interface_refuses_out_of_bounds_and_past_levers(world):
+    sim, cases = world
+    c = cases[0]
+    sit = situation_for(sim, c, c.detect_step, c.obs, sim.process.nominal_plan(), c.state, truth=False)
+    with pytest.raises(LeverBoundError, match="outside their limits"):
+        Reckless().propose(sit, 0)
+    late = situation_for(sim, c, 12, c.obs, sim.process.nominal_plan(), c.state, truth=False)
+    with pytest.raises(LeverBoundError, match="already done"):
+        Rewrite().propose(late, 0)
+    # a violation in closed loop is counted, and the batch goes on as planned
+    out = closed_loop(sim, c, Reckless(), seed=1)
+    assert out.violations >= 1 and sim.process.within_bounds(out.plan)
+
+
+def test_oracle_needs_the_truth(world):
+    sim, cases = world
+    c = cases[0]
+    sit = situation_for(sim, c, c.detect_step, c.obs, sim.process.nominal_plan(), c.state, truth=False)
+    with pytest.raises(ValueError, match="needs the true state"):
+        OracleAgent(sim).propose(sit, 0)
+
+
+def test_heuristic_compensates_a_worn_die_with_grinding(world):
+    sim, cases = world
+    p = sim.process
+    h = HeuristicAgent(p)
+    case = next(c for c in cases if c.fault == "worn_drawing_die")
+    sit = situation_for(sim, case, case.detect_step, case.obs, p.nominal_plan(), case.state, truth=False)
+    prop = h.propose(sit, 0)
+    mag = case.conditions.fault[0, case.fault_step - 1]  # mm of oversize (ground truth)
+    allowance = prop.plan[p.lever_index["grinding_allowance"]]
+    # about 1000 um of extra grinding per mm of measured oversize
+    assert allowance == pytest.approx(1000 * mag, abs=15.0)
+
+
+def test_evaluation_contract_and_determinism(world):
+    sim, _ = world
+    agents = [NoneAgent(), HeuristicAgent(sim.process), OracleAgent(sim, n_rollouts=6, grid=5, n_sweeps=1,
+                                                                    n_candidates=8, n_iter=1)]
+    a = evaluate_agents(sim, agents, 60, seed=11)
+    b = evaluate_agents(sim, agents, 60, seed=11)
+
+    def untimed(r):
+        return {k: {kk: vv for kk, vv in v.items() if not kk.startswith("latency")} for k, v in r["agents"].items()}
+
+    assert untimed(a) == untimed(b)  # same seed, same figures (wall-clock latencies aside)
+    assert set(a) == {"n_batches", "n_flagged", "seed", "agents"}
+    assert a["n_flagged"] > 0
+    for name, r in a["agents"].items():
+        assert set(r) == {"recovery_rate", "net_value", "scrap_avoided", "regret", "lever_bound_violations",
+                          "latency_p50_s", "latency_p95_s", "by_fault"}
+        assert r["lever_bound_violations"] == 0
+        n = sum(f["n"] for f in r["by_fault"].values())
+        assert n == a["n_flagged"]
+    r = a["agents"]
+    assert r["none"]["recovery_rate"] <= 0.25
+    assert r["oracle"]["recovery_rate"] >= r["none"]["recovery_rate"]
+    assert r["oracle"]["regret"] == 0.0
+
+
+def test_none_outcome_matches_the_plain_continuation(world):
+    sim, cases = world
+    from recovery.evaluate import continue_case
+    for c in cases[:5]:
+        o = closed_loop(sim, c, NoneAgent(), seed=0)
+        st, _ = continue_case(sim, c, sim.process.nominal_plan())
+        assert o.accepted == bool(sim.accepted(st)[0]) and o.lever_cost == 0.0
