@@ -80,19 +80,6 @@ def crack_probability(coating: float, critical: float, scale: float) -> float:
 
 
 @njit(**NJIT)
-def _get(x, slot, role):
-    j = slot[role]
-    return x[j] if j >= 0 else 0.0
-
-
-@njit(**NJIT)
-def _set(x, slot, role, value):
-    j = slot[role]
-    if j >= 0:
-        x[j] = value
-
-
-@njit(**NJIT)
 def advance(state, bars_per_batch, start, stop, kind, params, target, slot,
             lever_first, lever_count, lever_param, plan, fault, drift,
             insp_of_step, insp_measures, insp_sample, gauge_sigma,
@@ -104,15 +91,29 @@ def advance(state, bars_per_batch, start, stop, kind, params, target, slot,
     max_sample, n_chars) receives gauge readings; ``latent`` (n_batches,
     n_steps + 1, n_chars) receives batch means after each step when it is not
     empty.
+
+    The step kind is dispatched once per batch, with the bar loop inside each
+    branch, and everything that is constant over a batch's bars (Arrhenius
+    factors, temper drop, straightening keep) is computed once per batch.
     """
     n_batches = plan.shape[0]
     n_chars = state.shape[1]
     record = latent.shape[0] > 0
     gauge = obs.shape[0] > 0
+    jD = slot[R_D]
+    jOV = slot[R_OV]
+    jST = slot[R_ST]
+    jYS = slot[R_YS]
+    jRS = slot[R_RS]
+    jCT = slot[R_CT]
+    jRA = slot[R_RA]
+    jLEN = slot[R_LEN]
+    jCR = slot[R_CR]
     zb = np.empty(n_batches)
     p = np.empty(params.shape[1])
     for s in range(start, stop):
         k = kind[s]
+        t = target[s]
         if k != WASHING and k != INSPECTION:
             for b in range(n_batches):
                 zb[b] = rng.standard_normal()
@@ -124,110 +125,153 @@ def advance(state, bars_per_batch, start, stop, kind, params, target, slot,
             # Every batch overwrites the same lever slots, so no reset is needed.
             for li in range(lever_first[s], lever_first[s] + lever_count[s]):
                 p[lever_param[li]] = plan[b, li]
-            eb = p[1] * (zb[b] + drift[b, s])
+            # Scalars, not p[k]: numba cannot hoist loads of an array that may alias state.
+            p0, p1, p2, p3, p4 = p[0], p[1], p[2], p[3], p[4]
+            p5, p6, p7, p8, p9 = p[5], p[6], p[7], p[8], p[9]
+            eb = p1 * (zb[b] + drift[b, s])
             m = fault[b, s]
-            t = target[s]
-            for i in range(b * bars_per_batch, (b + 1) * bars_per_batch):
-                x = state[i]
-                if k == FORMING:
+            i0 = b * bars_per_batch
+            i1 = i0 + bars_per_batch
+            if k == FORMING:
+                for i in range(i0, i1):
                     e1 = rng.standard_normal()
                     e2 = rng.standard_normal()
                     e3 = rng.standard_normal()
                     for c in range(n_chars):
-                        x[c] = 0.0
-                    _set(x, slot, R_D, p[2] + eb + p[0] * e1)
-                    _set(x, slot, R_OV, p[3] + p[4] * abs(e2))
-                    _set(x, slot, R_ST, p[5] + p[6] * abs(e3))
-                    _set(x, slot, R_YS, p[7])
-                    _set(x, slot, R_RA, p[8])
-                    _set(x, slot, R_LEN, p[9])
-                elif k == DRAWING:
+                        state[i, c] = 0.0
+                    if jD >= 0:
+                        state[i, jD] = p2 + eb + p0 * e1
+                    if jOV >= 0:
+                        state[i, jOV] = p3 + p4 * abs(e2)
+                    if jST >= 0:
+                        state[i, jST] = p5 + p6 * abs(e3)
+                    if jYS >= 0:
+                        state[i, jYS] = p7
+                    if jRA >= 0:
+                        state[i, jRA] = p8
+                    if jLEN >= 0:
+                        state[i, jLEN] = p9
+            elif k == DRAWING:
+                for i in range(i0, i1):
                     e1 = rng.standard_normal()
                     e2 = rng.standard_normal()
-                    _set(x, slot, R_D, _get(x, slot, R_D) - p[2] + m + eb + p[0] * e1)
-                    _set(x, slot, R_OV, _get(x, slot, R_OV) * p[3] + 0.5 * m + p[4] * abs(e2))
-                    _set(x, slot, R_YS, _get(x, slot, R_YS) + p[5])
-                    _set(x, slot, R_RA, _get(x, slot, R_RA) * p[6])
-                    _set(x, slot, R_RS, _get(x, slot, R_RS) + p[7])
-                elif k == STRAIGHTENING:
+                    if jD >= 0:
+                        state[i, jD] = state[i, jD] - p2 + m + eb + p0 * e1
+                    if jOV >= 0:
+                        state[i, jOV] = state[i, jOV] * p3 + 0.5 * m + p4 * abs(e2)
+                    if jYS >= 0:
+                        state[i, jYS] += p5
+                    if jRA >= 0:
+                        state[i, jRA] *= p6
+                    if jRS >= 0:
+                        state[i, jRS] += p7
+            elif k == STRAIGHTENING:
+                keep = np.exp(-p2 * (1.0 - m) / p3)
+                for i in range(i0, i1):
                     e1 = rng.standard_normal()
-                    bow = _get(x, slot, R_ST) - p[4]
+                    bow = state[i, jST] - p4
                     if bow < 0.0:
                         bow = 0.0
-                    keep = np.exp(-p[2] * (1.0 - m) / p[3])
-                    _set(x, slot, R_ST, p[4] + bow * keep + m * p[6] + abs(eb + p[0] * e1))
-                    _set(x, slot, R_RS, _get(x, slot, R_RS) + p[5] * p[2])
-                elif k == HEAT_TREATMENT:
+                    state[i, jST] = p4 + bow * keep + m * p6 + abs(eb + p0 * e1)
+                    if jRS >= 0:
+                        state[i, jRS] += p5 * p2
+            elif k == HEAT_TREATMENT:
+                for i in range(i0, i1):
                     e1 = rng.standard_normal()
                     e2 = rng.standard_normal()
-                    _set(x, slot, R_YS, p[2] + p[3] * m + eb + p[0] * e1)
-                    _set(x, slot, R_ST, _get(x, slot, R_ST) + (p[4] + p[5] * m) * abs(e2))
-                    _set(x, slot, R_RS, p[6])
-                elif k == QUENCH:
+                    state[i, jYS] = p2 + p3 * m + eb + p0 * e1
+                    if jST >= 0:
+                        state[i, jST] += (p4 + p5 * m) * abs(e2)
+                    if jRS >= 0:
+                        state[i, jRS] = p6
+            elif k == QUENCH:
+                for i in range(i0, i1):
                     e1 = rng.standard_normal()
-                    _set(x, slot, R_YS, _get(x, slot, R_YS) + p[2] * (1.0 - m) + eb + p[0] * e1)
-                    _set(x, slot, R_RS, _get(x, slot, R_RS) + p[3])
-                elif k == TEMPER:
+                    state[i, jYS] += p2 * (1.0 - m) + eb + p0 * e1
+                    if jRS >= 0:
+                        state[i, jRS] += p3
+            elif k == TEMPER:
+                drop = p4 * np.exp((p2 - p3) / p5)
+                for i in range(i0, i1):
                     e1 = rng.standard_normal()
-                    drop = p[4] * np.exp((p[2] - p[3]) / p[5])
-                    _set(x, slot, R_YS, _get(x, slot, R_YS) - drop + eb + p[0] * e1)
-                    _set(x, slot, R_RS, _get(x, slot, R_RS) * p[6])
-                elif k == STRESS_RELIEF:
+                    state[i, jYS] = state[i, jYS] - drop + eb + p0 * e1
+                    if jRS >= 0:
+                        state[i, jRS] *= p6
+            elif k == STRESS_RELIEF:
+                arr = np.exp(-p6 * 1000.0 / GAS_CONSTANT
+                             * (1.0 / (p2 + 273.15) - 1.0 / (p5 + 273.15)))
+                relax = np.exp(-p4 * arr * p3)
+                soften = p7 * arr * p3
+                for i in range(i0, i1):
                     e1 = rng.standard_normal()
-                    arr = np.exp(-p[6] * 1000.0 / GAS_CONSTANT
-                                 * (1.0 / (p[2] + 273.15) - 1.0 / (p[5] + 273.15)))
-                    _set(x, slot, R_RS, _get(x, slot, R_RS) * np.exp(-p[4] * arr * p[3])
-                         + eb + p[0] * e1)
-                    _set(x, slot, R_YS, _get(x, slot, R_YS) - p[7] * arr * p[3])
-                elif k == GRINDING:
+                    state[i, jRS] = state[i, jRS] * relax + eb + p0 * e1
+                    if jYS >= 0:
+                        state[i, jYS] -= soften
+            elif k == GRINDING:
+                # More stock removed rounds the bar more.
+                round_keep = p4 ** ((p2 + p3) / p2)
+                for i in range(i0, i1):
                     e1 = rng.standard_normal()
                     e2 = rng.standard_normal()
-                    _set(x, slot, R_D, _get(x, slot, R_D) - (p[2] + p[3]) / 1000.0 + eb + p[0] * e1)
-                    # More stock removed rounds the bar more.
-                    _set(x, slot, R_OV, _get(x, slot, R_OV) * p[4] ** ((p[2] + p[3]) / p[2]))
-                    _set(x, slot, R_RA, p[5] + p[6] * abs(e2))
-                    _set(x, slot, R_RS, _get(x, slot, R_RS) + p[7] * m)
-                elif k == POLISHING:
+                    state[i, jD] = state[i, jD] - (p2 + p3) / 1000.0 + eb + p0 * e1
+                    if jOV >= 0:
+                        state[i, jOV] *= round_keep
+                    if jRA >= 0:
+                        state[i, jRA] = p5 + p6 * abs(e2)
+                    if jRS >= 0:
+                        state[i, jRS] += p7 * m
+            elif k == POLISHING:
+                n = p2 + p3
+                keep = (1.0 - p5 * (1.0 - m)) ** n
+                removed = p6 * n
+                for i in range(i0, i1):
                     e1 = rng.standard_normal()
-                    n = p[2] + p[3]
-                    ra = _get(x, slot, R_RA)
-                    excess = ra - p[4]
+                    excess = state[i, jRA] - p4
                     if excess < 0.0:
                         excess = 0.0
-                    _set(x, slot, R_RA, p[4] + excess * (1.0 - p[5] * (1.0 - m)) ** n
-                         + abs(eb + p[0] * e1))
-                    removed = p[6] * n
-                    _set(x, slot, R_D, _get(x, slot, R_D) - 2.0 * removed / 1000.0)
-                    ct = _get(x, slot, R_CT) - removed
-                    _set(x, slot, R_CT, ct if ct > 0.0 else 0.0)
-                elif k == PLATING:
+                    state[i, jRA] = p4 + excess * keep + abs(eb + p0 * e1)
+                    if jD >= 0:
+                        state[i, jD] -= 2.0 * removed / 1000.0
+                    if jCT >= 0:
+                        ct = state[i, jCT] - removed
+                        state[i, jCT] = ct if ct > 0.0 else 0.0
+            elif k == PLATING:
+                g0 = p5 * p3 * p2 * p4 * (1.0 - m)
+                for i in range(i0, i1):
                     e1 = rng.standard_normal()
-                    g = p[5] * p[3] * p[2] * p[4] * (1.0 - m) * (1.0 + eb + p[0] * e1)
+                    g = g0 * (1.0 + eb + p0 * e1)
                     if g < 0.0:
                         g = 0.0
-                    _set(x, slot, R_CT, _get(x, slot, R_CT) + g)
-                    _set(x, slot, R_D, _get(x, slot, R_D) + 2.0 * g / 1000.0)
-                    if g > 0.0:
-                        _set(x, slot, R_RA, _get(x, slot, R_RA) + p[6])
-                elif k == BENDING:
+                    state[i, jCT] += g
+                    if jD >= 0:
+                        state[i, jD] += 2.0 * g / 1000.0
+                    if g > 0.0 and jRA >= 0:
+                        state[i, jRA] += p6
+            elif k == BENDING:
+                for i in range(i0, i1):
                     e1 = rng.standard_normal()
-                    d = _get(x, slot, R_D)
-                    r_ref = springback_ratio(p[4], d, p[5], p[6])
-                    r = springback_ratio(_get(x, slot, R_YS), d, p[5], p[6])
-                    command = p[2] / (1.0 - r_ref) + p[3]
-                    x[t] = command * (1.0 - r) + m + eb + p[0] * e1
-                    _set(x, slot, R_RS, _get(x, slot, R_RS) + p[9])
-                elif k == REBEND:
+                    d = state[i, jD]
+                    r_ref = springback_ratio(p4, d, p5, p6)
+                    r = springback_ratio(state[i, jYS], d, p5, p6)
+                    command = p2 / (1.0 - r_ref) + p3
+                    state[i, t] = command * (1.0 - r) + m + eb + p0 * e1
+                    if jRS >= 0:
+                        state[i, jRS] += p9
+            elif k == REBEND:
+                for i in range(i0, i1):
                     e1 = rng.standard_normal()
-                    if p[2] != 0.0:
-                        r = springback_ratio(_get(x, slot, R_YS), _get(x, slot, R_D), p[3], p[4])
-                        x[t] = x[t] + p[2] * (1.0 - r) + p[0] * e1
-                elif k == CUTTING:
+                    if p2 != 0.0:
+                        r = springback_ratio(state[i, jYS], state[i, jD], p3, p4)
+                        state[i, t] = state[i, t] + p2 * (1.0 - r) + p0 * e1
+            elif k == CUTTING:
+                for i in range(i0, i1):
                     e1 = rng.standard_normal()
-                    _set(x, slot, R_LEN, p[2] + eb + p[0] * e1)
-                elif k == TRANSPORT:
+                    state[i, jLEN] = p2 + eb + p0 * e1
+            elif k == TRANSPORT:
+                for i in range(i0, i1):
                     e1 = rng.standard_normal()
-                    _set(x, slot, R_ST, _get(x, slot, R_ST) + abs(eb + p[0] * e1))
+                    if jST >= 0:
+                        state[i, jST] += abs(eb + p0 * e1)
         # Uniform draws come after all normals of the step (see module docstring).
         if k == GRINDING or k == BENDING or k == REBEND:
             for b in range(n_batches):
@@ -236,15 +280,15 @@ def advance(state, bars_per_batch, start, stop, kind, params, target, slot,
                     p[lever_param[li]] = plan[b, li]
                 for i in range(b * bars_per_batch, (b + 1) * bars_per_batch):
                     u = rng.random()
-                    x = state[i]
+                    ct = state[i, jCT] if jCT >= 0 else 0.0
                     if k == GRINDING:
                         hit = u < m
                     elif k == BENDING:
-                        hit = u < crack_probability(_get(x, slot, R_CT), p[7], p[8])
+                        hit = u < crack_probability(ct, p[7], p[8])
                     else:
-                        hit = p[2] != 0.0 and u < p[7] * crack_probability(_get(x, slot, R_CT), p[5], p[6])
-                    if hit:
-                        _set(x, slot, R_CR, 1.0)
+                        hit = p[2] != 0.0 and u < p[7] * crack_probability(ct, p[5], p[6])
+                    if hit and jCR >= 0:
+                        state[i, jCR] = 1.0
         if k == INSPECTION and gauge:
             q = insp_of_step[s]
             for b in range(n_batches):
