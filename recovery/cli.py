@@ -13,7 +13,7 @@ import importlib
 import sys
 
 # Order is the order of ``recovery --help``.
-COMMANDS = ["simulate"]
+COMMANDS = ["simulate", "evaluate"]
 
 
 class UserError(Exception):

@@ -1,1 +1,51 @@
-"""Agents that propose lever plans for one batch."""
+"""Agents that propose lever plans for one batch, behind one interface (``base.Agent``).
+
+``AGENTS`` names every agent the CLI knows; ``make_agent`` builds one.
+"""
+
+from __future__ import annotations
+
+from recovery.agents.base import Agent, LeverBoundError, Proposal, Situation
+
+__all__ = ["AGENTS", "Agent", "LeverBoundError", "Proposal", "Situation", "make_agent"]
+
+AGENTS = ("planner", "rl", "heuristic", "none", "oracle")
+
+
+def make_agent(name: str, sim, *, model=None, policy=None, budget: str = "default") -> Agent:
+    """Build an agent by name.
+
+    Parameters
+    ----------
+    name : str
+        One of ``AGENTS``.
+    sim : simulators.process.Simulator
+        The true simulator; only the oracle uses it to plan.
+    model : fitted causal model, optional
+        Needed by ``planner``.
+    policy : trained RL policy, optional
+        Needed by ``rl``.
+    budget : str
+        ``"default"`` or ``"tiny"`` (tests).
+    """
+    if name == "none":
+        from recovery.agents.baselines import NoneAgent
+        return NoneAgent()
+    if name == "heuristic":
+        from recovery.agents.baselines import HeuristicAgent
+        return HeuristicAgent(sim.process)
+    if name == "oracle":
+        from recovery.agents.oracle import OracleAgent
+        kw = dict(n_rollouts=6, grid=5, n_sweeps=1, n_candidates=8, n_iter=1) if budget == "tiny" else {}
+        return OracleAgent(sim, **kw)
+    if name == "planner":
+        if model is None:
+            raise ValueError("the planner needs a fitted causal model")
+        from recovery.agents.model_planner import PlannerAgent
+        return PlannerAgent(model, budget=budget)
+    if name == "rl":
+        if policy is None:
+            raise ValueError("the rl agent needs a trained policy")
+        from recovery.agents.rl import RLAgent
+        return RLAgent(policy)
+    raise ValueError(f"unknown agent '{name}'; known: {', '.join(AGENTS)}")
