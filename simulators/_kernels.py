@@ -27,7 +27,7 @@ import numpy as np
 from numba import njit
 
 from simulators._config import NJIT
-from simulators.kinds import KIND_IDS, ROLES
+from simulators.kinds import KIND_IDS, KINDS, ROLES
 
 # numba freezes module globals into constants.
 FORMING = KIND_IDS["forming"]
@@ -58,6 +58,9 @@ R_LEN = ROLES.index("length")
 R_CR = ROLES.index("crack")
 
 GAS_CONSTANT = 8.314462618  # J/(mol K)
+
+# Bar-level normal draws per bar, by kind id (a tuple, so numba freezes it).
+NORMALS = tuple(KINDS[name].normals for name in KIND_IDS)
 
 
 @njit(**NJIT)
@@ -111,6 +114,9 @@ def advance(state, bars_per_batch, start, stop, kind, params, target, slot,
     jCR = slot[R_CR]
     zb = np.empty(n_batches)
     p = np.empty(params.shape[1])
+    # A batch's bar draws go to a buffer first, in the same order as drawing them
+    # inside the physics loop would: a tight draw loop, then a loop without calls.
+    buf = np.empty(bars_per_batch * max(4, n_chars))
     for s in range(start, stop):
         k = kind[s]
         t = target[s]
@@ -132,11 +138,14 @@ def advance(state, bars_per_batch, start, stop, kind, params, target, slot,
             m = fault[b, s]
             i0 = b * bars_per_batch
             i1 = i0 + bars_per_batch
+            nk = NORMALS[k]
+            for q in range(bars_per_batch * nk):
+                buf[q] = rng.standard_normal()
             if k == FORMING:
                 for i in range(i0, i1):
-                    e1 = rng.standard_normal()
-                    e2 = rng.standard_normal()
-                    e3 = rng.standard_normal()
+                    e1 = buf[(i - i0) * nk]
+                    e2 = buf[(i - i0) * nk + 1]
+                    e3 = buf[(i - i0) * nk + 2]
                     for c in range(n_chars):
                         state[i, c] = 0.0
                     if jD >= 0:
@@ -153,8 +162,8 @@ def advance(state, bars_per_batch, start, stop, kind, params, target, slot,
                         state[i, jLEN] = p9
             elif k == DRAWING:
                 for i in range(i0, i1):
-                    e1 = rng.standard_normal()
-                    e2 = rng.standard_normal()
+                    e1 = buf[(i - i0) * nk]
+                    e2 = buf[(i - i0) * nk + 1]
                     if jD >= 0:
                         state[i, jD] = state[i, jD] - p2 + m + eb + p0 * e1
                     if jOV >= 0:
@@ -168,7 +177,7 @@ def advance(state, bars_per_batch, start, stop, kind, params, target, slot,
             elif k == STRAIGHTENING:
                 keep = np.exp(-p2 * (1.0 - m) / p3)
                 for i in range(i0, i1):
-                    e1 = rng.standard_normal()
+                    e1 = buf[(i - i0) * nk]
                     bow = state[i, jST] - p4
                     if bow < 0.0:
                         bow = 0.0
@@ -177,8 +186,8 @@ def advance(state, bars_per_batch, start, stop, kind, params, target, slot,
                         state[i, jRS] += p5 * p2
             elif k == HEAT_TREATMENT:
                 for i in range(i0, i1):
-                    e1 = rng.standard_normal()
-                    e2 = rng.standard_normal()
+                    e1 = buf[(i - i0) * nk]
+                    e2 = buf[(i - i0) * nk + 1]
                     state[i, jYS] = p2 + p3 * m + eb + p0 * e1
                     if jST >= 0:
                         state[i, jST] += (p4 + p5 * m) * abs(e2)
@@ -186,14 +195,14 @@ def advance(state, bars_per_batch, start, stop, kind, params, target, slot,
                         state[i, jRS] = p6
             elif k == QUENCH:
                 for i in range(i0, i1):
-                    e1 = rng.standard_normal()
+                    e1 = buf[(i - i0) * nk]
                     state[i, jYS] += p2 * (1.0 - m) + eb + p0 * e1
                     if jRS >= 0:
                         state[i, jRS] += p3
             elif k == TEMPER:
                 drop = p4 * np.exp((p2 - p3) / p5)
                 for i in range(i0, i1):
-                    e1 = rng.standard_normal()
+                    e1 = buf[(i - i0) * nk]
                     state[i, jYS] = state[i, jYS] - drop + eb + p0 * e1
                     if jRS >= 0:
                         state[i, jRS] *= p6
@@ -203,7 +212,7 @@ def advance(state, bars_per_batch, start, stop, kind, params, target, slot,
                 relax = np.exp(-p4 * arr * p3)
                 soften = p7 * arr * p3
                 for i in range(i0, i1):
-                    e1 = rng.standard_normal()
+                    e1 = buf[(i - i0) * nk]
                     state[i, jRS] = state[i, jRS] * relax + eb + p0 * e1
                     if jYS >= 0:
                         state[i, jYS] -= soften
@@ -211,8 +220,8 @@ def advance(state, bars_per_batch, start, stop, kind, params, target, slot,
                 # More stock removed rounds the bar more.
                 round_keep = p4 ** ((p2 + p3) / p2)
                 for i in range(i0, i1):
-                    e1 = rng.standard_normal()
-                    e2 = rng.standard_normal()
+                    e1 = buf[(i - i0) * nk]
+                    e2 = buf[(i - i0) * nk + 1]
                     state[i, jD] = state[i, jD] - (p2 + p3) / 1000.0 + eb + p0 * e1
                     if jOV >= 0:
                         state[i, jOV] *= round_keep
@@ -225,7 +234,7 @@ def advance(state, bars_per_batch, start, stop, kind, params, target, slot,
                 keep = (1.0 - p5 * (1.0 - m)) ** n
                 removed = p6 * n
                 for i in range(i0, i1):
-                    e1 = rng.standard_normal()
+                    e1 = buf[(i - i0) * nk]
                     excess = state[i, jRA] - p4
                     if excess < 0.0:
                         excess = 0.0
@@ -238,7 +247,7 @@ def advance(state, bars_per_batch, start, stop, kind, params, target, slot,
             elif k == PLATING:
                 g0 = p5 * p3 * p2 * p4 * (1.0 - m)
                 for i in range(i0, i1):
-                    e1 = rng.standard_normal()
+                    e1 = buf[(i - i0) * nk]
                     g = g0 * (1.0 + eb + p0 * e1)
                     if g < 0.0:
                         g = 0.0
@@ -249,7 +258,7 @@ def advance(state, bars_per_batch, start, stop, kind, params, target, slot,
                         state[i, jRA] += p6
             elif k == BENDING:
                 for i in range(i0, i1):
-                    e1 = rng.standard_normal()
+                    e1 = buf[(i - i0) * nk]
                     d = state[i, jD]
                     r_ref = springback_ratio(p4, d, p5, p6)
                     r = springback_ratio(state[i, jYS], d, p5, p6)
@@ -259,17 +268,17 @@ def advance(state, bars_per_batch, start, stop, kind, params, target, slot,
                         state[i, jRS] += p9
             elif k == REBEND:
                 for i in range(i0, i1):
-                    e1 = rng.standard_normal()
+                    e1 = buf[(i - i0) * nk]
                     if p2 != 0.0:
                         r = springback_ratio(state[i, jYS], state[i, jD], p3, p4)
                         state[i, t] = state[i, t] + p2 * (1.0 - r) + p0 * e1
             elif k == CUTTING:
                 for i in range(i0, i1):
-                    e1 = rng.standard_normal()
+                    e1 = buf[(i - i0) * nk]
                     state[i, jLEN] = p2 + eb + p0 * e1
             elif k == TRANSPORT:
                 for i in range(i0, i1):
-                    e1 = rng.standard_normal()
+                    e1 = buf[(i - i0) * nk]
                     if jST >= 0:
                         state[i, jST] += abs(eb + p0 * e1)
         # Uniform draws come after all normals of the step (see module docstring).
@@ -278,8 +287,10 @@ def advance(state, bars_per_batch, start, stop, kind, params, target, slot,
                 m = fault[b, s]
                 for li in range(lever_first[s], lever_first[s] + lever_count[s]):
                     p[lever_param[li]] = plan[b, li]
+                for q in range(bars_per_batch):
+                    buf[q] = rng.random()
                 for i in range(b * bars_per_batch, (b + 1) * bars_per_batch):
-                    u = rng.random()
+                    u = buf[i - b * bars_per_batch]
                     ct = state[i, jCT] if jCT >= 0 else 0.0
                     if k == GRINDING:
                         hit = u < m
@@ -291,12 +302,20 @@ def advance(state, bars_per_batch, start, stop, kind, params, target, slot,
                         state[i, jCR] = 1.0
         if k == INSPECTION and gauge:
             q = insp_of_step[s]
+            n_meas = 0
+            for c in range(n_chars):
+                if insp_measures[q, c]:
+                    n_meas += 1
             for b in range(n_batches):
+                for r in range(insp_sample[q] * n_meas):
+                    buf[r] = rng.standard_normal()
+                r = 0
                 for jj in range(insp_sample[q]):
                     i = b * bars_per_batch + jj
                     for c in range(n_chars):
                         if insp_measures[q, c]:
-                            obs[b, q, jj, c] = state[i, c] + gauge_sigma[c] * rng.standard_normal()
+                            obs[b, q, jj, c] = state[i, c] + gauge_sigma[c] * buf[r]
+                            r += 1
         if record:
             for b in range(n_batches):
                 for c in range(n_chars):
