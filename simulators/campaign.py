@@ -1,12 +1,17 @@
 """Simulation campaigns: many batches in seeded chunks, written to Parquet.
 
 Batches are simulated in chunks of ``CHUNK`` with seeds spawned from the
-campaign seed, so the result does not depend on how the work is split.
+campaign seed, so the result does not depend on how the work is split or on
+how many workers run it. ``chunk_output`` is the unit of work (a worker can
+run it anywhere); ``write_campaign`` consumes chunk outputs in chunk order and
+streams them into Parquet files.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import pandas as pd
@@ -14,9 +19,14 @@ import pandas as pd
 from simulators.definition import Process
 from simulators.process import Simulator
 
-__all__ = ["CHUNK", "simulate_chunk", "simulate_to_files"]
+__all__ = ["CHUNK", "ChunkOutput", "simulate_chunk", "chunk_output", "n_chunks", "write_campaign",
+           "simulate_to_files"]
 
 CHUNK = 1000
+
+
+def n_chunks(n_batches: int) -> int:
+    return (n_batches + CHUNK - 1) // CHUNK
 
 
 def simulate_chunk(process: Process, n_total: int, chunk: int, seed: int, *, explore: float = 0.2,
@@ -32,21 +42,54 @@ def simulate_chunk(process: Process, n_total: int, chunk: int, seed: int, *, exp
                         plan=sim.exploration_plans(n, explore, rng))
 
 
+@dataclass(frozen=True)
+class ChunkOutput:
+    """What one chunk contributes: the frames to write and the counts to add up."""
+
+    chunk: int
+    observations: pd.DataFrame
+    faults: pd.DataFrame
+    latent: pd.DataFrame
+    outcome: pd.DataFrame
+    fault_counts: dict
+    faulty: int
+    flagged: np.ndarray
+    accepted: int
+
+
 def _latent_frame(res) -> pd.DataFrame:
     p = res.process
     nb, ns1, nc = res.latent.shape
     return pd.DataFrame({
-        "batch_id": np.repeat(res.conditions.batch_ids, ns1 * nc),
+        "batch_id": np.repeat(res.conditions.batch_ids.astype(str), ns1 * nc),
         "step": np.tile(np.repeat(np.arange(ns1), nc), nb),
         "variable": np.tile([c.name for c in p.characteristics], nb * ns1),
         "value": res.latent.reshape(-1),
     })
 
 
-def simulate_to_files(process: Process, n_batches: int, seed: int, out: Path, *,
-                      truth: Path | None = None, explore: float = 0.2, faults: bool = True,
-                      progress: bool = True) -> dict:
-    """Simulate a campaign and write observed step data (and optionally the truth).
+def chunk_output(process: Process, n_total: int, seed: int, *, chunk: int, explore: float = 0.2,
+                 faults: bool = True, truth: bool = True) -> ChunkOutput:
+    """Simulate one chunk and turn it into frames (runs in-process or on a worker)."""
+    res = simulate_chunk(process, n_total, chunk, seed, explore=explore, faults=faults)
+    ff = res.faults_frame().astype({"batch_id": "string", "fault": "string"})
+    return ChunkOutput(
+        chunk=chunk,
+        observations=res.observations,
+        faults=ff,
+        latent=_latent_frame(res) if truth else pd.DataFrame(),
+        outcome=pd.DataFrame({"batch_id": res.conditions.batch_ids.astype(str),
+                              "in_spec_fraction": res.in_spec, "accepted": res.accepted}),
+        fault_counts={str(k): int(v) for k, v in ff["fault"].value_counts().items()},
+        faulty=int(res.conditions.occurred.any(axis=1).sum()),
+        flagged=res.flags.sum(axis=0),
+        accepted=int(res.accepted.sum()),
+    )
+
+
+def write_campaign(process: Process, n_batches: int, outputs: Iterable[ChunkOutput], out: Path, *,
+                   truth: Path | None = None) -> dict:
+    """Stream chunk outputs (in chunk order) into Parquet files and sum the counts.
 
     The observed file never contains ground truth. With ``truth``, three files
     are written: ``truth`` (one row per injected fault: batch_id, step, fault,
@@ -58,16 +101,14 @@ def simulate_to_files(process: Process, n_batches: int, seed: int, out: Path, *,
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from tqdm import tqdm
 
-    n_chunks = (n_batches + CHUNK - 1) // CHUNK
     writers: dict[str, pq.ParquetWriter] = {}
     fault_counts: dict[str, int] = {f.name: 0 for f in process.faults}
     flagged = np.zeros(len(process.inspections))
     accepted = faulty = rows = 0
-    stem = truth.with_suffix("") if truth else None
     paths = {"obs": out}
     if truth:
+        stem = truth.with_suffix("")
         paths |= {"faults": truth, "latent": Path(f"{stem}.latent.parquet"),
                   "outcome": Path(f"{stem}.outcome.parquet")}
 
@@ -77,24 +118,24 @@ def simulate_to_files(process: Process, n_batches: int, seed: int, out: Path, *,
             writers[key] = pq.ParquetWriter(paths[key], table.schema)
         writers[key].write_table(table)
 
+    expected = 0
     try:
-        for c in tqdm(range(n_chunks), desc="simulate", unit="chunk", disable=not progress or n_chunks < 2):
-            res = simulate_chunk(process, n_batches, c, seed, explore=explore, faults=faults)
-            obs = res.observations
-            rows += len(obs)
-            write("obs", obs)
-            ff = res.faults_frame()
-            for name, n in ff["fault"].value_counts().items():
-                fault_counts[name] += int(n)
-            faulty += int(res.conditions.occurred.any(axis=1).sum())
-            flagged += res.flags.sum(axis=0)
-            accepted += int(res.accepted.sum())
+        for o in outputs:
+            if o.chunk != expected:
+                raise RuntimeError(f"chunk {o.chunk} arrived where chunk {expected} was expected")
+            expected += 1
+            rows += len(o.observations)
+            write("obs", o.observations)
+            for name, n in o.fault_counts.items():
+                fault_counts[name] += n
+            faulty += o.faulty
+            flagged += o.flagged
+            accepted += o.accepted
             if truth:
-                write("faults", ff.astype({"batch_id": "string", "fault": "string"}))
-                write("latent", _latent_frame(res))
-                write("outcome", pd.DataFrame({"batch_id": res.conditions.batch_ids.astype(str),
-                                               "in_spec_fraction": res.in_spec,
-                                               "accepted": res.accepted}))
+                if len(o.faults):
+                    write("faults", o.faults)
+                write("latent", o.latent)
+                write("outcome", o.outcome)
     finally:
         for w in writers.values():
             w.close()
@@ -108,3 +149,16 @@ def simulate_to_files(process: Process, n_batches: int, seed: int, out: Path, *,
         "flagged": {ins.step: float(flagged[q] / n_batches) for q, ins in enumerate(process.inspections)},
         "accepted": accepted / n_batches,
     }
+
+
+def simulate_to_files(process: Process, n_batches: int, seed: int, out: Path, *,
+                      truth: Path | None = None, explore: float = 0.2, faults: bool = True,
+                      progress: bool = True) -> dict:
+    """Simulate a campaign in this process and write it (see :func:`write_campaign`)."""
+    from tqdm import tqdm
+
+    n = n_chunks(n_batches)
+    outputs = (chunk_output(process, n_batches, seed, chunk=c, explore=explore, faults=faults,
+                            truth=truth is not None)
+               for c in tqdm(range(n), desc="simulate", unit="chunk", disable=not progress or n < 2))
+    return write_campaign(process, n_batches, outputs, out, truth=truth)

@@ -6,6 +6,7 @@ import argparse
 
 import numpy as np
 
+from recovery.cli import UserError
 from recovery.commands._common import load_process_arg, output_path, positive_int, seed_int, share
 
 
@@ -24,6 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--explore", type=share, default=0.2,
                    help="share of batches where past engineers moved levers (default 0.2)")
     p.add_argument("--no-faults", action="store_true", help="inject no faults")
+    p.add_argument("--cluster", help="run the chunks on Dask: 'local:N' (N worker processes) or a "
+                                     "scheduler address such as tcp://host:8786")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -34,9 +37,12 @@ def run(args: argparse.Namespace) -> int:
     process = load_process_arg(args.process)
     out = output_path(args.out)
     truth = output_path(args.truth) if args.truth else None
-    summary = simulate_to_files(process, args.batches, args.seed, out, truth=truth,
-                                explore=args.explore, faults=not args.no_faults,
-                                progress=not args.quiet)
+    if args.cluster:
+        summary = _on_cluster(args, process, out, truth)
+    else:
+        summary = simulate_to_files(process, args.batches, args.seed, out, truth=truth,
+                                    explore=args.explore, faults=not args.no_faults,
+                                    progress=not args.quiet)
     print(f"process      {process.name} ({process.n_steps} steps, digest {process.digest})")
     print(f"batches      {summary['batches']}  ({summary['rows']} rows written to {out})")
     print(f"faults       {summary['faults_total']} injected in {summary['faulty_batches']} batches")
@@ -49,3 +55,22 @@ def run(args: argparse.Namespace) -> int:
     if truth:
         print(f"truth        {truth} (+ .latent.parquet, .outcome.parquet)")
     return 0
+
+
+def _on_cluster(args, process, out, truth) -> dict:
+    from tqdm import tqdm
+
+    from recovery.distributed import cluster_client, ordered_map
+    from simulators.campaign import chunk_output, n_chunks, write_campaign
+
+    n = n_chunks(args.batches)
+    try:
+        with cluster_client(args.cluster) as client:
+            outputs = ordered_map(client, chunk_output, n, process, args.batches, args.seed,
+                                  explore=args.explore, faults=not args.no_faults,
+                                  truth=truth is not None)
+            outputs = tqdm(outputs, total=n, desc=f"simulate on {args.cluster}", unit="chunk",
+                           disable=args.quiet)
+            return write_campaign(process, args.batches, outputs, out, truth=truth)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"--cluster {args.cluster}: {exc}") from None

@@ -1,0 +1,58 @@
+"""Campaigns on Dask give the same result on any number of workers, even when one dies."""
+
+import os
+import signal
+
+import pandas as pd
+import pytest
+
+from recovery.distributed import cluster_client, ordered_map
+from simulators.campaign import chunk_output, n_chunks, simulate_to_files, write_campaign
+from simulators.definition import load_process
+
+N = 5000  # five chunks of the default process
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ref")
+    summary = simulate_to_files(load_process(), N, 21, d / "obs.parquet", truth=d / "truth.parquet",
+                                progress=False)
+    return summary, d
+
+
+def _read(d):
+    return [pd.read_parquet(d / f) for f in ("obs.parquet", "truth.parquet", "truth.outcome.parquet")]
+
+
+def test_a_killed_worker_loses_no_chunk_and_counts_none_twice(reference, tmp_path):
+    summary_ref, ref_dir = reference
+    process = load_process()
+    killed = []
+    with cluster_client("local:2") as client:
+        outputs = ordered_map(client, chunk_output, n_chunks(N), process, N, 21, window=4)
+
+        def kill_one_after_first(it):
+            for i, o in enumerate(it):
+                if i == 0:
+                    pids = client.run(os.getpid)
+                    victim = sorted(pids.values())[0]
+                    os.kill(victim, signal.SIGKILL)
+                    killed.append(victim)
+                yield o
+
+        summary = write_campaign(process, N, kill_one_after_first(outputs), tmp_path / "obs.parquet",
+                                 truth=tmp_path / "truth.parquet")
+    assert killed
+    assert summary == summary_ref
+    for a, b in zip(_read(ref_dir), _read(tmp_path)):
+        pd.testing.assert_frame_equal(a, b)
+
+
+def test_cluster_spec_errors():
+    with pytest.raises(ValueError, match="needs a whole number"):
+        with cluster_client("local:two"):
+            pass
+    with pytest.raises(ValueError, match="N >= 1"):
+        with cluster_client("local:0"):
+            pass
