@@ -251,9 +251,33 @@ def summarise(outcomes: dict[str, list[Outcome]], n_batches: int, seed: int) -> 
     return {"n_batches": n_batches, "n_flagged": n_flagged, "seed": seed, "agents": agents}
 
 
+EVAL_CHUNK = 250
+
+
+def chunk_seed(seed: int, chunk: int) -> int:
+    """Seed of evaluation chunk ``chunk``: independent of how chunks are spread."""
+    return int(np.random.SeedSequence([seed, chunk]).generate_state(1)[0])
+
+
+def evaluate_chunk(sim: Simulator, agents: list, n_batches: int, seed: int, chunk: int) -> dict[str, list[Outcome]]:
+    """Play every agent on the flagged cases of one seeded chunk of fresh batches."""
+    n = min(EVAL_CHUNK, n_batches - chunk * EVAL_CHUNK)
+    cs = chunk_seed(seed, chunk)
+    cases, _ = flagged_cases(sim, n, cs)
+    out: dict[str, list[Outcome]] = {a.name: [] for a in agents}
+    for i, case in enumerate(cases):
+        for a in agents:
+            out[a.name].append(closed_loop(sim, case, a, seed=(cs + 7919 * i) % (2**31 - 1)))
+    return out
+
+
 def evaluate_agents(sim: Simulator, agents: list, n_batches: int, seed: int, *,
                     progress: bool = False) -> dict:
     """Closed-loop evaluation of agents on the same fresh flagged batches.
+
+    Fresh batches are simulated in seeded chunks of ``EVAL_CHUNK`` (so the
+    figures do not depend on how chunks are spread over workers); every agent
+    plays every flagged case of a chunk with the same future noise.
 
     Parameters
     ----------
@@ -271,17 +295,49 @@ def evaluate_agents(sim: Simulator, agents: list, n_batches: int, seed: int, *,
         "net_value", "scrap_avoided", "regret", "lever_bound_violations",
         "latency_p50_s", "latency_p95_s", "by_fault": {fault: {"n", "recovery_rate"}}}}}``
     """
-    cases, _ = flagged_cases(sim, n_batches, seed)
+    from tqdm import tqdm
+
+    n_chunks = (n_batches + EVAL_CHUNK - 1) // EVAL_CHUNK
     outcomes: dict[str, list[Outcome]] = {a.name: [] for a in agents}
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=len(cases) * len(agents), desc="evaluate", unit="decision-run")
-    for i, case in enumerate(cases):
-        for a in agents:
-            outcomes[a.name].append(closed_loop(sim, case, a, seed=seed * 100_003 + i))
-            if bar is not None:
-                bar.update()
-    if bar is not None:
-        bar.close()
+    for c in tqdm(range(n_chunks), desc="evaluate", unit="chunk", disable=not progress):
+        for name, outs in evaluate_chunk(sim, agents, n_batches, seed, c).items():
+            outcomes[name].extend(outs)
+    return summarise(outcomes, n_batches, seed)
+
+
+@dataclass(frozen=True)
+class ChunkOutcomes:
+    chunk: int
+    outcomes: dict
+
+
+def evaluate_chunk_remote(process, names: tuple[str, ...], n_batches: int, seed: int, *, chunk: int,
+                          model_dir: str | None = None, policy_path: str | None = None,
+                          budget: str = "default") -> ChunkOutcomes:
+    """One evaluation chunk on a worker: agents are rebuilt there from names and paths."""
+    from recovery.agents import make_agent
+    from recovery.pipeline import load_model, load_policy
+
+    sim = Simulator(process)
+    model = load_model(model_dir) if model_dir else None
+    policy = load_policy(policy_path) if policy_path else None
+    agents = [make_agent(n, sim, model=model, policy=policy, budget=budget) for n in names]
+    return ChunkOutcomes(chunk, evaluate_chunk(sim, agents, n_batches, seed, chunk))
+
+
+def evaluate_on_cluster(client, process, names: tuple[str, ...], n_batches: int, seed: int, *,
+                        model_dir: str | None = None, policy_path: str | None = None,
+                        budget: str = "default", progress: bool = False) -> dict:
+    """:func:`evaluate_agents` with the chunks run on a Dask cluster."""
+    from tqdm import tqdm
+
+    from recovery.distributed import ordered_map
+
+    n_chunks = (n_batches + EVAL_CHUNK - 1) // EVAL_CHUNK
+    outcomes: dict[str, list[Outcome]] = {n: [] for n in names}
+    results = ordered_map(client, evaluate_chunk_remote, n_chunks, process, tuple(names), n_batches, seed,
+                          model_dir=model_dir, policy_path=policy_path, budget=budget)
+    for r in tqdm(results, total=n_chunks, desc="evaluate", unit="chunk", disable=not progress):
+        for name, outs in r.outcomes.items():
+            outcomes[name].extend(outs)
     return summarise(outcomes, n_batches, seed)

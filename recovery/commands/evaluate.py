@@ -29,6 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="historical batches to fit the model on when --model is not given")
     p.add_argument("--budget", choices=["default", "tiny"], default="default",
                    help="search and training budgets ('tiny' for smoke tests)")
+    p.add_argument("--cluster", help="run the evaluation chunks on Dask: 'local:N' or a scheduler "
+                                     "address (the model and policy are passed as paths)")
     p.add_argument("--json", action="store_true", help="print the JSON contract instead of tables")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -46,14 +48,26 @@ def run(args: argparse.Namespace) -> int:
     process = load_process_arg(args.process)
     sim = Simulator(process)
     model = policy = None
+    model_dir = policy_path = None
     if "planner" in names:
-        from recovery.commands._models import load_or_fit_model
-        model = load_or_fit_model(args, process, log=sys.stderr)
+        from recovery.pipeline import load_or_fit_model
+        model, model_dir = load_or_fit_model(args, process, log=sys.stderr)
     if "rl" in names:
-        from recovery.commands._models import load_or_train_policy
-        policy = load_or_train_policy(args, process, model, log=sys.stderr)
-    agents = [make_agent(n, sim, model=model, policy=policy, budget=args.budget) for n in names]
-    result = evaluate_agents(sim, agents, args.batches, args.seed, progress=not args.quiet)
+        from recovery.pipeline import load_or_train_policy
+        policy, policy_path = load_or_train_policy(args, process, model, log=sys.stderr)
+    if args.cluster:
+        from recovery.distributed import cluster_client
+        from recovery.evaluate import evaluate_on_cluster
+        try:
+            with cluster_client(args.cluster) as client:
+                result = evaluate_on_cluster(client, process, tuple(names), args.batches, args.seed,
+                                             model_dir=model_dir, policy_path=policy_path,
+                                             budget=args.budget, progress=not args.quiet)
+        except (OSError, ValueError) as exc:
+            raise UserError(f"--cluster {args.cluster}: {exc}") from None
+    else:
+        agents = [make_agent(n, sim, model=model, policy=policy, budget=args.budget) for n in names]
+        result = evaluate_agents(sim, agents, args.batches, args.seed, progress=not args.quiet)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0

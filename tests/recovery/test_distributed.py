@@ -56,3 +56,21 @@ def test_cluster_spec_errors():
     with pytest.raises(ValueError, match="N >= 1"):
         with cluster_client("local:0"):
             pass
+
+
+def test_evaluation_figures_do_not_depend_on_the_worker_count(capsys):
+    import json
+
+    from recovery.cli import main
+
+    def run(extra):
+        assert main(["evaluate", "--batches", "520", "--seed", "5", "--agents", "heuristic,none",
+                     "--process", "small", "--json", "--quiet"] + extra) == 0
+        r = json.loads(capsys.readouterr().out)
+        for a in r["agents"].values():  # wall-clock latencies differ, nothing else may
+            a.pop("latency_p50_s"), a.pop("latency_p95_s")
+        return r
+
+    here, one, two = run([]), run(["--cluster", "local:1"]), run(["--cluster", "local:2"])
+    assert here == one == two
+    assert here["n_flagged"] > 0
