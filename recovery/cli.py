@@ -13,7 +13,7 @@ import importlib
 import sys
 
 # Order is the order of ``recovery --help``.
-COMMANDS = ["simulate", "evaluate"]
+COMMANDS = ["simulate", "evaluate", "tune"]
 
 
 class UserError(Exception):
