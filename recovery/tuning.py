@@ -146,6 +146,8 @@ def tune(url: str, study: str, spec: TuneSpec, *, trials: int, workers: int = 1)
 
     import logging
 
+    if spec.agent not in SEARCH_SPACES:
+        raise ValueError(f"unknown agent '{spec.agent}'; tunable: {sorted(SEARCH_SPACES)}")
     optuna.logging.set_verbosity(logging.WARNING)
     # Create the storage schema and the study once, here: workers starting together
     # would otherwise race to initialise an empty database.
