@@ -27,7 +27,7 @@ import numpy as np
 from numba import njit
 
 from simulators._config import NJIT
-from simulators.kinds import KIND_IDS, KINDS, ROLES
+from simulators.kinds import KIND_IDS, ROLES
 
 # numba freezes module globals into constants.
 FORMING = KIND_IDS["forming"]
@@ -59,8 +59,6 @@ R_CR = ROLES.index("crack")
 
 GAS_CONSTANT = 8.314462618  # J/(mol K)
 
-# Bar-level normal draws per bar, by kind id (a tuple, so numba freezes it).
-NORMALS = tuple(KINDS[name].normals for name in KIND_IDS)
 
 
 @njit(**NJIT)
@@ -83,7 +81,7 @@ def crack_probability(coating: float, critical: float, scale: float) -> float:
 
 
 @njit(**NJIT)
-def advance(state, bars_per_batch, start, stop, kind, params, target, slot,
+def advance(state, bars_per_batch, start, stop, kind, normals, params, target, slot,
             lever_first, lever_count, lever_param, plan, fault, drift,
             insp_of_step, insp_measures, insp_sample, gauge_sigma,
             obs, latent, rng):
@@ -94,6 +92,10 @@ def advance(state, bars_per_batch, start, stop, kind, params, target, slot,
     max_sample, n_chars) receives gauge readings; ``latent`` (n_batches,
     n_steps + 1, n_chars) receives batch means after each step when it is not
     empty.
+
+    ``normals[s]`` is the number of bar-level normals step ``s`` draws per bar
+    (an argument, not a module constant, so the on-disk cache never holds a
+    stale copy of the kinds table).
 
     The step kind is dispatched once per batch, with the bar loop inside each
     branch, and everything that is constant over a batch's bars (Arrhenius
@@ -138,7 +140,7 @@ def advance(state, bars_per_batch, start, stop, kind, params, target, slot,
             m = fault[b, s]
             i0 = b * bars_per_batch
             i1 = i0 + bars_per_batch
-            nk = NORMALS[k]
+            nk = normals[s]
             for q in range(bars_per_batch * nk):
                 buf[q] = rng.standard_normal()
             if k == FORMING:

@@ -329,6 +329,7 @@ class CompiledProcess:
     """
 
     kind: np.ndarray            # (n_steps,) int64
+    normals: np.ndarray         # (n_steps,) int64, bar-level normal draws per bar
     params: np.ndarray          # (n_steps, MAX_PARAMS) float64
     target: np.ndarray          # (n_steps,) int64, characteristic column or -1
     slot: np.ndarray            # (len(ROLES),) int64, column of each role or -1
@@ -377,7 +378,8 @@ class CompiledProcess:
         partners = {pt.id: pt for pt in p.partners}
         factories = {f.id: f for f in p.factories}
         return cls(
-            kind=kind, params=params, target=target, slot=slot,
+            kind=kind, normals=np.array([KINDS[s.kind].normals for s in p.steps], dtype=np.int64),
+            params=params, target=target, slot=slot,
             lever_first=lever_first, lever_count=lever_count,
             lever_param=lever_param if len(lever_param) else np.zeros(0, dtype=np.int64),
             insp_of_step=insp_of_step, insp_measures=measures,

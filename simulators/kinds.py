@@ -251,6 +251,11 @@ _KINDS = [
              description="washing, rinsing, degreasing: no change to the characteristics"),
     KindSpec("inspection", _p(sigma=(0.0, "1"), batch_sigma=(0.0, "1")),
              description="gauges a sample of bars; changes nothing"),
+    # Last, so the ids of the kinds above (and cached kernels) do not move.
+    KindSpec("machining", _p(sigma=(0.0, "1"), batch_sigma=(0.0, "1")),
+             description="sawing, milling, turning of partner processes: carried for data "
+                         "only, not simulated (the kernel draws its batch-level normal and "
+                         "changes nothing)"),
 ]
 
 KINDS: Mapping[str, KindSpec] = MappingProxyType({k.name: k for k in _KINDS})

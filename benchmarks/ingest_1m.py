@@ -1,0 +1,120 @@
+"""Ingest a 1,000,000-row CSV of step data: throughput and peak memory.
+
+    python benchmarks/ingest_1m.py [--rows 1000000] [--chunk-rows 100000] [--store URL]
+
+The file is simulated step data of the built-in process (``Simulator("default")``,
+seed 1), cut to exactly ``--rows`` rows and written as CSV in the step-data
+schema, so it needs no mapping. The ingest runs in a fresh subprocess into an
+empty DuckDB file (or ``--store``), so its peak resident memory
+(``VmHWM``) is the ingest's alone. Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(var, "1")
+
+
+@dataclass(frozen=True)
+class Args:
+    rows: int = 1_000_000
+    chunk_rows: int = 100_000
+    seed: int = 1
+    store: str | None = None
+    workdir: str | None = None
+
+
+def make_csv(path: Path, rows: int, seed: int) -> None:
+    """Simulated step data of the default process, exactly ``rows`` rows, as CSV."""
+    import pandas as pd
+
+    from simulators.process import Simulator
+
+    sim = Simulator("default")
+    frames, n, k = [], 0, 0
+    while n < rows:
+        df = sim.simulate(500, seed=seed + k).observations
+        # batch ids restart per call: keep them unique across calls
+        df["batch_id"] = df["batch_id"].str.replace("B-", f"S{k}-", regex=False)
+        frames.append(df)
+        n += len(df)
+        k += 1
+    pd.concat(frames, ignore_index=True).head(rows).to_csv(path, index=False)
+
+
+CHILD = """
+import json, sys, time
+
+def peak_mib():
+    # VmHWM is this process's own peak; ru_maxrss can carry the forking parent's peak over exec
+    with open("/proc/self/status") as f:
+        return round(int(next(l for l in f if l.startswith("VmHWM")).split()[1]) / 1024)
+
+from recovery.data.ingest import ingest
+from recovery.data.store import open_store
+path, url, chunk, q = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+rss0 = peak_mib()
+with open_store(url) as st:
+    t = time.perf_counter()
+    r = ingest(path, store=st, process="default", chunk_rows=chunk, quarantine=q)
+    dt = time.perf_counter() - t
+    peak1 = peak_mib()
+    # the same file again: every row is looked up and found, nothing is added
+    t = time.perf_counter()
+    r2 = ingest(path, store=st, process="default", chunk_rows=chunk, quarantine=q)
+    dt2 = time.perf_counter() - t
+    stored = st.counts()["observations"]
+print(json.dumps({"rows": r.rows, "accepted": r.accepted, "rejected": r.rejected,
+                  "duplicates": r.duplicates, "stored": stored, "seconds": round(dt, 2),
+                  "peak_rss_first_ingest_mib": peak1, "reingest_duplicates": r2.duplicates,
+                  "reingest_seconds": round(dt2, 2),
+                  "rows_per_s": round(r.rows / dt), "rss_after_imports_mib": rss0,
+                  "peak_rss_mib": peak_mib()}))
+"""
+
+
+def main(args: Args) -> dict:
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="ingest-1m-"))
+    work.mkdir(parents=True, exist_ok=True)
+    csv = work / f"steps_{args.rows}.csv"
+    t = time.perf_counter()
+    if not csv.exists():
+        # in a subprocess, so the ingest's process is not forked from a big parent
+        subprocess.run([sys.executable, __file__, "--make-csv", str(csv), "--rows", str(args.rows),
+                        "--seed", str(args.seed)], check=True)
+    gen = time.perf_counter() - t
+    url = args.store or f"duckdb://{work / 'bench.duckdb'}"
+    if url.startswith("duckdb://") and Path(url[len("duckdb://"):]).exists():
+        Path(url[len("duckdb://"):]).unlink()
+    out = subprocess.run([sys.executable, "-c", CHILD, str(csv), url, str(args.chunk_rows),
+                          str(work / "quarantine.csv")], capture_output=True, text=True, check=True)
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    res |= {"file_mib": round(csv.stat().st_size / 2 ** 20, 1), "chunk_rows": args.chunk_rows,
+            "store": url.split("://")[0], "generate_seconds": round(gen, 1),
+            "python": sys.version.split()[0]}
+    return res
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rows", type=int, default=Args.rows)
+    p.add_argument("--chunk-rows", type=int, default=Args.chunk_rows)
+    p.add_argument("--seed", type=int, default=Args.seed)
+    p.add_argument("--store", default=None, help="store URL (default: a fresh DuckDB file)")
+    p.add_argument("--workdir", default=None, help="keep the CSV here and reuse it")
+    p.add_argument("--make-csv", default=None, help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.make_csv:
+        make_csv(Path(a.make_csv), a.rows, a.seed)
+        sys.exit(0)
+    print(json.dumps(main(Args(a.rows, a.chunk_rows, a.seed, a.store, a.workdir)), indent=1))

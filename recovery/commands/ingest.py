@@ -1,0 +1,78 @@
+"""``recovery ingest``: validate a partner's file, store accepted rows, quarantine the rest."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from recovery.cli import UserError
+from recovery.commands._common import positive_int
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "ingest", help="validate a data file and store it (rejects go to quarantine)",
+        description="Validate every row of FILE against the step-data schema and the process, "
+                    "store the accepted rows with their provenance, write rejected rows with "
+                    "their reasons to a quarantine CSV, and print a summary. Exits 1 when any "
+                    "row was rejected (unless --allow-rejects), 2 when the file cannot be read.")
+    p.add_argument("file", metavar="FILE", help="CSV or Parquet file")
+    p.add_argument("--mapping", help="the partner's mapping (TOML; see docs/partner-data.md); "
+                                     "not needed for files already in the step-data schema")
+    p.add_argument("--process", default=None,
+                   help="process of a schema file without mapping: 'default' (the default), "
+                        "'small' or a path; a mapping names its own")
+    p.add_argument("--store", default=None,
+                   help="store URL: duckdb:///path/file.duckdb or postgresql://user:pass@host/db "
+                        "(default: $RECOVERY_STORE, else a DuckDB file in the user data directory)")
+    p.add_argument("--quarantine", default=None,
+                   help="quarantine CSV to write (default: under the user data directory, "
+                        "or $RECOVERY_QUARANTINE_DIR)")
+    p.add_argument("--allow-rejects", action="store_true",
+                   help="exit 0 even when rows were rejected")
+    p.add_argument("--chunk-rows", type=positive_int, default=100_000,
+                   help="source rows per chunk (default 100000)")
+    p.add_argument("--json", action="store_true",
+                   help='print {"accepted", "rejected", "duplicates", "quarantine", "reasons"}')
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from recovery.data.ingest import IngestError, ingest
+    from recovery.data.mapping import MappingError
+    from recovery.data.store import StoreError, open_store
+    from simulators.definition import ProcessDefinitionError
+
+    if args.mapping and args.process:
+        raise UserError("--process is for schema files; a mapping names its own process")
+    try:
+        with open_store(args.store) as store:
+            res = ingest(args.file, store=store, mapping=args.mapping, process=args.process,
+                         quarantine=args.quarantine, chunk_rows=args.chunk_rows,
+                         progress=not args.quiet and not args.json)
+            where = store.location
+    except (IngestError, MappingError, StoreError, ProcessDefinitionError) as exc:
+        raise UserError(str(exc)) from None
+    if args.json:
+        print(json.dumps(res.to_json(), indent=1))
+    else:
+        print(f"file         {res.source}")
+        print(f"process      {res.process}")
+        print(f"store        {where} (ingest {res.ingest_id})")
+        print(f"rows         {res.rows}")
+        print(f"accepted     {res.accepted}  ({res.stored} observations stored)")
+        print(f"duplicates   {res.duplicates}  (already stored, not stored twice)")
+        print(f"rejected     {res.rejected}")
+        if res.rejected:
+            print(f"quarantine   {res.quarantine}")
+            print("first reasons:")
+            for r in res.reasons[:10]:
+                print(f"  row {r.row:>7}  {r.column}: {r.reason}")
+    if res.rejected and not args.allow_rejects:
+        if not args.json:
+            print(f"recovery ingest: {res.rejected} row(s) rejected (see the quarantine file); "
+                  f"--allow-rejects to exit 0", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,139 @@
+"""The store: one test class, run against every backend (DuckDB and PostgreSQL).
+
+PostgreSQL runs on a throwaway server the tests start (``tests/conftest.py``);
+without its binaries these tests fail and say to run ``scripts/test-deps.sh``.
+"""
+
+import hashlib
+
+import pandas as pd
+import pytest
+
+from recovery.data.ingest import IngestError, ingest
+from recovery.data.store import StoreError, open_store
+
+
+def _mutated(df: pd.DataFrame, path, rows: list[int], delta: float):
+    out = df.copy()
+    out.loc[rows, "value"] = out.loc[rows, "value"] + delta
+    out.to_parquet(path)
+    return path
+
+
+class TestStore:
+    def test_round_trip_is_the_simulators_table(self, store, small_history, tmp_path):
+        path, df = small_history
+        r = ingest(path, store=store, process="small", quarantine=tmp_path / "q.csv")
+        assert (r.rows, r.accepted, r.rejected, r.duplicates, r.stored) == (len(df), len(df), 0, 0, len(df))
+        pd.testing.assert_frame_equal(store.read_steps(), df)
+        # a CSV of the same table needs no mapping either, and adds nothing twice
+        csv = tmp_path / "history.csv"
+        df.to_csv(csv, index=False)
+        again = ingest(csv, store=store, process="small", quarantine=tmp_path / "q2.csv")
+        assert (again.accepted, again.duplicates, again.rejected) == (0, len(df), 0)
+        pd.testing.assert_frame_equal(store.read_steps(), df)
+
+    def test_reingest_adds_nothing_and_records_provenance(self, store, small_history, tmp_path):
+        path, df = small_history
+        ingest(path, store=store, process="small")
+        before = store.counts()
+        r = ingest(path, store=store, process="small")
+        assert (r.accepted, r.duplicates, r.rejected, r.stored) == (0, len(df), 0, 0)
+        after = store.counts()
+        assert after["observations"] == before["observations"] == len(df)
+        assert after["ingests"] == before["ingests"] + 1
+        prov = store.read_steps(provenance=True)
+        assert set(prov["source_sha256"]) == {hashlib.sha256(path.read_bytes()).hexdigest()}
+        assert set(prov["source_path"]) == {str(path.resolve())} and prov["ingest_partner"].isna().all()
+        assert prov["ingested_at"].notna().all() and prov["process"].eq("small-chromed-rod").all()
+        ing = store.ingests()
+        assert ing[["source_rows", "accepted", "duplicates", "rejected"]].astype(int).values.tolist() == [
+            [len(df), len(df), 0, 0], [len(df), 0, len(df), 0]]
+
+    def test_conflicting_reingest_is_quarantined_and_the_store_keeps_its_value(
+            self, store, small_history, tmp_path):
+        path, df = small_history
+        ingest(path, store=store, process="small")
+        meas = df.index[df["kind"] == "measurement"][:2].tolist()
+        changed = _mutated(df, tmp_path / "changed.parquet", meas, 0.001)
+        r = ingest(changed, store=store, process="small", quarantine=tmp_path / "q.csv")
+        assert (r.rejected, r.duplicates, r.accepted) == (2, len(df) - 2, 0)
+        assert [x.row for x in r.reasons] == [m + 1 for m in meas]
+        unit = df.loc[meas[0], "unit"]
+        assert r.reasons[0].reason == (f"conflicts with stored value {df.loc[meas[0], 'value']:.10g} "
+                                       f"{unit} from {path.resolve()}")
+        pd.testing.assert_frame_equal(store.read_steps(), df)
+        q = pd.read_csv(r.quarantine)
+        assert q["row"].tolist() == [m + 1 for m in meas]
+        assert q["value"].tolist() == pytest.approx(df.loc[meas, "value"] + 0.001)
+
+    def test_unreadable_files_leave_the_store_unchanged(self, store, small_history, tmp_path):
+        path, df = small_history
+        ingest(path.parent / path.name, store=store, process="small")
+        before = store.counts()
+        cut = tmp_path / "cut.parquet"
+        cut.write_bytes(path.read_bytes()[:-100])
+        empty = tmp_path / "empty.parquet"
+        empty.write_bytes(b"")
+        for bad in (cut, empty):
+            with pytest.raises(IngestError, match=str(bad)):
+                ingest(bad, store=store, process="small", quarantine=tmp_path / "q.csv")
+        # a decoding error after earlier chunks were written rolls all of them back
+        csv = tmp_path / "late.csv"
+        df2 = df.assign(batch_id=df["batch_id"] + "-new")
+        df2.to_csv(csv, index=False)
+        csv.write_bytes(csv.read_bytes() + b"B-x,,1,FA1,A,season_day,1.0,day,context,\xff\n")
+        with pytest.raises(IngestError, match=r"is not valid utf-8: byte 0xff"):
+            ingest(csv, store=store, process="small", quarantine=tmp_path / "q.csv", chunk_rows=50)
+        assert store.counts() == before
+        assert not list(tmp_path.glob("q.csv*"))
+
+    def test_partner_and_process_filters(self, store, small_history, tmp_path):
+        path, df = small_history
+        ingest(path, store=store, process="small")
+        a = store.read_steps(partner="A")
+        assert len(a) == (df["partner"] == "A").sum() and set(a["partner"]) == {"A"}
+        assert len(store.read_steps(process="small-chromed-rod")) == len(df)
+        assert len(store.read_steps(process="other")) == 0
+        ids = ["B-2", "B-5"]
+        pd.testing.assert_frame_equal(store.read_steps(batch_ids=ids),
+                                      df[df["batch_id"].isin(ids)].reset_index(drop=True))
+        assert store.process("small-chromed-rod").n_steps == 12
+        with pytest.raises(StoreError, match="no process 'nope'"):
+            store.process("nope")
+
+    def test_models_recommendations_decisions_are_appended(self, store):
+        mid = store.add_model_version(process="p", name="causal", parameters={"draws": 500},
+                                      artifact="/models/1.nc", partner="A")
+        rid = store.add_recommendation(process="p", batch_id="B-1", after_step=15, agent="planner",
+                                       plan={"temper_temperature": 470.0}, expected={"p_accept": 0.8},
+                                       model_version=mid, partner="A")
+        did = store.add_decision(batch_id="B-1", engineer="kim", decision="accepted",
+                                 recommendation_id=rid, plan={"temper_temperature": 470.0}, partner="A")
+        store.add_decision(batch_id="B-9", engineer="lee", decision="rejected", partner="B")
+        assert len({mid, rid, did}) == 3
+        mv = store.model_versions(process="p")
+        assert mv["parameters"].tolist() == [{"draws": 500}] and mv["artifact"].tolist() == ["/models/1.nc"]
+        rec = store.recommendations(partner="A")
+        assert rec["plan"].tolist() == [{"temper_temperature": 470.0}]
+        assert rec["expected"].tolist() == [{"p_accept": 0.8}]
+        dec = store.decisions(partner="A")
+        assert dec["decision"].tolist() == ["accepted"] and int(dec["recommendation_id"].iloc[0]) == rid
+        assert len(store.decisions()) == 2
+        assert not hasattr(store, "delete_decision") and not hasattr(store, "update_decision")
+
+
+def test_bad_store_url_is_clear():
+    with pytest.raises(StoreError, match="expected duckdb:///path/file.duckdb or postgresql://"):
+        open_store("sqlite:///x.db")
+
+
+def test_default_store_comes_from_the_environment(monkeypatch, tmp_path):
+    from recovery.data.store import default_url
+
+    monkeypatch.setenv("RECOVERY_STORE", f"duckdb://{tmp_path / 'env.duckdb'}")
+    with open_store() as st:
+        assert st.location == str(tmp_path / "env.duckdb")
+    monkeypatch.delenv("RECOVERY_STORE")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert default_url() == f"duckdb://{tmp_path / 'xdg' / 'recovery' / 'recovery.duckdb'}"
