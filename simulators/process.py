@@ -27,6 +27,7 @@ from simulators.reference import advance_reference
 
 __all__ = ["Simulator", "Conditions", "SimulationResult", "as_rng"]
 
+_NO_NOISE = np.empty(0)
 EPOCH = pd.Timestamp("2026-01-05T06:00:00Z")
 STEP_DURATION = pd.Timedelta(hours=2)
 
@@ -240,7 +241,8 @@ class Simulator:
             _kernels.advance(state, p.bars_per_batch, after_step, stop_step, a.kind, a.normals, a.params,
                              a.target, a.slot, a.lever_first, a.lever_count, a.lever_param,
                              plan, conditions.fault, conditions.drift, a.insp_of_step,
-                             a.insp_measures, a.insp_sample, a.gauge_sigma, obs, latent, rng)
+                             a.insp_measures, a.insp_sample, a.gauge_sigma, obs, latent, rng,
+                             _NO_NOISE, _NO_NOISE, np.zeros(2, dtype=np.int64))
         return state
 
     def in_spec_fraction(self, state: np.ndarray) -> np.ndarray:

@@ -117,3 +117,36 @@ def test_springback_grows_nonlinearly_with_strength():
 def test_grinding_burn_cannot_be_recovered(sim):
     res = _final(sim, 30, 6, force_fault="grinding_burn")
     assert not res.accepted.any()  # cracked bars stay cracked whatever happens later
+
+
+def test_pre_drawn_noise_reproduces_the_generator_and_is_counted_exactly(sim):
+    from simulators import _kernels
+
+    a, p = sim.arrays, sim.process
+    n = 5
+    cond = sim.sample_conditions(n, 2)
+    plan = np.ascontiguousarray(np.tile(p.nominal_plan(), (n, 1)))
+    # steps 1..21 draw only normals, so one normal stream serves both ways
+    s1, o1 = sim.new_state(n), sim.new_obs(n)
+    sim.run(s1, 0, 21, plan, cond, np.random.default_rng(9), obs=o1)
+    nn, nu = _kernels.draws_needed(a.kind, a.normals, a.insp_of_step, a.insp_measures, a.insp_sample,
+                                   n, p.bars_per_batch, 0, 21)
+    assert nu == 0
+    noise = np.random.default_rng(9).standard_normal(nn)
+    s2, o2, cur = sim.new_state(n), sim.new_obs(n), np.zeros(2, dtype=np.int64)
+    _kernels.advance(s2, p.bars_per_batch, 0, 21, a.kind, a.normals, a.params, a.target, a.slot,
+                     a.lever_first, a.lever_count, a.lever_param, plan, cond.fault, cond.drift,
+                     a.insp_of_step, a.insp_measures, a.insp_sample, a.gauge_sigma, o2,
+                     np.empty((0, 0, 0)), None, noise, np.empty(0), cur)
+    np.testing.assert_array_equal(s1, s2)
+    np.testing.assert_array_equal(o1, o2)
+    assert cur[0] == nn
+    # and over the whole process, uniforms included, the count is exact
+    nn, nu = _kernels.draws_needed(a.kind, a.normals, a.insp_of_step, a.insp_measures, a.insp_sample,
+                                   n, p.bars_per_batch, 0, p.n_steps)
+    s3, o3, cur = sim.new_state(n), sim.new_obs(n), np.zeros(2, dtype=np.int64)
+    _kernels.advance(s3, p.bars_per_batch, 0, p.n_steps, a.kind, a.normals, a.params, a.target, a.slot,
+                     a.lever_first, a.lever_count, a.lever_param, plan, cond.fault, cond.drift,
+                     a.insp_of_step, a.insp_measures, a.insp_sample, a.gauge_sigma, o3,
+                     np.empty((0, 0, 0)), None, np.ones(nn) * 0.1, np.full(nu, 0.5), cur)
+    assert tuple(cur) == (nn, nu)
