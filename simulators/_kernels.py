@@ -392,6 +392,7 @@ def char_in_spec_fraction(state, bars_per_batch, lower, upper):
     return out
 
 
+@njit(**NJIT)
 def draws_needed(kind, normals, insp_of_step, insp_measures, insp_sample, n_batches, bars_per_batch,
                  start, stop, gauge=True):
     """(normals, uniforms) that ``advance`` draws for steps ``start .. stop - 1``.
@@ -407,5 +408,9 @@ def draws_needed(kind, normals, insp_of_step, insp_measures, insp_sample, n_batc
             n_unif += n_batches * bars_per_batch
         if k == INSPECTION and gauge:
             q = insp_of_step[s]
-            n_norm += n_batches * insp_sample[q] * int(insp_measures[q].sum())
+            n_meas = 0
+            for c in range(insp_measures.shape[1]):
+                if insp_measures[q, c]:
+                    n_meas += 1
+            n_norm += n_batches * insp_sample[q] * n_meas
     return n_norm, n_unif
