@@ -73,10 +73,12 @@ class ObservationLayout:
 def _fill(readings, q, c, sample, insp_step, nominal, width, pos, decision, n_steps, out):
     n = q.shape[0]
     for i in range(n):
+        acc = 0.0
         if insp_step[i] <= pos:
-            acc = 0.0
             for j in range(sample[i]):
                 acc += readings[q[i], j, c[i]]
+        # not gauged yet, or not in the readings given (NaN): unmeasured
+        if insp_step[i] <= pos and np.isfinite(acc):
             v = (acc / sample[i] - nominal[i]) / width[i]
             out[i] = min(max(v, -50.0), 50.0)
             out[n + i] = 1.0
@@ -97,7 +99,11 @@ def _apply_action(action, idx, lo, span, integer, nominal, per_use, per_unit, pl
     for i in range(idx.shape[0]):
         j = idx[i]
         a = min(max(action[i], -1.0), 1.0)
-        v = lo[j] + 0.5 * (a + 1.0) * span[j]
+        # piecewise linear around nominal: 0 keeps the lever, -1 / +1 reach its bounds
+        if a >= 0.0:
+            v = nominal[j] + a * (lo[j] + span[j] - nominal[j])
+        else:
+            v = nominal[j] + a * (nominal[j] - lo[j])
         if integer[j]:
             v = np.round(v)
         plan_row[j] = v
@@ -194,9 +200,10 @@ class MetalBarRecoveryEnv(gym.Env):
     ------------
     ``Box(-1, 1, (k,), float32)`` with ``k`` the largest number of levers at one
     step (2 on the default process). Entry ``i`` sets the ``i``-th lever of the
-    current decision step, linearly from its effective low (-1) to high (+1)
-    bound (hard bounds within the maximum change); integer levers are rounded.
-    Entries beyond that step's levers are ignored.
+    current decision step, piecewise linearly: 0 keeps it at nominal, -1 and +1
+    reach its effective low and high bounds (hard bounds within the maximum
+    change); integer levers are rounded. Entries beyond that step's levers are
+    ignored. An untrained policy therefore starts near "do nothing".
 
     Observation Space
     -----------------
@@ -357,13 +364,8 @@ class MetalBarRecoveryEnv(gym.Env):
         return self._observation(), reward, terminated, False, info
 
     def nominal_action(self) -> np.ndarray:
-        """The action that keeps the current decision step's levers at nominal."""
-        out = np.zeros(self.action_space.shape, dtype=np.float32)
-        if self._i < len(self._decisions):
-            idx = self._levers_at[self._decisions[self._i]]
-            out[: len(idx)] = 2.0 * (self._nominal[idx] - self._lo[idx]) / np.where(
-                self._span[idx] > 0, self._span[idx], 1.0) - 1.0
-        return out
+        """The action that keeps the current decision step's levers at nominal (zeros)."""
+        return np.zeros(self.action_space.shape, dtype=np.float32)
 
     def action_for(self, values: dict[str, float]) -> np.ndarray:
         """The action that sets the current step's levers to ``values`` (others nominal)."""
@@ -373,7 +375,9 @@ class MetalBarRecoveryEnv(gym.Env):
             for i, j in enumerate(idx):
                 name = self.process.levers[j].name
                 if name in values:
-                    out[i] = 2.0 * (values[name] - self._lo[j]) / max(self._span[j], 1e-12) - 1.0
+                    v, nom = values[name], self._nominal[j]
+                    hi = self._lo[j] + self._span[j]
+                    out[i] = (v - nom) / (hi - nom) if v >= nom else (v - nom) / (nom - self._lo[j])
         return out
 
     @property
