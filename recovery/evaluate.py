@@ -50,7 +50,8 @@ class Case:
     seed: int = field(default=0)
 
 
-def flagged_cases(sim: Simulator, n_batches: int, seed: int | np.random.Generator) -> tuple[list[Case], int]:
+def flagged_cases(sim: Simulator, n_batches: int, seed: int | np.random.Generator, *,
+                  first_id: int = 1) -> tuple[list[Case], int]:
     """Simulate fresh batches inspection by inspection and collect the cases.
 
     Returns
@@ -62,7 +63,7 @@ def flagged_cases(sim: Simulator, n_batches: int, seed: int | np.random.Generato
     """
     rng = as_rng(seed)
     p = sim.process
-    cond = sim.sample_conditions(n_batches, rng)
+    cond = sim.sample_conditions(n_batches, rng, first_id=first_id)
     plan = np.broadcast_to(p.nominal_plan(), (n_batches, len(p.levers)))
     state = sim.new_state(n_batches)
     obs = sim.new_obs(n_batches)
@@ -263,7 +264,8 @@ def evaluate_chunk(sim: Simulator, agents: list, n_batches: int, seed: int, chun
     """Play every agent on the flagged cases of one seeded chunk of fresh batches."""
     n = min(EVAL_CHUNK, n_batches - chunk * EVAL_CHUNK)
     cs = chunk_seed(seed, chunk)
-    cases, _ = flagged_cases(sim, n, cs)
+    # batch ids run on across chunks: B-1 .. B-n_batches
+    cases, _ = flagged_cases(sim, n, cs, first_id=chunk * EVAL_CHUNK + 1)
     out: dict[str, list[Outcome]] = {a.name: [] for a in agents}
     for i, case in enumerate(cases):
         for a in agents:

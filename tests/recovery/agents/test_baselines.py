@@ -109,3 +109,14 @@ def test_none_outcome_matches_the_plain_continuation(world):
         o = closed_loop(sim, c, NoneAgent(), seed=0)
         st, _ = continue_case(sim, c, sim.process.nominal_plan())
         assert o.accepted == bool(sim.accepted(st)[0]) and o.lever_cost == 0.0
+
+
+def test_batch_ids_are_unique_across_evaluation_chunks():
+    from recovery.evaluate import EVAL_CHUNK, evaluate_chunk
+
+    sim = Simulator("small")
+    ids = []
+    for c in range(2):
+        outs = evaluate_chunk(sim, [NoneAgent()], 2 * EVAL_CHUNK, 4, c)["none"]
+        ids += [o.batch_id for o in outs]
+    assert len(ids) == len(set(ids)) > 0

@@ -1,0 +1,32 @@
+"""``recovery train-rl``: train the rl agent's PPO policy and save it."""
+
+from __future__ import annotations
+
+import argparse
+
+from recovery.commands._common import load_process_arg, positive_int, seed_int
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train-rl", help="train the rl agent's policy",
+        description="Train a PPO policy on the MetalBarRecovery-v0 env (domain randomisation over "
+                    "process variants) and save it to a folder for 'recommend --agent rl' and "
+                    "'evaluate --policy'.")
+    p.add_argument("--out", required=True, help="folder to save the policy in")
+    p.add_argument("--timesteps", type=positive_int, default=None, help="training steps (default 150,000)")
+    p.add_argument("--seed", type=seed_int, default=0)
+    p.add_argument("--process", default=None)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from recovery.agents.rl import DEFAULT_TIMESTEPS, train_policy
+
+    process = load_process_arg(args.process)
+    steps = args.timesteps or DEFAULT_TIMESTEPS
+    policy = train_policy(process, seed=args.seed, total_timesteps=steps, progress=not args.quiet)
+    path = policy.save(args.out)
+    print(f"trained {steps} steps in {policy.seconds:.0f} s on '{process.name}'; saved to {path}")
+    return 0
