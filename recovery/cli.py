@@ -13,7 +13,7 @@ import importlib
 import sys
 
 # Order is the order of ``recovery --help``.
-COMMANDS = ["simulate", "ingest", "quality", "evaluate", "tune"]
+COMMANDS = ["simulate", "ingest", "quality", "fit", "diagnose", "recommend", "train-rl", "evaluate", "tune"]
 
 
 class UserError(Exception):

@@ -164,7 +164,7 @@ def recommend(history: pd.DataFrame, model, *, batch: str | None = None, agent: 
         out_of_range = bool(pred.out_of_range[0])
     plan = prop.plan if decision == "intervene" else nothing
     rc = model.root_cause(sit.history)
-    remaining = [{"step": lv.step, "lever": lv.name, "value": float(plan[j]), "unit": lv.unit}
+    remaining = [{"step": lv.step, "lever": lv.name, "value": float(plan[j]) + 0.0, "unit": lv.unit}
                  for j, lv in enumerate(process.levers) if sit.free[j]]
     return Recommendation(
         batch_id=sit.batch_id, step=sit.step, decision=decision,

@@ -1,0 +1,93 @@
+"""``recovery diagnose``: state estimate and root cause of batches from their history."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from recovery.cli import UserError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "diagnose", help="estimate a batch's hidden state and the root cause of its deviation",
+        description="For each batch in a history file (step data in the schema), print the "
+                    "posterior of its hidden characteristics at its last inspection and the "
+                    "posterior over root causes (step, fault type or characteristic) with the "
+                    "causal path in words. --json prints a list with one object per batch: "
+                    '{"batch_id", "step", "state": {variable: {"mean", "hdi_low", "hdi_high", '
+                    '"unit"}}, "root_cause": [{"step", "cause", "probability", "path"}], '
+                    '"out_of_range"}; root_cause is sorted by probability, highest first.')
+    p.add_argument("--model", required=True, help="model directory written by 'recovery fit'")
+    p.add_argument("--history", required=True, help="step data of one or more batches, a .parquet file")
+    p.add_argument("--batch", help="diagnose only this batch (default: every batch in the file)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--top", type=int, default=5, help="root causes to print in text mode (default 5)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from recovery.causal.model import CausalModel, DataError, ModelLoadError
+    from recovery.causal.queries import batches_in
+
+    try:
+        model = CausalModel.load(args.model)
+    except ModelLoadError as exc:
+        raise UserError(str(exc)) from None
+    path = Path(args.history)
+    if not path.exists():
+        raise UserError(f"{path}: no such file")
+    try:
+        history = pd.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad input file
+        raise UserError(f"{path}: cannot read as Parquet: {exc}") from None
+    if "batch_id" not in history or not len(history):
+        raise UserError(f"{path}: no step data (expected the step-data schema)")
+    ids = batches_in(history)
+    if args.batch is not None:
+        if args.batch not in ids:
+            raise UserError(f"batch '{args.batch}' is not in {path} ({len(ids)} batches there)")
+        ids = [args.batch]
+    results = []
+    try:
+        from simulators.schema import SchemaError, validate
+        try:
+            history = validate(history, model.graph_.process)
+        except SchemaError as exc:
+            raise DataError(f"{path} does not match the model's process "
+                            f"'{model.graph_.process.name}': {exc}") from None
+        for b in ids:
+            rows = history[history["batch_id"].astype(str) == b]
+            st = model.state(rows)
+            rc = model.root_cause(rows)
+            results.append((st, rc))
+    except DataError as exc:
+        raise UserError(str(exc)) from None
+    if args.json:
+        print(json.dumps([{
+            "batch_id": st.batch_id,
+            "step": st.step,
+            "state": st.to_dict(),
+            "root_cause": [c.to_dict() for c in rc.causes],
+            "out_of_range": bool(st.out_of_range or rc.out_of_range),
+        } for st, rc in results], indent=1))
+        return 0
+    for st, rc in results:
+        print(f"batch {st.batch_id}: state at step {st.step} (posterior mean, 94% HDI)")
+        for name, e in st.variables.items():
+            print(f"  {name:20s} {e.mean:12.5g} {e.unit:6s} [{e.hdi_low:.5g}, {e.hdi_high:.5g}]")
+        where = f"flagged at step {rc.step}" if rc.flagged else f"not flagged; readings up to step {rc.step}"
+        print(f"root cause ({where}; P(deviation) {rc.p_deviation:.2f}):")
+        for i, c in enumerate(rc.causes[: args.top], 1):
+            print(f"  {i}. {c.probability:5.3f}  step {c.step:3d}  {c.cause}")
+            print(f"           {c.path}")
+        reasons = list(dict.fromkeys(st.reasons + rc.reasons))
+        if reasons:
+            print("OUT OF RANGE: the answers extrapolate beyond the training data:")
+            for r in reasons:
+                print(f"  - {r}")
+        print()
+    return 0

@@ -1,0 +1,225 @@
+"""The estimator: data reduction, parameter layout, likelihood, fit, save/load, update, do."""
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recovery.causal import _filter
+from recovery.causal.graph import CausalGraph
+from recovery.causal.model import (BarSpread, CausalModel, DataError, FitConfig, FitReport, Layout,
+                                   ModelLoadError, PriorConfig, _fit_data, _loglik_tensor, standardise,
+                                   summarise)
+from simulators.process import Simulator
+
+
+def test_summaries_are_the_sample_statistics_of_the_gauges(small_sim):
+    res = small_sim.simulate(5, seed=3, explore=1.0)
+    p = small_sim.process
+    s = summarise(res.observations, p)
+    assert list(s.batch_ids) == list(res.conditions.batch_ids)
+    for q, ins in enumerate(p.inspections):
+        x = res.obs[:, q, :ins.sample, :]
+        np.testing.assert_allclose(s.mean[:, q], x.mean(axis=1), rtol=1e-12, equal_nan=True)
+        np.testing.assert_allclose(s.var[:, q], x.var(axis=1, ddof=1), rtol=1e-9, atol=1e-15,
+                                   equal_nan=True)
+    np.testing.assert_allclose(s.levers, res.plan)
+    np.testing.assert_allclose(s.day, res.conditions.time)
+
+
+def test_data_from_another_process_are_refused(small_sim):
+    other = Simulator().simulate(3, seed=1).observations
+    with pytest.raises(DataError, match="do not match process 'small-chromed-rod'"):
+        summarise(other, small_sim.process)
+    with pytest.raises(DataError, match="no measurement"):
+        summarise(other[other["kind"] != "measurement"], Simulator().process)
+
+
+def small_layout(sim, n=30, seed=2):
+    res = sim.simulate(n, seed=seed, explore=0.5)
+    p = sim.process
+    g = CausalGraph.from_process(p)
+    summ = summarise(res.observations, p)
+    std = standardise(summ, g)
+    layout = Layout(g, std, PriorConfig(), np.full(len(p.inspections), 0.05))
+    spread = BarSpread.fit(summ, p)
+    return res, g, summ, std, layout, spread
+
+
+def test_symbolic_and_numeric_decoding_agree(small_sim):
+    import pytensor
+    import pytensor.tensor as pt
+
+    _, g, summ, std, layout, _ = small_layout(small_sim)
+    theta_val = layout.prior_mu + layout.prior_sd * np.random.default_rng(0).standard_normal(layout.size)
+    theta = pt.vector("theta")
+    sym = layout.decode_tensor(theta)
+    f = pytensor.function([theta], [sym[k] for k in ("A", "B", "G", "tau", "m", "pi", "tauf")],
+                          mode="FAST_COMPILE")
+    num = layout.decode(theta_val[None])
+    for k, v in zip(("A", "B", "G", "tau", "m", "pi", "tauf"), f(theta_val)):
+        np.testing.assert_allclose(getattr(num, k)[0], v, rtol=1e-12, err_msg=k)
+
+
+def test_likelihood_equals_a_per_batch_kalman_filter(small_sim):
+    """The PyMC likelihood (joint Gaussian, Woodbury mixture) against the numba
+    Kalman filter run batch by batch with the same fault-shift mixture."""
+    import pytensor
+    import pytensor.tensor as pt
+    from scipy.special import logsumexp
+
+    res, g, summ, std, layout, spread = small_layout(small_sim)
+    p = small_sim.process
+    fd = _fit_data(summ, g, std, layout, spread)
+    theta_val = layout.prior_mu + 0.3 * layout.prior_sd * np.random.default_rng(1).standard_normal(layout.size)
+    theta = pt.vector("theta")
+    f = pytensor.function([theta], _loglik_tensor(layout.decode_tensor(theta), fd, layout, p.bars_per_batch),
+                          mode="FAST_COMPILE")
+    got = float(f(theta_val))
+
+    P = layout.decode(theta_val[None])
+    mod = [p.char_index[c] for c in g.modeled]
+    sbar = spread.mean_sd()[:, mod] / std.scale
+    n = np.array([ins.sample for ins in p.inspections], dtype=float)[:, None]
+    gauge = np.array([p.characteristics[i].gauge_sigma for i in mod]) / std.scale
+    R = (sbar**2 * (1 / n - 1 / p.bars_per_batch) + gauge**2 / n)[None]
+    comp = np.array([-1] + list(layout.rate_q), dtype=np.int64)
+    pi = P.pi[0]
+    log1m = np.log1p(-pi)
+    lw = np.array([log1m.sum()] + [log1m.sum() - log1m[r] + np.log(pi[r]) for r in layout.rate_q])
+    lw -= logsumexp(lw)
+    total = 0.0
+    for b in range(summ.n_batches):
+        z = (summ.mean[b][:, mod] - std.centre) / std.scale
+        phi = std.features(summ.levers[b])
+        t = (summ.day[b] - std.day_ref) / 100.0
+        u = np.einsum("sqdf,f->sqd", P.B, phi) + P.G * t
+        _, _, ll = _filter.kalman(P.A, u, P.tau**2, P.m, R, np.nan_to_num(z), np.isfinite(z),
+                                  P.tauf**2, comp, len(p.inspections))
+        total += logsumexp(lw + ll[0])
+    assert got == pytest.approx(total, rel=1e-9)
+
+
+def test_fit_follows_the_estimator_contract(advi_model, small_history):
+    m = CausalModel("small")
+    assert not m.fitted and vars(m) == {"process": "small", "edits": None, "config": None, "priors": None}
+    assert advi_model.fitted
+    assert advi_model.report_.n_batches == small_history.conditions.n_batches
+    assert advi_model.params_.n_draws == 300
+    assert "theta" in advi_model.idata_.posterior
+    assert advi_model.version_.process_digest == small_history.process.digest
+    with pytest.raises(RuntimeError, match="not fitted"):
+        m.state(small_history.observations)
+
+
+def test_learned_means_match_the_simulator(advi_model, small_sim):
+    """Posterior means of the gauged levels against fault-free nominal truth."""
+    p = small_sim.process
+    cond = small_sim.sample_conditions(4000, 3, time=np.full(4000, advi_model.std_.day_ref), faults=False)
+    truth = small_sim.simulate(4000, seed=3, conditions=cond, record_latent=True).latent
+    std, P = advi_model.std_, advi_model.params_
+    g = advi_model.graph_
+    for q, ins in enumerate(p.inspections):
+        for c in np.flatnonzero(advi_model.layout_.gauged[q]):
+            est = std.centre[q, c] + std.scale[c] * P.m[:, q, c].mean()
+            true = truth[:, ins.step, p.char_index[g.modeled[c]]].mean()
+            # within a third of the batch-to-batch spread (faulty batches, 8% of the
+            # history, shift these levels by 5-20 spreads if they are not handled)
+            assert abs(est - true) < 0.3 * std.scale[c], (ins.step, g.modeled[c], est, true)
+
+
+def test_bar_spread_matches_the_simulator(advi_model, small_sim):
+    p = small_sim.process
+    res = small_sim.simulate(2000, seed=4, faults=False)
+    bars = res.state.reshape(2000, p.bars_per_batch, p.n_chars)
+    true = np.sqrt(bars.var(axis=1, ddof=1).mean(axis=0))
+    est = advi_model.spread_.mean_sd()[-1]
+    for c in range(p.n_chars):
+        assert est[c] == pytest.approx(true[c], rel=0.15), p.characteristics[c].name
+
+
+def test_save_and_load_round_trip(advi_model, small_history, tmp_path, small_sim):
+    from tests.recovery.causal.conftest import one_batch
+
+    d = advi_model.save(tmp_path / "m")
+    assert {f.name for f in d.iterdir()} >= {"posterior.nc", "model.json", "graph.json", "process.toml",
+                                             "training.npz"}
+    back = CausalModel.load(d)
+    assert back.version_ == advi_model.version_ and back.version_.id == advi_model.version_.id
+    assert back.graph_.edges == advi_model.graph_.edges
+    assert back.graph_.process.digest == advi_model.graph_.process.digest
+    for f in ("A", "B", "G", "tau", "m", "sbar", "pi", "tauf"):
+        np.testing.assert_array_equal(getattr(back.params_, f), getattr(advi_model.params_, f))
+    hist = one_batch(small_sim, small_history, 3, upto_step=6)
+    assert back.predict(hist).p_accept == advi_model.predict(hist).p_accept
+
+
+def test_load_explains_what_is_missing(tmp_path):
+    with pytest.raises(ModelLoadError, match="no such model directory"):
+        CausalModel.load(tmp_path / "nope")
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "model.json").write_text("{}")
+    with pytest.raises(ModelLoadError, match="missing"):
+        CausalModel.load(tmp_path / "half")
+
+
+def test_update_uses_new_batches_and_leaves_the_old_model_alone(advi_model, small_sim):
+    before = advi_model.params_.m.copy()
+    new = small_sim.simulate(60, seed=123, explore=0.3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cfg = FitConfig(method="advi", advi_steps=1500, draws=200, seed=2)
+        up = advi_model.update(new.observations, progress=False, config=cfg)
+    assert up is not advi_model
+    np.testing.assert_array_equal(advi_model.params_.m, before)
+    assert up.summaries_.n_batches == advi_model.summaries_.n_batches + 60
+    assert up.report_.n_batches == 60
+    assert any("previous posterior used as prior" in n for n in up.report_.notes)
+    assert up.version_.id != advi_model.version_.id
+    # the previous posterior is the prior: levels stay where the history put them
+    std = advi_model.std_
+    drift = np.abs(up.params_.m.mean(0) - advi_model.params_.m.mean(0))[advi_model.layout_.gauged]
+    assert drift.max() < 0.5
+
+
+def test_do_returns_a_new_model(advi_model, small_sim, small_history):
+    from tests.recovery.causal.conftest import one_batch
+
+    hot = advi_model.do({"temper_temperature": 530.0})
+    assert hot is not advi_model and advi_model.intervention == {}
+    assert hot.intervention == {"temper_temperature": 530.0}
+    hist = one_batch(small_sim, small_history, 0, upto_step=6)
+    assert hot.predict(hist).plan[0] == 530.0
+    assert advi_model.predict(hist).plan[0] == 450.0
+    with pytest.raises(KeyError, match="unknown lever"):
+        advi_model.do({"furnace_colour": 1.0})
+
+
+def test_report_prints_the_sampler_diagnostics():
+    rep = FitReport("nuts", "nutpie", 1000, 222, 0, 70.0, 40.0, 1.02, 350.0, 300.0, 0,
+                    (("mean[15,diameter]", 1.02, 350.0),), ("removed a -> b at step 3",),
+                    ("lever slope x -> y: the data say ...",), ("note",))
+    text = "\n".join(rep.lines())
+    for s in ("R-hat        max 1.020", "ESS          bulk min 350, tail min 300", "divergences  0",
+              "expert       removed a -> b", "CONFLICT     lever slope"):
+        assert s in text
+    assert rep.converged
+    assert not FitReport("nuts", "nutpie", 1, 1, 0, 0, 0, 1.3, 5, 5, 2).converged
+
+
+def test_expert_prior_conflict_is_reported_not_overridden(small_sim, small_history):
+    """A prior that contradicts the data stays (the posterior is pulled toward it)
+    and the report says CONFLICT."""
+    from recovery.causal.graph import parse_edits
+
+    # the temper lowers strength; claim it raises it, confidently
+    edits = parse_edits({"prior": [{"lever": "temper_temperature", "target": "yield_strength",
+                                    "mean": 3.0, "sd": 0.3}]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = CausalModel("small", edits=edits, config=FitConfig(method="advi", advi_steps=2000, draws=200,
+                                                                seed=3)).fit(small_history.observations,
+                                                                             progress=False)
+    assert any("temper_temperature -> yield_strength" in c for c in m.report_.conflicts)
+    assert any("prior on lever slope temper_temperature" in e for e in m.report_.expert)
