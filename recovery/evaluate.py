@@ -273,13 +273,27 @@ def evaluate_chunk(sim: Simulator, agents: list, n_batches: int, seed: int, chun
     return out
 
 
-def evaluate_agents(sim: Simulator, agents: list, n_batches: int, seed: int, *,
-                    progress: bool = False) -> dict:
-    """Closed-loop evaluation of agents on the same fresh flagged batches.
+def play_agents(sim: Simulator, agents: list, n_batches: int, seed: int, *,
+                progress: bool = False) -> dict[str, list[Outcome]]:
+    """Every agent's :class:`Outcome` on every flagged case of ``n_batches`` fresh batches.
 
     Fresh batches are simulated in seeded chunks of ``EVAL_CHUNK`` (so the
     figures do not depend on how chunks are spread over workers); every agent
     plays every flagged case of a chunk with the same future noise.
+    """
+    from tqdm import tqdm
+
+    n_chunks = (n_batches + EVAL_CHUNK - 1) // EVAL_CHUNK
+    outcomes: dict[str, list[Outcome]] = {a.name: [] for a in agents}
+    for c in tqdm(range(n_chunks), desc="evaluate", unit="chunk", disable=not progress):
+        for name, outs in evaluate_chunk(sim, agents, n_batches, seed, c).items():
+            outcomes[name].extend(outs)
+    return outcomes
+
+
+def evaluate_agents(sim: Simulator, agents: list, n_batches: int, seed: int, *,
+                    progress: bool = False) -> dict:
+    """Closed-loop evaluation of agents on the same fresh flagged batches.
 
     Parameters
     ----------
@@ -287,7 +301,8 @@ def evaluate_agents(sim: Simulator, agents: list, n_batches: int, seed: int, *,
         The true simulator (the world the agents act in).
     agents : list of Agent
     n_batches : int
-        Fresh batches simulated; only the flagged ones are played.
+        Fresh batches simulated; only the flagged ones are played (see
+        :func:`play_agents`).
     seed : int
 
     Returns
@@ -297,14 +312,21 @@ def evaluate_agents(sim: Simulator, agents: list, n_batches: int, seed: int, *,
         "net_value", "scrap_avoided", "regret", "lever_bound_violations",
         "latency_p50_s", "latency_p95_s", "by_fault": {fault: {"n", "recovery_rate"}}}}}``
     """
-    from tqdm import tqdm
+    return summarise(play_agents(sim, agents, n_batches, seed, progress=progress), n_batches, seed)
 
-    n_chunks = (n_batches + EVAL_CHUNK - 1) // EVAL_CHUNK
-    outcomes: dict[str, list[Outcome]] = {a.name: [] for a in agents}
-    for c in tqdm(range(n_chunks), desc="evaluate", unit="chunk", disable=not progress):
-        for name, outs in evaluate_chunk(sim, agents, n_batches, seed, c).items():
-            outcomes[name].extend(outs)
-    return summarise(outcomes, n_batches, seed)
+
+def outcomes_frame(outcomes: dict[str, list[Outcome]]) -> "pd.DataFrame":
+    """One row per (agent, case): accepted, scrapped, lever cost, net value, and the
+    regret against the oracle on the same case (NaN without an oracle)."""
+    import pandas as pd
+
+    oracle = {o.batch_id: o.net_value for o in outcomes.get("oracle", [])}
+    rows = [{"agent": o.agent, "batch_id": o.batch_id, "fault": o.fault, "accepted": o.accepted,
+             "scrapped": o.scrapped, "lever_cost": o.lever_cost, "net_value": o.net_value,
+             "regret": oracle.get(o.batch_id, np.nan) - o.net_value,
+             "latency_s": float(np.mean(o.latencies)) if o.latencies else 0.0}
+            for outs in outcomes.values() for o in outs]
+    return pd.DataFrame(rows)
 
 
 @dataclass(frozen=True)
