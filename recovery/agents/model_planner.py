@@ -24,8 +24,10 @@ TINY = PlannerConfig(n_trials=16, batch_size=8, screen_grid=3, max_levers=3)
 def plan_objective(model, history, *, n_draws: int = 200, seed: int = 0):
     """``objective(plans) -> (value, p_accept, score)`` from the model's predictions.
 
-    ``value`` is expected money (currency); ``score`` adds a smooth bonus in
-    ``sqrt(p_accept)`` so the search can climb while every candidate is unlikely.
+    ``value`` is expected money (currency); ``score`` adds smooth terms so the
+    search can climb while every candidate is unlikely: a bonus in
+    ``sqrt(p_accept)`` and a penalty on how far the predicted final means lie
+    outside their bands (``PlanPredictions.distance``, in band widths).
     Out-of-range plans get the value of a certain failure.
     """
     p = model.graph_.process
@@ -35,7 +37,8 @@ def plan_objective(model, history, *, n_draws: int = 200, seed: int = 0):
         pred = model.predict_many(history, plans, n_draws=n_draws, seed=seed)
         pa = np.where(pred.out_of_range & ~pred.batch_out_of_range, 0.0, pred.p_accept)
         value = pa * eco.batch_value - (1.0 - pa) * eco.scrap_cost - p.lever_cost(pred.plans)
-        return value, pa, value + 0.2 * eco.batch_value * np.sqrt(pa)
+        score = value + 0.2 * eco.batch_value * (np.sqrt(pa) - np.minimum(pred.distance, 5.0))
+        return value, pa, np.where(pred.out_of_range & ~pred.batch_out_of_range, value, score)
 
     return objective
 

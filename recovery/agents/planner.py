@@ -10,8 +10,9 @@ random numbers across candidates; or, in tests, the true simulator). Following
 the measured costs in ANCHORS.md it:
 
 1. screens every lever still ahead one at a time on a small grid (one batched
-   call) and keeps the few that help most: the plan is parametrised in few
-   dimensions;
+   call), then again on top of the best plan so far for a few greedy rounds
+   (levers that only help together), and keeps the few that help most: the
+   plan is parametrised in few dimensions;
 2. runs an Optuna study (CMA-ES with margin, which handles integer levers)
    with ask/tell in batches, warm-started with the previous plan and the best
    screened plan (``enqueue_trial``);
@@ -49,6 +50,9 @@ class PlannerConfig:
         Values per lever in the one-at-a-time screen.
     max_levers : int
         Levers the study may move (the most useful ones from the screen).
+    screen_rounds : int
+        Greedy screening rounds: each screens the remaining levers on top of
+        the best plan so far (1: one-at-a-time from the start plan only).
     prune_tol : float
         Expected value (currency) the planner gives up to move one lever fewer.
     sampler : str
@@ -59,6 +63,7 @@ class PlannerConfig:
     batch_size: int = 16
     screen_grid: int = 7
     max_levers: int = 5
+    screen_rounds: int = 3
     prune_tol: float = 20.0
     sampler: str = "cmaes"
 
@@ -151,10 +156,37 @@ def optimise_plan(process: Process, after_step: int, objective: Objective, *,
     # best by value (ties: score) is what may be returned; the search follows score
     seen = [(plans[i].copy(), float(v[i]), float(a[i]), float(sc[i])) for i in range(len(v))]
     best_i = int(np.argmax(sc))
-    lead = plans[best_i].copy()
-    # Keep the levers whose best single move helps most (plus any the start plan moved).
+    lead, lead_sc = plans[best_i].copy(), float(sc[best_i])
     gain = {j: float(sc[owner == j].max() - max(sc[0], sc[1])) for j in free}
-    keep = [j for j in sorted(gain, key=gain.get, reverse=True) if gain[j] > 0][: config.max_levers]
+    # Greedy rounds: screen the other levers again on top of the lead plan, so
+    # levers that only help together (strength first, then straightness) are found.
+    chosen = [int(owner[best_i])] if owner[best_i] >= 0 else []
+    for _ in range(config.screen_rounds - 1):
+        if not chosen:
+            break
+        cands, owner2 = [], []
+        for j in free:
+            if j in chosen:
+                continue
+            for g in np.linspace(lo[j], hi[j], config.screen_grid):
+                c = lead.copy()
+                c[j] = g
+                cands.append(c)
+                owner2.append(j)
+        if not cands:
+            break
+        plans2, v2, a2, sc2 = score(np.array(cands))
+        seen.extend((plans2[i].copy(), float(v2[i]), float(a2[i]), float(sc2[i])) for i in range(len(v2)))
+        i2 = int(np.argmax(sc2))
+        if sc2[i2] <= lead_sc + 1e-9:
+            break
+        lead, lead_sc = plans2[i2].copy(), float(sc2[i2])
+        chosen.append(owner2[i2])
+    # Keep the greedy levers, then those whose best single move helps most
+    # (plus any the start plan moved).
+    keep = list(chosen)
+    keep += [j for j in sorted(gain, key=gain.get, reverse=True) if gain[j] > 0 and j not in keep]
+    keep = keep[: max(config.max_levers, len(chosen))]
     keep += [j for j in free if abs(base[j] - nom[j]) > 1e-12 and j not in keep]
     keep = sorted(keep)
 

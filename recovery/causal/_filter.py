@@ -262,6 +262,42 @@ def accept_probability(X0, Kfut, phi, base, scale, lower, upper, sbar, use, crac
     return out
 
 
+@njit(**NJIT)
+def band_distance(X0, Kfut, phi, base, scale, lower, upper, use):
+    """Expected distance of the final batch means outside their bands, per plan.
+
+    Summed over the characteristics that count, in band widths, averaged over
+    draws and state samples; 0 when every mean lies inside its band. Smooth
+    where P(accept) is flat at 0, so a search can climb towards acceptance.
+
+    Returns
+    -------
+    ndarray (P,)
+    """
+    S, K, d = X0.shape
+    P = phi.shape[0]
+    F = phi.shape[1]
+    out = np.zeros(P)
+    for p in range(P):
+        tot = 0.0
+        for s in range(S):
+            for c in range(d):
+                if not use[c]:
+                    continue
+                acc = 0.0
+                for f in range(F):
+                    acc += Kfut[s, c, f] * phi[p, f]
+                width = upper[c] - lower[c]
+                for k in range(K):
+                    x = base[s, c] + scale[c] * (X0[s, k, c] + acc)
+                    if x > upper[c]:
+                        tot += (x - upper[c]) / width
+                    elif x < lower[c]:
+                        tot += (lower[c] - x) / width
+        out[p] = tot / (S * K)
+    return out
+
+
 def accept_probability_reference(X0, Kfut, phi, base, scale, lower, upper, sbar, use, crack_ok,
                                  n_bars, need, logc=None):
     """Same contract as :func:`accept_probability`, vectorised with SciPy."""

@@ -313,12 +313,15 @@ def _plan_out_of_range(model: CausalModel, bv: BatchView, plans: np.ndarray) -> 
     p = model.graph_.process
     rg = model.ranges_
     future = np.array([lv.step > bv.step for lv in p.levers], dtype=bool)
-    tol = 1e-9 * np.maximum(1.0, np.abs(rg.lever_high))
-    bad = ((plans < rg.lever_low - tol) | (plans > rg.lever_high + tol)) & future
+    # the same 10% margin of the seen span as for readings: history explores
+    # levers at random, so the values seen stop just short of the hard bounds
+    pad = 0.1 * (rg.lever_high - rg.lever_low) + 1e-9 * np.maximum(1.0, np.abs(rg.lever_high))
+    bad = ((plans < rg.lever_low - pad) | (plans > rg.lever_high + pad)) & future
     reasons = []
     for i in range(len(plans)):
         reasons.append([f"{p.levers[j].name} = {plans[i, j]:.4g} {p.levers[j].unit} lies outside the "
-                        f"values seen in training ({rg.lever_low[j]:.4g}..{rg.lever_high[j]:.4g})"
+                        f"values seen in training ({rg.lever_low[j]:.4g}..{rg.lever_high[j]:.4g}, "
+                        f"with a 10% margin)"
                         for j in np.flatnonzero(bad[i])])
     return bad.any(axis=1), reasons
 
@@ -547,6 +550,9 @@ class PlanPredictions:
     out_of_range: np.ndarray
     batch_out_of_range: bool
     reasons: list = field(default_factory=list)
+    distance: np.ndarray | None = None
+    """(P,) expected distance of the final batch means outside their bands, in
+    band widths (0 inside): a slope for a search where P(accept) is flat."""
 
 
 @dataclass
@@ -667,6 +673,15 @@ def _accept(model: CausalModel, fc: _Forecast, plans_eff: np.ndarray) -> np.ndar
                                       fc.sbar, fc.use, fc.crack_ok, p.bars_per_batch, need, logc)
 
 
+def _distance(model: CausalModel, fc: _Forecast, plans_eff: np.ndarray) -> np.ndarray:
+    p = model.graph_.process
+    lo, hi = p.final_bands()
+    mod = [p.char_index[c] for c in model.graph_.modeled]
+    phi = np.ascontiguousarray(model.std_.features(plans_eff))
+    return _filter.band_distance(fc.X0, fc.Kfut, phi, fc.base, np.ascontiguousarray(model.std_.scale),
+                                 np.ascontiguousarray(lo[mod]), np.ascontiguousarray(hi[mod]), fc.use)
+
+
 def _plans_effective(model, bv, plans) -> np.ndarray:
     p = model.graph_.process
     plans = np.atleast_2d(np.asarray(plans, dtype=np.float64)).copy()
@@ -777,7 +792,8 @@ def predict_many(model: CausalModel, history: pd.DataFrame, plans: np.ndarray, *
     bad, why = _plan_out_of_range(model, bv, eff)
     batch_bad = bool(fc.batch_reasons)
     reasons = [fc.batch_reasons + w for w in why]
-    return PlanPredictions(eff, pa.mean(axis=1), lo, hi, pa, bad | batch_bad, batch_bad, reasons)
+    return PlanPredictions(eff, pa.mean(axis=1), lo, hi, pa, bad | batch_bad, batch_bad, reasons,
+                           _distance(model, fc, eff))
 
 
 # ---------------------------------------------------------------------------
