@@ -92,6 +92,10 @@ def _fill(readings, q, c, sample, insp_step, nominal, width, pos, decision, n_st
         out[2 * n + 1 + decision] = 1.0
 
 
+# Actions within this distance of 0 keep the lever at nominal.
+DEAD_ZONE = 0.2
+
+
 @njit(**NJIT)
 def _apply_action(action, idx, lo, span, integer, nominal, per_use, per_unit, plan_row):
     """Set the levers ``idx`` from actions in [-1, 1]; return their cost (currency)."""
@@ -99,7 +103,13 @@ def _apply_action(action, idx, lo, span, integer, nominal, per_use, per_unit, pl
     for i in range(idx.shape[0]):
         j = idx[i]
         a = min(max(action[i], -1.0), 1.0)
-        # piecewise linear around nominal: 0 keeps the lever, -1 / +1 reach its bounds
+        # a dead zone keeps the lever (a Gaussian policy never outputs exactly 0,
+        # and every move pays the lever's cost per use); beyond it, piecewise
+        # linear around nominal up to the bounds at -1 / +1
+        if abs(a) <= DEAD_ZONE:
+            a = 0.0
+        else:
+            a = (a - DEAD_ZONE) / (1.0 - DEAD_ZONE) if a > 0.0 else (a + DEAD_ZONE) / (1.0 - DEAD_ZONE)
         if a >= 0.0:
             v = nominal[j] + a * (lo[j] + span[j] - nominal[j])
         else:
@@ -200,9 +210,10 @@ class MetalBarRecoveryEnv(gym.Env):
     ------------
     ``Box(-1, 1, (k,), float32)`` with ``k`` the largest number of levers at one
     step (2 on the default process). Entry ``i`` sets the ``i``-th lever of the
-    current decision step, piecewise linearly: 0 keeps it at nominal, -1 and +1
-    reach its effective low and high bounds (hard bounds within the maximum
-    change); integer levers are rounded. Entries beyond that step's levers are
+    current decision step: ``|a| <= DEAD_ZONE`` (0.2) keeps it at nominal (and
+    costs nothing); beyond, piecewise linearly, -1 and +1 reach its effective low
+    and high bounds (hard bounds within the maximum change); integer levers are
+    rounded. Entries beyond that step's levers are
     ignored. An untrained policy therefore starts near "do nothing".
 
     Observation Space
@@ -377,7 +388,8 @@ class MetalBarRecoveryEnv(gym.Env):
                 if name in values:
                     v, nom = values[name], self._nominal[j]
                     hi = self._lo[j] + self._span[j]
-                    out[i] = (v - nom) / (hi - nom) if v >= nom else (v - nom) / (nom - self._lo[j])
+                    u = (v - nom) / (hi - nom) if v >= nom else (v - nom) / (nom - self._lo[j])
+                    out[i] = 0.0 if u == 0.0 else np.sign(u) * (DEAD_ZONE + (1.0 - DEAD_ZONE) * abs(u))
         return out
 
     @property
