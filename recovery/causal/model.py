@@ -1105,6 +1105,9 @@ class CausalModel:
     def _fit(self, process: Process, graph: CausalGraph, summ: Summaries, std: Standardisation,
              cfg: FitConfig, priors: PriorConfig, *, prior, progress: bool,
              previous: "CausalModel | None" = None) -> "CausalModel":
+        # The likelihood is compiled by nutpie (numba) or PyTensor's C backend;
+        # its missing-BLAS warning concerns neither, so keep it off the console.
+        warnings.filterwarnings("ignore", message="PyTensor could not link to a BLAS")
         import pymc as pm
 
         fault_rate = np.zeros(len(process.inspections))
