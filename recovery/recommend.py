@@ -98,8 +98,9 @@ def batch_situation(history: pd.DataFrame, process, batch: str | None = None) ->
     for name, value in zip(lev["variable"].astype(str), lev["value"].astype(float)):
         if name in process.lever_index:
             plan[process.lever_index[name]] = value
-    last_inspection = max([s for s in process.inspection_steps if s <= step], default=step)
-    return Situation(process, str(batch), last_inspection, h, plan)
+    # Levers up to the last step with data have been used (their rows, or
+    # nominal): only later ones can still move, even between inspections.
+    return Situation(process, str(batch), step, h, plan)
 
 
 def _acts_on(model, plan: np.ndarray, nominal: np.ndarray, free: np.ndarray) -> list[str]:

@@ -38,7 +38,8 @@ class Situation:
     process : Process
     batch_id : str
     step : int
-        The inspection just completed; levers at later steps can still move.
+        The last step the batch has completed (usually an inspection); levers at
+        later steps can still move.
     history : DataFrame
         The batch's step data up to ``step`` (schema of ``simulators.schema``).
     plan : ndarray (n_levers,)
