@@ -187,6 +187,14 @@ def _ddl(dialect: str) -> list[str]:
             id BIGINT PRIMARY KEY, recommendation_id BIGINT, batch_id TEXT NOT NULL,
             engineer TEXT NOT NULL, decision TEXT NOT NULL, plan TEXT, comment TEXT,
             partner TEXT, decided_at TIMESTAMPTZ NOT NULL)""",
+        """CREATE TABLE IF NOT EXISTS tokens (
+            id BIGINT PRIMARY KEY, token_hash TEXT NOT NULL UNIQUE, partner TEXT NOT NULL,
+            role TEXT NOT NULL, name TEXT, created_at TIMESTAMPTZ NOT NULL,
+            revoked_at TIMESTAMPTZ)""",
+        """CREATE TABLE IF NOT EXISTS audit (
+            id BIGINT PRIMARY KEY, recorded_at TIMESTAMPTZ NOT NULL, actor TEXT NOT NULL,
+            partner TEXT, role TEXT, action TEXT NOT NULL, batch_id TEXT,
+            model_version TEXT, input_hash TEXT, payload TEXT)""",
         "CREATE INDEX IF NOT EXISTS links_child ON links (process, child_batch, child_bar)",
     ]
 
@@ -576,7 +584,7 @@ class Store:
     def counts(self) -> dict[str, int]:
         """Rows per table (tests use it to show a failed ingest changed nothing)."""
         tables = ["processes", "ingests", "observations", "links", "variables", "quarantine",
-                  "model_versions", "recommendations", "decisions"]
+                  "model_versions", "recommendations", "decisions", "tokens", "audit"]
         return {t: int(self._rows(f"SELECT COUNT(*) FROM {t}")[0][0]) for t in tables}
 
     def _filters(self, *, partner=None, process=None, batch_ids=None, alias="o"):
@@ -659,6 +667,54 @@ class Store:
     def decisions(self, *, partner: str | None = None) -> pd.DataFrame:
         """Decisions, oldest first; ``plan`` parsed from JSON."""
         return self._list("decisions", "decided_at", ["plan"], partner=partner)
+
+    # ---- API tokens (hashes only) ------------------------------------------
+    def add_token(self, *, token_hash: str, partner: str, role: str, name: str | None = None) -> int:
+        """Store a token's hash with its partner and role; returns the token id."""
+        tid = self.next_id()
+        self._exec("INSERT INTO tokens (id, token_hash, partner, role, name, created_at) "
+                   "VALUES (?, ?, ?, ?, ?, ?)", (tid, token_hash, partner, role, name, _now()))
+        return tid
+
+    def token(self, token_hash: str) -> tuple[int, str, str, str | None] | None:
+        """(id, partner, role, name) of a live (not revoked) token, or None."""
+        rows = self._rows("SELECT id, partner, role, name FROM tokens WHERE token_hash = ? "
+                          "AND revoked_at IS NULL", (token_hash,))
+        return tuple(rows[0]) if rows else None
+
+    def revoke_token(self, token_id: int) -> bool:
+        """Revoke a token; False when no live token has that id."""
+        live = self._rows("SELECT COUNT(*) FROM tokens WHERE id = ? AND revoked_at IS NULL", (int(token_id),))
+        if not live[0][0]:
+            return False
+        self._exec("UPDATE tokens SET revoked_at = ? WHERE id = ?", (_now(), int(token_id)))
+        return True
+
+    def tokens(self) -> pd.DataFrame:
+        """Every token (live and revoked), without the hashes."""
+        return self._frame("SELECT id, partner, role, name, created_at, revoked_at FROM tokens ORDER BY id")
+
+    # ---- audit trail (append-only: no update, no delete) ------------------
+    def add_audit(self, *, actor: str, action: str, partner: str | None = None, role: str | None = None,
+                  batch_id: str | None = None, model_version: str | None = None,
+                  input_hash: str | None = None, payload: dict | None = None) -> int:
+        """Append one entry to the audit trail; returns its id."""
+        aid = self.next_id()
+        self._exec("INSERT INTO audit (id, recorded_at, actor, partner, role, action, batch_id, model_version, "
+                   "input_hash, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   (aid, _now(), actor, partner, role, action, batch_id, model_version, input_hash,
+                    json.dumps(payload or {}, default=str)))
+        return aid
+
+    def audit(self, *, partner: str | None = None, batch_ids: Iterable[str] | None = None) -> pd.DataFrame:
+        """The audit trail, oldest first; ``payload`` parsed from JSON."""
+        return self._list("audit", "recorded_at", ["payload"], partner=partner, batch_ids=batch_ids)
+
+    def batch_partners(self, process: str, batch_ids: Iterable[str] | None = None) -> pd.DataFrame:
+        """(batch_id, partner, last_step) for every partner with step data of a batch."""
+        where, params = self._filters(process=process, batch_ids=batch_ids, alias="o")
+        return self._frame(f"SELECT o.batch_id, o.partner, MAX(o.step) AS last_step FROM observations o"
+                           f"{where} GROUP BY o.batch_id, o.partner ORDER BY o.batch_id, o.partner", params)
 
     def _list(self, table, time_col, json_cols, **filters) -> pd.DataFrame:
         where, params = self._filters(alias="t", **filters)
