@@ -13,7 +13,8 @@ import importlib
 import sys
 
 # Order is the order of ``recovery --help``.
-COMMANDS = ["simulate", "ingest", "quality", "fit", "diagnose", "recommend", "train-rl", "evaluate", "tune"]
+COMMANDS = ["simulate", "ingest", "quality", "fit", "diagnose", "recommend", "train-rl", "evaluate", "tune",
+            "serve", "tokens"]
 
 
 class UserError(Exception):

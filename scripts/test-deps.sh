@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# System packages the tests need beyond pip: PostgreSQL's server binaries
-# (initdb, pg_ctl), which the PostgreSQL store tests start as a throwaway server.
+# System packages the tests need beyond pip:
+#  - PostgreSQL's server binaries (initdb, pg_ctl): the PostgreSQL store tests
+#    start a throwaway server;
+#  - Chromium and its WebDriver: the web page is tested in a headless browser.
 # Idempotent: a quick no-op when they are already installed. Debian/Ubuntu only.
 set -euo pipefail
 
@@ -11,20 +13,32 @@ have_pg() {
     return 1
 }
 
-if have_pg; then
-    echo "test-deps: PostgreSQL server binaries present ($(ls -d /usr/lib/postgresql/*/bin | tail -1))"
+have_chromium() {
+    { command -v chromium || command -v chromium-browser || command -v google-chrome; } >/dev/null 2>&1 &&
+        { command -v chromedriver || [ -x /usr/lib/chromium/chromedriver ]; } >/dev/null 2>&1
+}
+
+want=()
+have_pg || want+=(postgresql)
+have_chromium || want+=(chromium chromium-driver)
+
+if [ ${#want[@]} -eq 0 ]; then
+    echo "test-deps: PostgreSQL server binaries ($(ls -d /usr/lib/postgresql/*/bin | tail -1)) and Chromium present"
     exit 0
 fi
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null || { echo "test-deps: need root or sudo to install postgresql" >&2; exit 1; }
+    command -v sudo >/dev/null || { echo "test-deps: need root or sudo to install ${want[*]}" >&2; exit 1; }
     SUDO="sudo"
 fi
-command -v apt-get >/dev/null || { echo "test-deps: apt-get not found; install PostgreSQL's server binaries yourself and set RECOVERY_PG_BIN" >&2; exit 1; }
+command -v apt-get >/dev/null || {
+    echo "test-deps: apt-get not found; install ${want[*]} yourself (set RECOVERY_PG_BIN for PostgreSQL)" >&2
+    exit 1
+}
 
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update
-$SUDO apt-get install -y --no-install-recommends postgresql
-# The package starts a cluster on port 5432; the tests start their own, so leave it be.
-have_pg && echo "test-deps: PostgreSQL server binaries installed"
+# postgresql starts a cluster on port 5432; the tests start their own, so leave it be.
+$SUDO apt-get install -y --no-install-recommends "${want[@]}"
+have_pg && have_chromium && echo "test-deps: installed ${want[*]}"

@@ -1,0 +1,640 @@
+"""The engineers' HTTP service: batches, recommendations, decisions, audit trail.
+
+``create_app(store_url, model_dir)`` builds a FastAPI application (OpenAPI at
+``/docs`` and ``/openapi.json``) over one store and one fitted causal model.
+Every ``/api`` endpoint needs ``Authorization: Bearer <token>`` (see
+:mod:`recovery.service.auth`); a partner's token sees only batches with step
+data at that partner's steps, and another partner's batch answers exactly as
+an unknown one (404). The web page is ``/`` with its assets under ``/static``,
+all served from the package (no CDN).
+
+Data path: appended rows go through :func:`recovery.data.ingest.ingest` (the
+same validation as ``recovery ingest``; rejected rows are kept in quarantine
+with their reasons, and every payload is kept as received in the inbox
+folder); recommendations come from :func:`recovery.recommend.recommend`; every
+recommendation shown and every decision is appended to the store's audit trail
+with who, when, the model version and a hash of the inputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from recovery.service.auth import Principal, authenticate, create_token
+
+__all__ = ["Service", "create_app", "MAX_BODY_BYTES", "STATUSES"]
+
+MAX_BODY_BYTES = 2 * 1024 * 1024
+MAX_ROWS = 20_000
+STATUSES = ("on track", "at risk", "recoverable", "scrap recommended", "finished")
+STATIC = Path(__file__).parent / "static"
+
+
+class NotFound(Exception):
+    """Unknown batch, or one the caller may not see (the same answer for both)."""
+
+
+class Refused(Exception):
+    """The caller's role or partner does not allow the action."""
+
+    def __init__(self, message: str, status: int = 403):
+        super().__init__(message)
+        self.status = status
+
+
+class BadRequest(ValueError):
+    """The request is well-formed JSON but its content cannot be accepted."""
+
+
+@dataclass
+class _Cached:
+    input_hash: str
+    rec: object | None
+    error: str | None
+    predicted: dict
+    status: str
+
+
+class Service:
+    """The service's logic, independent of HTTP (the tests call it directly too).
+
+    Parameters
+    ----------
+    store_url : str
+        See :func:`recovery.data.store.open_store`.
+    model_dir : str or Path
+        A model saved by ``recovery fit``.
+    data_dir : str or Path, optional
+        Where appended payloads (inbox) and quarantine files are kept.
+    seed : int
+        Seed of every recommendation (the same inputs give the same answer).
+    """
+
+    def __init__(self, store_url: str, model_dir: str | Path, *, data_dir: str | Path | None = None,
+                 seed: int = 0):
+        from recovery.data.store import open_store
+        from recovery.pipeline import load_model
+
+        self.store = open_store(store_url)
+        self.model = load_model(model_dir)
+        self.process = self.model.graph_.process
+        self.model_version = self.model.version_.id
+        self.seed = seed
+        if data_dir is None:
+            import platformdirs
+
+            data_dir = Path(platformdirs.user_data_dir("recovery")) / "service"
+        self.data_dir = Path(data_dir)
+        (self.data_dir / "inbox").mkdir(parents=True, exist_ok=True)
+        (self.data_dir / "quarantine").mkdir(parents=True, exist_ok=True)
+        self._db = threading.RLock()        # one store connection: one user at a time
+        self._plan = threading.Lock()       # recommendations are CPU-bound: one at a time
+        self._cache: dict[str, _Cached] = {}
+        self._partners = tuple(pt.id for pt in self.process.partners)
+        self._step_partner = {s.index: s.partner for s in self.process.steps}
+
+    # ---- access ------------------------------------------------------------
+    def authenticate(self, header: str | None) -> Principal | None:
+        with self._db:
+            return authenticate(self.store, header)
+
+    def _owners(self, batch_ids: list[str] | None = None) -> dict[str, set[str]]:
+        with self._db:
+            bp = self.store.batch_partners(self.process.name, batch_ids)
+        out: dict[str, set[str]] = {}
+        for b, pt in zip(bp["batch_id"].astype(str), bp["partner"].astype(str)):
+            out.setdefault(b, set()).add(pt)
+        return out
+
+    def visible_batches(self, who: Principal, owners: dict[str, set[str]] | None = None) -> list[str]:
+        owners = self._owners() if owners is None else owners
+        ids = [b for b, pts in owners.items() if who.all_partners or who.partner in pts]
+        return sorted(ids, key=_batch_key)
+
+    def check_visible(self, who: Principal, batch_id: str) -> None:
+        pts = self._owners([batch_id]).get(batch_id)
+        if not pts or not (who.all_partners or who.partner in pts):
+            raise NotFound(batch_id)
+
+    # ---- data --------------------------------------------------------------
+    def history(self, batch_id: str) -> pd.DataFrame:
+        with self._db:
+            return self.store.read_steps(process=self.process.name, batch_ids=[batch_id])
+
+    def _input_hash(self, history: pd.DataFrame) -> str:
+        """sha256 of the model version, the seed and the batch's rows.
+
+        The store returns rows in a canonical order (batch, step, kind, variable,
+        bar), and pandas' row hash has a fixed key, so the same data give the
+        same hash in every process.
+        """
+        h = hashlib.sha256()
+        h.update(f"{self.model_version}|{self.seed}|{len(history)}|".encode())
+        cols = ["batch_id", "bar_id", "step", "variable", "value", "kind"]
+        h.update(pd.util.hash_pandas_object(history[cols], index=False).to_numpy().tobytes())
+        return h.hexdigest()
+
+    def assess(self, batch_id: str, history: pd.DataFrame | None = None) -> _Cached:
+        """The batch's recommendation, predictions and status (cached by input hash).
+
+        ``history`` is the batch's stored step data when the caller has read it
+        already (the batch list reads every batch in one query).
+        """
+        from recovery.recommend import RecommendationError, recommend
+
+        if history is None:
+            history = self.history(batch_id)
+        key = self._input_hash(history)
+        hit = self._cache.get(batch_id)
+        if hit is not None and hit.input_hash == key:
+            return hit
+        with self._plan:
+            hit = self._cache.get(batch_id)
+            if hit is not None and hit.input_hash == key:
+                return hit
+            rec, error, predicted = None, None, {}
+            last = int(history["step"].max()) if len(history) else 0
+            try:
+                rec = recommend(history, self.model, batch=batch_id, seed=self.seed)
+            except (RecommendationError, ValueError) as exc:
+                error = str(exc)
+            if rec is not None:
+                predicted = self._predicted(history, rec)
+                status = _status(rec)
+            else:
+                status = "finished" if last >= self.process.n_steps else "at risk"
+            cached = _Cached(key, rec, error, predicted, status)
+            self._cache[batch_id] = cached
+            if rec is not None:
+                with self._db:
+                    self.store.add_recommendation(
+                        process=self.process.name, batch_id=batch_id, after_step=rec.step, agent=rec.agent,
+                        plan={r["lever"]: r["value"] for r in rec.plan},
+                        expected={"p_accept": rec.p_accept, "decision": rec.decision, "input_hash": key,
+                                  "model_version": self.model_version})
+            return cached
+
+    def _predicted(self, history: pd.DataFrame, rec) -> dict:
+        p = self.process
+        plan = p.nominal_plan()
+        for r in rec.plan:
+            plan[p.lever_index[r["lever"]]] = r["value"]
+        out = {}
+        for name, pl in (("nothing", None), ("plan", plan)):
+            pr = self.model.predict(history, pl, seed=self.seed)
+            out[name] = {k: e.to_dict() for k, e in pr.final.items()}
+        return out
+
+    def append(self, who: Principal, batch_id: str, rows: list[dict]) -> tuple[int, dict]:
+        """Validate and store step data of one batch; returns (HTTP status, ingest answer)."""
+        from recovery.data.ingest import IngestError, ingest
+
+        if not rows:
+            raise BadRequest("no rows")
+        for i, r in enumerate(rows):
+            b = r.get("batch_id")
+            if b is not None and str(b) != batch_id:
+                raise BadRequest(f"row {i}: batch_id '{b}' is not the batch of the URL ('{batch_id}')")
+            if not who.all_partners and r.get("partner") != who.partner:
+                raise Refused(f"row {i}: partner '{r.get('partner')}' is not your partner ('{who.partner}')")
+            st = r.get("step")
+            if not who.all_partners and self._step_partner.get(st, who.partner) != who.partner:
+                raise Refused(f"row {i}: step {st} is run by partner '{self._step_partner[st]}', not by you")
+        # A partner may append its own steps to any batch id, new or not: the id
+        # travels with the goods at hand-over, and the answer is the same either
+        # way, so it says nothing about other partners' batches.
+        frame = pd.DataFrame([{**r, "batch_id": batch_id} for r in rows])
+        for c, default in (("bar_id", None), ("timestamp", None), ("value", None)):
+            if c not in frame:
+                frame[c] = default
+        frame["bar_id"] = pd.array(frame["bar_id"], dtype="Int64")
+        frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True, errors="coerce")
+        frame["value"] = pd.to_numeric(frame["value"], errors="coerce")
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+        name = f"{stamp}-{_safe(batch_id)}-token{who.token_id}-{uuid.uuid4().hex[:8]}"
+        kept = self.data_dir / "inbox" / f"{name}.parquet"
+        cols = ["batch_id", "bar_id", "step", "factory", "partner", "variable", "value", "unit", "kind",
+                "timestamp"]
+        frame = frame[[c for c in cols if c in frame] + [c for c in frame if c not in cols]]
+        frame.to_parquet(kept, index=False)
+        try:
+            with self._db:
+                res = ingest(kept, store=self.store, process=self.process,
+                             quarantine=self.data_dir / "quarantine" / f"{name}.csv")
+                self.store.add_audit(actor=who.actor, partner=who.partner, role=who.role, action="append",
+                                     batch_id=batch_id, model_version=self.model_version,
+                                     input_hash=_sha256_file(kept),
+                                     payload={"rows": len(rows), "accepted": res.accepted,
+                                              "rejected": res.rejected, "file": str(kept)})
+        except IngestError as exc:
+            raise BadRequest(str(exc)) from None
+        answer = res.to_json()
+        answer["received"] = str(kept)
+        if res.rejected:
+            answer["message"] = (f"{res.rejected} of {res.rows} rows rejected (kept with their reasons in "
+                                 f"{res.quarantine}); {res.accepted} accepted rows were stored")
+            return 422, answer
+        return 200, answer
+
+    # ---- answers -----------------------------------------------------------
+    def recommendation(self, who: Principal, batch_id: str, history: pd.DataFrame | None = None) -> dict:
+        """The batch's current recommendation; showing it is written to the audit trail."""
+        self.check_visible(who, batch_id)
+        a = self.assess(batch_id, history)
+        body = {"batch_id": batch_id, "status": a.status, "input_hash": a.input_hash,
+                "model_version": self.model_version}
+        if a.rec is None:
+            body.update({"recommendation": None, "message": a.error})
+        else:
+            body.update({"recommendation": a.rec.to_dict(), "predicted": a.predicted})
+        with self._db:
+            self.store.add_audit(actor=who.actor, partner=who.partner, role=who.role,
+                                 action="recommendation_shown", batch_id=batch_id,
+                                 model_version=self.model_version, input_hash=a.input_hash,
+                                 payload={"decision": a.rec.decision if a.rec else None,
+                                          "p_accept": a.rec.p_accept if a.rec else None,
+                                          "plan": a.rec.plan if a.rec else None, "status": a.status})
+        return body
+
+    def batch_view(self, who: Principal, batch_id: str) -> dict:
+        """What the web page draws: readings, bands, inspections, levers, and the recommendation."""
+        self.check_visible(who, batch_id)
+        p = self.process
+        h = self.history(batch_id)
+        meas = h[h["kind"] == "measurement"]
+        lo, hi = p.final_bands()
+        chars = []
+        for c, ch in enumerate(p.characteristics):
+            m = meas[meas["variable"] == ch.name]
+            gates = []
+            for s in p.inspection_steps:
+                glo, ghi = p.gate_bands(s)
+                if np.isfinite(glo[c]) or np.isfinite(ghi[c]):
+                    gates.append({"step": s, "lower": _num(glo[c]), "upper": _num(ghi[c])})
+            chars.append({"name": ch.name, "unit": ch.unit, "lower": _num(lo[c]), "upper": _num(hi[c]),
+                          "gates": gates,
+                          "readings": [{"step": int(s), "value": float(v)}
+                                       for s, v in zip(m["step"], m["value"]) if np.isfinite(v)]})
+        levers = [{"name": lv.name, "step": lv.step, "unit": lv.unit, "nominal": lv.nominal,
+                   "low": lv.low, "high": lv.high} for lv in p.levers]
+        body = self.recommendation(who, batch_id, h)      # the same rows as the readings drawn
+        body.update({"process": p.name, "n_steps": p.n_steps, "inspections": list(p.inspection_steps),
+                     "last_step": int(h["step"].max()) if len(h) else 0, "characteristics": chars,
+                     "levers": levers})
+        return body
+
+    def batches(self, who: Principal, status: str | None = None) -> list[dict]:
+        out = []
+        owners = self._owners()
+        ids = self.visible_batches(who, owners)
+        with self._db:
+            steps = self.store.read_steps(process=self.process.name, batch_ids=ids)
+        empty = steps.iloc[:0]
+        by_batch = {str(b): g for b, g in steps.groupby(steps["batch_id"].astype(str), sort=False)}
+        for b in ids:
+            a = self.assess(b, by_batch.get(b, empty))
+            if status and a.status != status:
+                continue
+            rec = a.rec
+            out.append({"batch_id": b, "status": a.status, "step": rec.step if rec else None,
+                        "decision": rec.decision if rec else None,
+                        "p_accept": rec.p_accept["mean"] if rec else None,
+                        "partners": sorted(owners.get(b, ()))})
+        return out
+
+    def decide(self, who: Principal, batch_id: str, decision: str, comment: str,
+               plan: dict[str, float] | None) -> dict:
+        if not who.can_decide:
+            raise Refused("your role may not record decisions (engineer or admin needed)")
+        self.check_visible(who, batch_id)
+        a = self.assess(batch_id)
+        if a.rec is None:
+            raise BadRequest(f"batch {batch_id} has no recommendation to decide on: {a.error}")
+        p = self.process
+        final = None
+        if decision == "modify":
+            if not plan:
+                raise BadRequest("a 'modify' decision needs the plan: {lever: value}")
+            full = p.nominal_plan()
+            for r in a.rec.plan:
+                full[p.lever_index[r["lever"]]] = r["value"]
+            for name, v in plan.items():
+                if name not in p.lever_index:
+                    raise BadRequest(f"unknown lever '{name}'")
+                lv = p.levers[p.lever_index[name]]
+                if lv.step <= a.rec.step:
+                    raise BadRequest(f"lever '{name}' (step {lv.step}) is already past: the batch is "
+                                     f"after step {a.rec.step}")
+                if not math.isfinite(v):
+                    raise BadRequest(f"lever '{name}': value {v} is not a number")
+                full[p.lever_index[name]] = float(v)
+            ok = p.levers_ok(full)
+            if not ok.all():
+                j = int(np.flatnonzero(~ok)[0])
+                lv = p.levers[j]
+                raise BadRequest(f"lever '{lv.name}' = {full[j]:g} {lv.unit} is outside its bounds "
+                                 f"{lv.low:g}..{lv.high:g} {lv.unit}"
+                                 + (" or not a whole number" if lv.integer else ""))
+            final = {lv.name: float(full[j]) for j, lv in enumerate(p.levers) if lv.step > a.rec.step}
+        elif plan:
+            raise BadRequest(f"a plan goes only with 'modify', not with '{decision}'")
+        elif decision == "accept":
+            final = {r["lever"]: r["value"] for r in a.rec.plan}
+        with self._db:
+            with self.store.transaction():
+                did = self.store.add_decision(batch_id=batch_id, engineer=who.actor, decision=decision,
+                                              plan=final, comment=comment, partner=who.partner)
+                aid = self.store.add_audit(
+                    actor=who.actor, partner=who.partner, role=who.role, action="decision",
+                    batch_id=batch_id, model_version=self.model_version, input_hash=a.input_hash,
+                    payload={"decision": decision, "comment": comment, "plan": final, "decision_id": did,
+                             "recommended": a.rec.decision, "recommended_plan": a.rec.plan})
+        return {"decision_id": did, "audit_id": aid, "batch_id": batch_id, "decision": decision,
+                "plan": final, "input_hash": a.input_hash, "model_version": self.model_version}
+
+    def audit(self, who: Principal, batch_id: str | None = None) -> list[dict]:
+        if batch_id is not None:
+            self.check_visible(who, batch_id)
+        with self._db:
+            df = self.store.audit(partner=None if who.all_partners else who.partner,
+                                  batch_ids=[batch_id] if batch_id else None)
+        return [_jsonable(r) for r in df.to_dict("records")]
+
+    def labelled_decisions(self, who: Principal) -> list[dict]:
+        """Decisions with the batch's later outcome, for retraining.
+
+        ``outcome`` is the final inspection's verdict once its readings are
+        stored: ``rejected`` when a sample mean lies outside its final band
+        (the gate rule of every inspection, as the simulator applies it),
+        ``accepted`` otherwise; ``pending`` before that.
+        """
+        from recovery.causal.queries import view
+
+        if not who.can_decide:
+            raise Refused("engineer or admin role needed")
+        with self._db:
+            dec = self.store.decisions(partner=None if who.all_partners else who.partner)
+        p = self.process
+        out = []
+        for r in dec.to_dict("records"):
+            h = self.history(str(r["batch_id"]))
+            outcome = "pending"
+            if ((h["kind"] == "measurement") & (h["step"] == p.n_steps)).any():
+                final = view(self.model, h, str(r["batch_id"])).flags[-1]
+                outcome = "rejected" if final else "accepted"
+            out.append(_jsonable({**r, "outcome": outcome}))
+        return out
+
+    def new_token(self, who: Principal, partner: str, role: str, name: str | None) -> dict:
+        if who.role != "admin":
+            raise Refused("admin role needed")
+        with self._db:
+            tid, token = create_token(self.store, partner=partner, role=role, name=name,
+                                      partners=self._partners)
+            self.store.add_audit(actor=who.actor, partner=who.partner, role=who.role, action="token_created",
+                                 payload={"token_id": tid, "partner": partner, "role": role})
+        return {"token_id": tid, "token": token, "partner": partner, "role": role}
+
+    def revoke_token(self, who: Principal, token_id: int) -> bool:
+        if who.role != "admin":
+            raise Refused("admin role needed")
+        with self._db:
+            done = self.store.revoke_token(token_id)
+            if done:
+                self.store.add_audit(actor=who.actor, partner=who.partner, role=who.role,
+                                     action="token_revoked", payload={"token_id": token_id})
+        return done
+
+    def info(self) -> dict:
+        m = self.model
+        return {"process": self.process.name, "process_digest": self.process.digest,
+                "n_steps": self.process.n_steps, "model_version": self.model_version,
+                "fit": {"method": m.report_.method, "batches": m.report_.n_batches,
+                        "rhat_max": m.report_.rhat_max, "divergences": m.report_.divergences},
+                "partners": list(self._partners), "statuses": list(STATUSES)}
+
+
+def _status(rec) -> str:
+    if rec.decision == "scrap":
+        return "scrap recommended"
+    if rec.p_accept_do_nothing["mean"] >= 0.9 and rec.decision == "continue":
+        return "on track"
+    if rec.decision == "intervene" and rec.p_accept["mean"] >= 0.5:
+        return "recoverable"
+    return "at risk"
+
+
+def _batch_key(b: str):
+    tail = b.rsplit("-", 1)[-1]
+    return (0, int(tail), b) if tail.isdigit() else (1, 0, b)
+
+
+def _safe(s: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in s)[:60]
+
+
+def _sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _num(x) -> float | None:
+    return float(x) if x is not None and np.isfinite(x) else None
+
+
+def _jsonable(d: dict) -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, (pd.Timestamp, datetime)):
+            v = v.isoformat()
+        elif isinstance(v, (np.integer,)):
+            v = int(v)
+        elif isinstance(v, (np.floating, float)):
+            v = float(v) if np.isfinite(v) else None
+        elif v is pd.NA or v is pd.NaT:
+            v = None
+        out[k] = v
+    return out
+
+
+# ---------------------------------------------------------------------------
+# HTTP
+# ---------------------------------------------------------------------------
+
+from pydantic import BaseModel, ConfigDict, Field  # noqa: E402 (the HTTP part only)
+
+
+class Row(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    batch_id: str | None = None
+    bar_id: int | None = None
+    step: int
+    factory: str = Field(max_length=100)
+    partner: str = Field(max_length=100)
+    variable: str = Field(max_length=100)
+    value: float | None = None
+    unit: str = Field(max_length=50)
+    kind: Literal["measurement", "lever", "context"]
+    timestamp: datetime | None = None
+
+
+class Steps(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    rows: list[Row] = Field(min_length=1, max_length=MAX_ROWS)
+
+
+class DecisionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    decision: Literal["accept", "reject", "modify"]
+    comment: str = Field(default="", max_length=4000)
+    plan: dict[str, float] | None = None
+
+
+class TokenIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    partner: str = Field(max_length=100)
+    role: Literal["partner", "engineer", "admin"]
+    name: str | None = Field(default=None, max_length=200)
+
+
+class _BodyLimit:
+    """ASGI middleware: refuse request bodies above ``limit`` bytes with 413,
+    whether announced by Content-Length or streamed."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        for k, v in scope.get("headers", []):
+            if k == b"content-length" and v.isdigit() and int(v) > self.limit:
+                return await _too_large(send, self.limit)
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge()
+            return msg
+
+        try:
+            return await self.app(scope, limited, send)
+        except _TooLarge:
+            return await _too_large(send, self.limit)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _too_large(send, limit):
+    body = json.dumps({"detail": f"request body larger than {limit} bytes"}).encode()
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def create_app(store_url: str, model_dir: str | Path, *, data_dir: str | Path | None = None, seed: int = 0):
+    """The FastAPI application (see the module docstring)."""
+    from fastapi import Depends, FastAPI, Header, HTTPException, Query
+    from fastapi.responses import FileResponse, JSONResponse
+    from fastapi.staticfiles import StaticFiles
+
+    svc = Service(store_url, model_dir, data_dir=data_dir, seed=seed)
+    app = FastAPI(title="recovery", version="1",
+                  description="Recommendations for out-of-spec batches, engineers' decisions and their "
+                              "audit trail. Authenticate with `Authorization: Bearer <token>` "
+                              "(`recovery tokens create`).")
+    app.state.service = svc
+
+    def principal(authorization: str | None = Header(default=None)) -> Principal:
+        who = svc.authenticate(authorization)
+        if who is None:
+            raise HTTPException(401, "missing or invalid API token", headers={"WWW-Authenticate": "Bearer"})
+        return who
+
+    def guard(fn, *args):
+        try:
+            return fn(*args)
+        except NotFound:
+            raise HTTPException(404, f"no batch '{args[1]}'") from None
+        except Refused as exc:
+            raise HTTPException(exc.status, str(exc)) from None
+        except BadRequest as exc:
+            raise HTTPException(422, str(exc)) from None
+
+    @app.get("/health", tags=["service"])
+    def health():
+        return {"status": "ok", "model_version": svc.model_version}
+
+    @app.get("/api/model", tags=["service"])
+    def model_info(who: Principal = Depends(principal)):
+        return svc.info()
+
+    @app.get("/api/batches", tags=["batches"])
+    def list_batches(status: str | None = Query(default=None, description="one of " + ", ".join(STATUSES)),
+                     who: Principal = Depends(principal)):
+        if status is not None and status not in STATUSES:
+            raise HTTPException(422, f"unknown status '{status}'; expected one of {', '.join(STATUSES)}")
+        return svc.batches(who, status)
+
+    @app.get("/api/batches/{batch_id}", tags=["batches"])
+    def get_batch(batch_id: str, who: Principal = Depends(principal)):
+        return guard(svc.batch_view, who, batch_id)
+
+    @app.get("/api/batches/{batch_id}/recommendation", tags=["batches"])
+    def get_recommendation(batch_id: str, who: Principal = Depends(principal)):
+        return guard(svc.recommendation, who, batch_id)
+
+    @app.post("/api/batches/{batch_id}/steps", tags=["batches"])
+    def append_steps(batch_id: str, body: Steps, who: Principal = Depends(principal)):
+        code, answer = guard(svc.append, who, batch_id, [r.model_dump() for r in body.rows])
+        return JSONResponse(answer, status_code=code)
+
+    @app.post("/api/batches/{batch_id}/decision", tags=["batches"], status_code=201)
+    def post_decision(batch_id: str, body: DecisionIn, who: Principal = Depends(principal)):
+        return guard(svc.decide, who, batch_id, body.decision, body.comment, body.plan)
+
+    @app.get("/api/audit", tags=["audit"])
+    def get_audit(batch_id: str | None = None, who: Principal = Depends(principal)):
+        return guard(svc.audit, who, batch_id)
+
+    @app.get("/api/decisions/export", tags=["audit"])
+    def export_decisions(who: Principal = Depends(principal)):
+        return guard(svc.labelled_decisions, who)
+
+    @app.post("/api/tokens", tags=["tokens"], status_code=201)
+    def post_token(body: TokenIn, who: Principal = Depends(principal)):
+        try:
+            return guard(svc.new_token, who, body.partner, body.role, body.name)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
+
+    @app.delete("/api/tokens/{token_id}", tags=["tokens"])
+    def delete_token(token_id: int, who: Principal = Depends(principal)):
+        if not guard(svc.revoke_token, who, token_id):
+            raise HTTPException(404, f"no live token {token_id}")
+        return {"revoked": token_id}
+
+    @app.get("/", include_in_schema=False)
+    def index():
+        return FileResponse(STATIC / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_middleware(_BodyLimit, limit=MAX_BODY_BYTES)
+    return app

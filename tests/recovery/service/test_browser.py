@@ -1,0 +1,165 @@
+"""The engineers' web page in a real headless Chromium, against a live server.
+
+Chromium and its driver come from the system (``scripts/test-deps.sh`` installs
+them on Debian/Ubuntu). A screenshot of each page state lands in
+``test-artifacts/`` for a human to look at when a run fails.
+"""
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from .conftest import auth
+
+ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts"
+
+
+def _chrome_paths():
+    browser = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")
+                    if shutil.which(n)), None)
+    driver = shutil.which("chromedriver") or next(
+        (p for p in ("/usr/lib/chromium/chromedriver", "/usr/bin/chromedriver") if Path(p).exists()), None)
+    if browser is None or driver is None:
+        pytest.fail("Chromium and chromedriver are needed for the browser tests: run scripts/test-deps.sh "
+                    "(Debian/Ubuntu) or install them yourself")
+    return browser, driver
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    binary, driver = _chrome_paths()
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = binary
+    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+              "--window-size=1400,2200"):
+        opts.add_argument(a)
+    drv = webdriver.Chrome(service=Service(executable_path=driver), options=opts)
+    drv.set_page_load_timeout(60)
+    ARTIFACTS.mkdir(exist_ok=True)
+    yield drv
+    drv.quit()
+
+
+def _wait(drv, cond, timeout=120):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(drv, timeout).until(cond)
+
+
+def _sign_in(drv, url, token):
+    from selenium.webdriver.common.by import By
+
+    drv.get(url + "/")
+    drv.execute_script("sessionStorage.clear()")
+    drv.get(url + "/")
+    box = drv.find_element(By.ID, "token")
+    box.clear()
+    box.send_keys(token)
+    drv.find_element(By.CSS_SELECTOR, "#login button").click()
+    _wait(drv, lambda d: d.find_elements(By.CSS_SELECTOR, "#batches tbody tr"))
+
+
+def _text(drv, id_):
+    from selenium.webdriver.common.by import By
+
+    return drv.find_element(By.ID, id_).text
+
+
+def test_engineer_reviews_a_batch_and_accepts_the_plan(browser, live, tokens, app, client):
+    from selenium.webdriver.common.by import By
+
+    svc = app.state.service
+    _sign_in(browser, live.url, tokens["eng_a"])
+    rows = {r.get_attribute("data-batch"): r for r in browser.find_elements(By.CSS_SELECTOR, "#batches tbody tr")}
+    # the list is the partner's view: the same batches as the API gives this token
+    api = client.get("/api/batches", headers=auth(tokens["eng_a"])).json()
+    assert set(rows) == {b["batch_id"] for b in api}
+    assert "model" in _text(browser, "model")
+
+    rows["B-1"].click()
+    _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#plan tbody tr")
+          and d.find_elements(By.CSS_SELECTOR, "svg.chart"))
+    browser.save_screenshot(str(ARTIFACTS / "batch-B-1.png"))
+    rec = client.get("/api/batches/B-1/recommendation", headers=auth(tokens["eng_a"])).json()["recommendation"]
+    # the page shows the service's answer: decision, probability and every planned lever
+    assert rec["decision"].upper() in _text(browser, "summary")
+    assert f"{rec['p_accept']['mean']:.2f}"[:3] in _text(browser, "probability")
+    shown = [r.find_elements(By.TAG_NAME, "td")[1].text for r in browser.find_elements(By.CSS_SELECTOR, "#plan tbody tr")]
+    assert shown == [x["lever"] for x in rec["plan"]]
+    charts = browser.find_elements(By.CSS_SELECTOR, "svg.chart")
+    assert {c.get_attribute("data-characteristic") for c in charts} >= {"diameter"}
+    assert browser.find_elements(By.CSS_SELECTOR, "svg.chart circle.reading")      # measured bars drawn
+    assert browser.find_elements(By.CSS_SELECTOR, "svg.chart rect.band")           # tolerance bands drawn
+    assert _text(browser, "root-cause")                                             # causal path in words
+    # the value axis rises and spans every final band (labels are the numbers, not truncated)
+    p = svc.process
+    lo, hi = p.final_bands()
+    for c in charts:
+        name = c.get_attribute("data-characteristic")
+        labels = c.find_elements(By.CSS_SELECTOR, "text.tick-y")
+        ticks = [float(t.text) for t in sorted(labels, key=lambda t: -float(t.get_attribute("y")))]
+        assert len(ticks) == 3 and ticks[0] < ticks[1] < ticks[2], (name, ticks)     # bottom to top
+        i = p.char_index[name]
+        tol = 1e-3 * max(abs(lo[i]), abs(hi[i]), 1e-9)     # labels carry 4 significant digits
+        if np.isfinite(lo[i]):
+            assert min(ticks) <= lo[i] + tol, (name, ticks)
+        if np.isfinite(hi[i]):
+            assert max(ticks) >= hi[i] - tol, (name, ticks)
+
+    before = len(svc.store.decisions())
+    browser.find_element(By.ID, "comment").send_keys("browser test: plan accepted")
+    browser.find_element(By.ID, "accept").click()
+    _wait(browser, lambda d: "Decision recorded" in _text(d, "decision-message"))
+    browser.save_screenshot(str(ARTIFACTS / "batch-B-1-accepted.png"))
+    dec = svc.store.decisions()
+    assert len(dec) == before + 1
+    last = dec.iloc[-1]
+    assert last["batch_id"] == "B-1" and last["decision"] == "accept"
+    assert last["comment"] == "browser test: plan accepted"
+    trail = svc.store.audit(batch_ids=["B-1"])
+    assert (trail["action"] == "decision").any() and (trail["action"] == "recommendation_shown").any()
+
+
+def test_out_of_bounds_edit_is_refused_on_the_page(browser, live, tokens, app):
+    from selenium.webdriver.common.by import By
+
+    svc = app.state.service
+    _sign_in(browser, live.url, tokens["eng_a"])
+    browser.find_element(By.CSS_SELECTOR, "#batches tbody tr[data-batch='B-1']").click()   # recoverable: it has a plan
+    _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "input.plan-value"))
+    box = browser.find_elements(By.CSS_SELECTOR, "input.plan-value")[0]
+    lever = box.get_attribute("data-lever")
+    box.clear()
+    box.send_keys("1e9")
+    before = len(svc.store.decisions())
+    browser.find_element(By.ID, "modify").click()
+    _wait(browser, lambda d: _text(d, "decision-message"))
+    msg = _text(browser, "decision-message")
+    browser.save_screenshot(str(ARTIFACTS / "batch-B-1-refused.png"))
+    assert msg.startswith("422") and lever in msg and "Decision recorded" not in msg
+    assert len(svc.store.decisions()) == before                                     # nothing recorded
+
+
+def test_other_partner_does_not_see_the_batch(browser, live, tokens, client):
+    from selenium.webdriver.common.by import By
+
+    _sign_in(browser, live.url, tokens["eng_b"])
+    listed = {r.get_attribute("data-batch") for r in browser.find_elements(By.CSS_SELECTOR, "#batches tbody tr")}
+    assert listed == {b["batch_id"] for b in client.get("/api/batches", headers=auth(tokens["eng_b"])).json()}
+    assert "B-1" not in listed             # B-1 only has partner A's steps so far
+
+
+def test_wrong_token_is_told_so(browser, live):
+    from selenium.webdriver.common.by import By
+
+    browser.get(live.url + "/")
+    browser.execute_script("sessionStorage.clear()")
+    browser.get(live.url + "/")
+    browser.find_element(By.ID, "token").send_keys("rcv_not_a_token")
+    browser.find_element(By.CSS_SELECTOR, "#login button").click()
+    _wait(browser, lambda d: "401" in _text(d, "list-message"))
+    assert not browser.find_elements(By.CSS_SELECTOR, "#batches tbody tr")
