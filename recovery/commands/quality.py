@@ -38,13 +38,14 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(rep.to_json(), indent=1, default=str))
         return 0
     print(f"process {rep.process}")
-    print("\ncapability (Cp, Cpk against the spec limits; s = overall sample std):")
-    print(f"  {'step':>4}  {'characteristic':18} {'unit':4} {'n':>5} {'mean':>10} {'s':>9} "
-          f"{'LSL':>9} {'USL':>9} {'Cp':>6} {'Cpk':>6} {'out':>5}")
+    print("\ncapability against the spec limits (Cp, Cpk: s_w = moving range / 1.128, short term;"
+          "\n  Pp, Ppk: s = overall sample std, long term):")
+    print(f"  {'step':>4}  {'characteristic':18} {'unit':4} {'n':>5} {'mean':>10} {'s_w':>9} {'s':>9} "
+          f"{'LSL':>9} {'USL':>9} {'Cp':>6} {'Cpk':>6} {'Pp':>6} {'Ppk':>6} {'out':>5}")
     for c in rep.capability:
-        print(f"  {c.step:>4}  {c.variable:18} {c.unit:4} {c.n:>5} {c.mean:>10.5g} {c.std:>9.3g} "
-              f"{_f(c.lower, '.6g'):>9} {_f(c.upper, '.6g'):>9} {_f(c.cp, '.2f'):>6} "
-              f"{_f(c.cpk, '.2f'):>6} {_f(c.out_of_spec, 'd'):>5}")
+        print(f"  {c.step:>4}  {c.variable:18} {c.unit:4} {c.n:>5} {c.mean:>10.5g} {c.std_within:>9.3g} "
+              f"{c.std:>9.3g} {_f(c.lower, '.6g'):>9} {_f(c.upper, '.6g'):>9} {_f(c.cp, '.2f'):>6} "
+              f"{_f(c.cpk, '.2f'):>6} {_f(c.pp, '.2f'):>6} {_f(c.ppk, '.2f'):>6} {_f(c.out_of_spec, 'd'):>5}")
     if any(not c.specified for c in rep.capability):
         print("  (-: the source gives no specification limits)")
     oos = rep.out_of_spec

@@ -2,10 +2,15 @@
 
 Definitions (all figures in the characteristic's process unit):
 
-* ``Cp = (USL - LSL) / (6 s)`` and ``Cpk = min(USL - mean, mean - LSL) / (3 s)``, with
-  ``s`` the overall sample standard deviation (ddof 1) of every stored
-  measurement of the characteristic. Partner files carry no rational subgroups,
-  so strictly these are the long-term indices (Pp/Ppk in AIAG terms).
+* ``Cp = (USL - LSL) / (6 s_w)`` and ``Cpk = min(USL - mean, mean - LSL) / (3 s_w)``
+  with ``s_w`` the short-term (within) standard deviation. Partner files carry
+  no rational subgroups, so the measurements are treated as individuals in
+  production order (timestamp, then the order stored) and ``s_w = MR / 1.128``,
+  the mean moving range of consecutive measurements over d2 for n = 2 (the
+  individuals-chart estimate, AIAG SPC manual).
+* ``Pp`` and ``Ppk``: the same with the overall sample standard deviation ``s``
+  (ddof 1), the long-term indices. ``Cpk`` well above ``Ppk`` says the process
+  drifts or shifts between parts more than it varies from one part to the next.
 * Specification limits are the process's final band of the characteristic.
   A characteristic that any ingest's mapping marked ``specified = false`` has
   no specification in its source; its band is only a plausibility band, and
@@ -44,13 +49,17 @@ class StageCapability:
     n : int
         Measurements.
     mean, std, min, max : float
-        In ``unit``; ``std`` with ddof 1.
+        In ``unit``; ``std`` overall, with ddof 1.
+    std_within : float
+        Moving-range estimate ``MR / 1.128`` (NaN with fewer than 2 measurements).
     specified : bool
         Whether the source gives specification limits.
     lower, upper : float or None
         Specification limits (None when not specified).
     cp, cpk : float or None
-        None when not specified or ``std`` is 0.
+        Short-term indices (``std_within``); None when not specified or it is 0.
+    pp, ppk : float or None
+        Long-term indices (``std``); None when not specified or it is 0.
     out_of_spec : int or None
         Measurements outside the limits.
     """
@@ -70,6 +79,9 @@ class StageCapability:
     cp: float | None
     cpk: float | None
     out_of_spec: int | None
+    std_within: float = float("nan")
+    pp: float | None = None
+    ppk: float | None = None
 
 
 @dataclass(frozen=True)
@@ -163,6 +175,8 @@ def capability_table(steps: pd.DataFrame, process: Process,
     m = steps[steps["kind"] == "measurement"]
     out = []
     for (step, var), g in m.groupby(["step", "variable"], sort=True):
+        if "timestamp" in g:     # production order; stable, so untimed rows keep the stored order
+            g = g.sort_values("timestamp", kind="stable", na_position="last")
         x = g["value"].to_numpy(dtype=float)
         x = x[np.isfinite(x)]
         if not len(x) or var not in process.char_index:
@@ -171,19 +185,26 @@ def capability_table(steps: pd.DataFrame, process: Process,
         spec = specified.get(var, True)
         mean = float(x.mean())
         std = float(x.std(ddof=1)) if len(x) > 1 else float("nan")
-        cp = cpk = None
-        oos = None
-        if spec:
-            oos = int(((x < ch.lower) | (x > ch.upper)).sum())
-            if np.isfinite(std) and std > 0:
-                cp = (ch.upper - ch.lower) / (6 * std)
-                cpk = min(ch.upper - mean, mean - ch.lower) / (3 * std)
+        std_w = float(np.abs(np.diff(x)).mean() / D2_MOVING_RANGE) if len(x) > 1 else float("nan")
+        cp, cpk = _indices(ch, mean, std_w) if spec else (None, None)
+        pp, ppk = _indices(ch, mean, std) if spec else (None, None)
+        oos = int(((x < ch.lower) | (x > ch.upper)).sum()) if spec else None
         out.append(StageCapability(
             step=int(step), stage=process.step(int(step)).name, variable=str(var), unit=ch.unit,
             n=len(x), mean=mean, std=std, min=float(x.min()), max=float(x.max()), specified=spec,
             lower=ch.lower if spec else None, upper=ch.upper if spec else None, cp=cp, cpk=cpk,
-            out_of_spec=oos))
+            out_of_spec=oos, std_within=std_w, pp=pp, ppk=ppk))
     return tuple(out)
+
+
+D2_MOVING_RANGE = 1.128   # d2 for subgroups of 2: E[|X1 - X2|] = 1.128 sigma
+
+
+def _indices(ch, mean: float, sd: float) -> tuple[float | None, float | None]:
+    """(USL - LSL) / 6 sd and min(USL - mean, mean - LSL) / 3 sd; None when sd is not positive."""
+    if not (np.isfinite(sd) and sd > 0):
+        return None, None
+    return (ch.upper - ch.lower) / (6 * sd), min(ch.upper - mean, mean - ch.lower) / (3 * sd)
 
 
 def quality_report(store: Store, *, process: str | None = None,

@@ -33,11 +33,34 @@ def test_cp_cpk_and_out_of_spec_match_their_definitions():
     (c,) = caps
     assert (c.step, c.stage, c.variable, c.n) == (3, "inspection after drawing", "diameter", 400)
     assert c.mean == pytest.approx(mean) and c.std == pytest.approx(s)
-    assert c.cp == pytest.approx(0.05 / (6 * s))
-    assert c.cpk == pytest.approx((16.025 - mean) / (3 * s))
+    assert c.pp == pytest.approx(0.05 / (6 * s))
+    assert c.ppk == pytest.approx((16.025 - mean) / (3 * s))
+    sw = np.abs(np.diff(x)).mean() / 1.128
+    assert c.std_within == pytest.approx(sw)
+    assert c.cp == pytest.approx(0.05 / (6 * sw)) and c.cpk == pytest.approx((16.025 - mean) / (3 * sw))
+    assert c.std_within == pytest.approx(s, rel=0.1)      # independent parts: short term ~ long term
     assert c.out_of_spec == int(((x < 15.975) | (x > 16.025)).sum()) > 0
     (u,) = capability_table(_frame("diameter", x, 3, "mm"), p, specified={"diameter": False})
-    assert u.cp is None and u.cpk is None and u.out_of_spec is None and u.mean == pytest.approx(mean)
+    assert u.cp is None and u.cpk is None and u.pp is None and u.ppk is None
+    assert u.out_of_spec is None and u.mean == pytest.approx(mean)
+
+
+def test_short_term_capability_follows_production_order():
+    p = load_process("small")  # diameter band [15.975, 16.025] mm
+    # a process that shifts once: tight from part to part, wide overall
+    x = np.r_[np.full(50, 15.99), np.full(50, 16.01)] + 0.001 * _standardised(100, 4)
+    df = _frame("diameter", x, 3, "mm")
+    df["timestamp"] = pd.date_range("2026-01-01", periods=100, freq="min", tz="UTC")
+    (c,) = capability_table(df, p)
+    assert c.cp > 4 * c.pp                                   # Cp sees the part-to-part spread only
+    # the same rows stored in another order: the timestamps restore production order
+    shuffled = df.sample(frac=1.0, random_state=0)
+    (d,) = capability_table(shuffled, p)
+    assert d.std_within == pytest.approx(c.std_within) and d.cp == pytest.approx(c.cp)
+    # without timestamps the stored order is the production order, and a shuffle spoils it
+    shuffled["timestamp"] = pd.NaT
+    (e,) = capability_table(shuffled, p)
+    assert e.cp < 2 * e.pp
 
 
 def test_genealogy_relation_recovers_a_known_correlation(tmp_path):

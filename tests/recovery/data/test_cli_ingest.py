@@ -83,4 +83,4 @@ def test_readme_commands_on_the_real_data(tmp_path, capsys):
     rep = json.loads(capsys.readouterr().out)
     assert set(rep) == {"process", "capability", "out_of_spec", "links", "relations"}
     cox = next(c for c in rep["capability"] if c["variable"] == "coaxiality")
-    assert cox["out_of_spec"] == 76 and round(cox["cpk"], 2) == 0.34
+    assert cox["out_of_spec"] == 76 and round(cox["ppk"], 2) == 0.34 and cox["cpk"] is not None
