@@ -8,28 +8,14 @@ Prints JSON. Usage::
 1. Fit the model to ``--batches`` simulated historical batches (faults at their
    catalogue rates, 20% of batches with explored levers).
 2. **Parameters**: the share of mechanism parameters whose true value lies in
-   the 94% HDI. True counterparts, computed by simulation with common random
-   numbers on fault-free batches:
-   - ``mean``: mean of each gauged characteristic at each inspection, nominal
-     levers, at the reference production day;
-   - ``bar_sd``: bar-to-bar spread within a batch at each gauged pair;
-   - ``drift``: total change per 100 production days of each gauged pair;
-   - ``lever``: effect of each lever at its lower and upper effective bound on
-     the characteristics it reaches at the next inspection that gauges them;
-   - ``carry``: how much of a deviation at the previous gauge carries to the
-     next (slope by perturbing the start state).
-   The fault-shift probabilities per segment are reported apart (the mixture
-   also absorbs misfit, so its truth is only approximate).
+   the 94% HDI (:func:`recovery.causal.validation.parameter_coverage`).
 3. **Root cause**: top-1 / top-3 accuracy over the fault catalogue on flagged
-   batches of fresh seeds (``recovery.evaluate.flagged_cases``), diagnosed at
-   the flagging inspection.
-4. **Calibration**: fresh batches, each stopped at a routine inspection drawn
-   in advance (half of them) or at the first inspection that flags it (the
-   other half; a decision point that depends on the history up to it only),
-   continued under a random plan
-   (nominal, or 1-3 later levers moved uniformly in their bounds); predicted
-   P(accept) against the simulated outcome. Reliability bins, Brier score, and
-   the Brier score of a naive baseline (the training acceptance rate).
+   batches of fresh seeds (:func:`~recovery.causal.validation.root_cause_accuracy`).
+4. **Calibration**: predicted P(accept) against the simulated outcome, with a
+   naive baseline (:func:`~recovery.causal.validation.calibration`).
+
+The definitions of the true counterparts and of the held-out decisions are in
+``recovery/causal/validation.py``.
 """
 
 from __future__ import annotations

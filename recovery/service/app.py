@@ -187,10 +187,8 @@ class Service:
             return cached
 
     def _predicted(self, history: pd.DataFrame, rec) -> dict:
-        p = self.process
-        plan = p.nominal_plan()
-        for r in rec.plan:
-            plan[p.lever_index[r["lever"]]] = r["value"]
+        # levers already used come from the history; the rest default to nominal
+        plan = {r["lever"]: r["value"] for r in rec.plan}
         out = {}
         for name, pl in (("nothing", None), ("plan", plan)):
             pr = self.model.predict(history, pl, seed=self.seed)
@@ -387,15 +385,13 @@ class Service:
         with self._db:
             dec = self.store.decisions(partner=None if who.all_partners else who.partner)
         p = self.process
-        out = []
-        for r in dec.to_dict("records"):
-            h = self.history(str(r["batch_id"]))
-            outcome = "pending"
+        outcomes: dict[str, str] = {}      # a batch decided on many times is read once
+        for b in dec["batch_id"].astype(str).unique() if len(dec) else ():
+            h = self.history(b)
+            outcomes[b] = "pending"
             if ((h["kind"] == "measurement") & (h["step"] == p.n_steps)).any():
-                final = view(self.model, h, str(r["batch_id"])).flags[-1]
-                outcome = "rejected" if final else "accepted"
-            out.append(_jsonable({**r, "outcome": outcome}))
-        return out
+                outcomes[b] = "rejected" if view(self.model, h, b).flags[-1] else "accepted"
+        return [_jsonable({**r, "outcome": outcomes[str(r["batch_id"])]}) for r in dec.to_dict("records")]
 
     def new_token(self, who: Principal, partner: str, role: str, name: str | None) -> dict:
         if who.role != "admin":

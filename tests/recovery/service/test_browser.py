@@ -50,12 +50,17 @@ def _wait(drv, cond, timeout=120):
     return WebDriverWait(drv, timeout).until(cond)
 
 
-def _sign_in(drv, url, token):
-    from selenium.webdriver.common.by import By
-
+def _fresh_page(drv, url):
+    """The page with no token remembered from an earlier test."""
     drv.get(url + "/")
     drv.execute_script("sessionStorage.clear()")
     drv.get(url + "/")
+
+
+def _sign_in(drv, url, token):
+    from selenium.webdriver.common.by import By
+
+    _fresh_page(drv, url)
     box = drv.find_element(By.ID, "token")
     box.clear()
     box.send_keys(token)
@@ -156,9 +161,7 @@ def test_other_partner_does_not_see_the_batch(browser, live, tokens, client):
 def test_wrong_token_is_told_so(browser, live):
     from selenium.webdriver.common.by import By
 
-    browser.get(live.url + "/")
-    browser.execute_script("sessionStorage.clear()")
-    browser.get(live.url + "/")
+    _fresh_page(browser, live.url)
     browser.find_element(By.ID, "token").send_keys("rcv_not_a_token")
     browser.find_element(By.CSS_SELECTOR, "#login button").click()
     _wait(browser, lambda d: "401" in _text(d, "list-message"))
