@@ -337,13 +337,14 @@ class Simulator:
                 per_characteristic: bool = False):
         """Monte Carlo outcome of candidate plans for one batch, with common random numbers.
 
-        Every plan is rolled out ``n_rollouts`` times from the same ``state``
-        (one batch's bars after ``after_step``) with the same seed, so plan
-        differences are not masked by noise.
+        Every plan is rolled out ``n_rollouts`` times from the same starting
+        bars with the same seed, so plan differences are not masked by noise.
 
         Parameters
         ----------
-        state : ndarray (bars_per_batch, n_chars)
+        state : ndarray (bars_per_batch, n_chars) or (n_rollouts * bars_per_batch, n_chars)
+            One batch's bars after ``after_step``: one state for every rollout,
+            or one per rollout (e.g. draws from a posterior over the state).
         after_step : int
         plans : ndarray (n_plans, n_levers)
         n_rollouts : int
@@ -364,7 +365,14 @@ class Simulator:
         """
         p = self.process
         plans = np.atleast_2d(np.asarray(plans, dtype=np.float64))
-        base = np.ascontiguousarray(np.tile(state, (n_rollouts, 1)))
+        state = np.asarray(state, dtype=np.float64)
+        if state.shape == (n_rollouts * p.bars_per_batch, p.n_chars):
+            base = np.ascontiguousarray(state)
+        elif state.shape == (p.bars_per_batch, p.n_chars):
+            base = np.ascontiguousarray(np.tile(state, (n_rollouts, 1)))
+        else:
+            raise ValueError(f"state must have shape {(p.bars_per_batch, p.n_chars)} or "
+                             f"{(n_rollouts * p.bars_per_batch, p.n_chars)}, got {state.shape}")
         fut = self.sample_conditions(n_rollouts, np.random.default_rng(seed),
                                      time=np.repeat(conditions.time[:1], n_rollouts),
                                      faults=future_faults, after_step=after_step)

@@ -1,11 +1,19 @@
-"""The ``planner`` agent: Optuna over lever plans, scored by the causal model.
+"""The ``planner`` agent: Optuna over lever plans, scored by simulator rollouts
+under the causal model's posterior.
 
-Each candidate plan is scored by the fitted model's posterior predictive
-(``CausalModel.predict_many``: filtered state of this batch, posterior draws,
-common random numbers across plans) as expected money. Plans that use lever
-values outside what the training data covered are not extrapolated: they score
-as if they surely failed, so the planner never recommends them. A re-plan
-warm-starts from the previous plan and reports how far it moved.
+Each candidate plan is scored as expected money by Monte Carlo rollouts of the
+numba simulator of the model's process, started from joint posterior draws of
+the batch's state (:mod:`recovery.agents.rollouts`), with common random
+numbers across candidates; :func:`recovery.agents.planner.optimise_plan`
+searches (screening, CMA-ES, pruning to few levers). The chosen, current and
+do-nothing plans are then scored again on fresh draws for the figures shown,
+and the decision (continue, intervene, scrap) weighs their expected costs.
+
+The causal model gives a second opinion: its own P(accept) for the plan
+(``p_accept_model``) and whether the batch or the plan lies outside its
+training data (``out_of_range`` with reasons), which the recommendation
+reports instead of staying silent. A re-plan warm-starts from the previous
+plan and reports how far it moved.
 """
 
 from __future__ import annotations
@@ -16,35 +24,20 @@ from recovery.agents.base import Agent, Proposal, Situation
 from recovery.agents.decision import decide
 from recovery.agents.planner import PlannerConfig, optimise_plan
 
-__all__ = ["PlannerAgent", "plan_objective"]
+__all__ = ["PlannerAgent"]
 
 TINY = PlannerConfig(n_trials=16, batch_size=8, screen_grid=3, max_levers=3)
 
 
-def plan_objective(model, history, *, n_draws: int = 200, seed: int = 0):
-    """``objective(plans) -> (value, p_accept, score)`` from the model's predictions.
-
-    ``value`` is expected money (currency); ``score`` adds smooth terms so the
-    search can climb while every candidate is unlikely: a bonus in
-    ``sqrt(p_accept)`` and a penalty on how far the predicted final means lie
-    outside their bands (``PlanPredictions.distance``, in band widths).
-    Out-of-range plans get the value of a certain failure.
-    """
-    p = model.graph_.process
-    eco = p.economics
-
-    def objective(plans: np.ndarray):
-        pred = model.predict_many(history, plans, n_draws=n_draws, seed=seed)
-        pa = np.where(pred.out_of_range & ~pred.batch_out_of_range, 0.0, pred.p_accept)
-        value = pa * eco.batch_value - (1.0 - pa) * eco.scrap_cost - p.lever_cost(pred.plans)
-        score = value + 0.2 * eco.batch_value * (np.sqrt(pa) - np.minimum(pred.distance, 5.0))
-        return value, pa, np.where(pred.out_of_range & ~pred.batch_out_of_range, value, score)
-
-    return objective
-
-
 class PlannerAgent(Agent):
-    """Bayesian-optimisation planner on the causal model.
+    """Bayesian-optimisation planner: Optuna over plans scored by simulator rollouts.
+
+    Every candidate plan is rolled out on the numba simulator of the model's
+    process from posterior draws of the batch's state
+    (:mod:`recovery.agents.rollouts`), with common random numbers across
+    candidates. The causal model supplies the state and its uncertainty and a
+    second opinion: its own P(accept) of the chosen plan and whether the batch
+    lies outside its training data.
 
     Parameters
     ----------
@@ -54,48 +47,58 @@ class PlannerAgent(Agent):
     budget : str
         ``"default"`` or ``"tiny"`` (tests); ignored when ``config`` is given.
     n_draws : int
-        Posterior draws used per score.
+        Posterior state draws (one rollout each) per candidate during the search.
+    n_final : int
+        Rollouts for the final figures of the chosen, current and do-nothing plans.
     """
 
     name = "planner"
 
     def __init__(self, model, *, config: PlannerConfig | None = None, budget: str = "default",
-                 n_draws: int = 200):
+                 n_draws: int = 64, n_final: int = 256):
+        from simulators.process import Simulator
+
         self.model = model
         self.config = config or (TINY if budget == "tiny" else PlannerConfig())
-        self.n_draws = n_draws
+        self.n_draws = n_draws if budget != "tiny" else min(n_draws, 16)
+        self.n_final = n_final if budget != "tiny" else min(n_final, 64)
+        self.sim = Simulator(model.graph_.process)
         self._last: np.ndarray | None = None
 
     def reset(self) -> None:
         self._last = None
 
     def _propose(self, situation: Situation, seed: int) -> Proposal:
+        from recovery.agents.rollouts import accept_interval, posterior_bars, rollout_objective
+
         p = situation.process
         start = situation.plan if self._last is None else np.where(situation.free, self._last, situation.plan)
-        objective = plan_objective(self.model, situation.history, n_draws=self.n_draws, seed=seed)
+        bars = posterior_bars(self.sim, self.model, situation.history, self.n_draws, seed=seed)
+        objective = rollout_objective(self.sim, bars, seed=seed)
         res = optimise_plan(p, situation.step, objective, start=start, seed=seed, config=self.config)
-        # Final figures for the new plan, the current plan and doing nothing.
+        # Final figures for the new plan, the current plan and doing nothing, on fresh draws.
         current = situation.plan
         nothing = np.where(situation.free, p.nominal_plan(), situation.plan)
-        pred = self.model.predict_many(situation.history, np.stack([res.plan, current, nothing]),
-                                       n_draws=self.n_draws, seed=seed)
+        final = posterior_bars(self.sim, self.model, situation.history, self.n_final, seed=seed + 1)
+        _, pa, _ = rollout_objective(self.sim, final, seed=seed + 1)(np.stack([res.plan, current, nothing]))
 
         def to_come(plan):  # what is spent is spent: cost of the levers still ahead
             return float(p.lever_cost(np.where(situation.free, plan, p.nominal_plan())))
 
-        d = decide(p, situation.step, float(pred.p_accept[1]), float(pred.p_accept[0]),
-                   to_come(res.plan), continue_cost=to_come(current))
+        d = decide(p, situation.step, float(pa[1]), float(pa[0]), to_come(res.plan),
+                   continue_cost=to_come(current))
         k = 0 if d.decision == "intervene" else 1
         plan = res.plan if k == 0 else current
         self._last = plan
+        model_view = self.model.predict_many(situation.history, plan[None], n_draws=200, seed=seed)
         return Proposal(
-            plan, float(pred.p_accept[k]),
-            note=f"{d.decision}: P(accept) {pred.p_accept[k]:.2f} with the plan, "
-                 f"{pred.p_accept[2]:.2f} doing nothing",
+            plan, float(pa[k]),
+            note=f"{d.decision}: P(accept) {pa[k]:.2f} with the plan, {pa[2]:.2f} doing nothing",
             extra={"decision": d.decision, "expected_cost": d.expected_cost,
-                   "p_accept": (float(pred.p_accept[k]), float(pred.low[k]), float(pred.high[k])),
-                   "p_accept_do_nothing": (float(pred.p_accept[2]), float(pred.low[2]), float(pred.high[2])),
+                   "p_accept": (float(pa[k]), *accept_interval(float(pa[k]), self.n_final)),
+                   "p_accept_do_nothing": (float(pa[2]), *accept_interval(float(pa[2]), self.n_final)),
+                   "p_accept_model": float(model_view.p_accept[0]),
                    "moved": res.moved, "levers_searched": res.levers_searched,
-                   "out_of_range": bool(pred.batch_out_of_range),
-                   "reasons": list(pred.reasons[0]) if pred.reasons else []},
+                   "out_of_range": bool(model_view.out_of_range[0]),
+                   "reasons": list(model_view.reasons[0]) if model_view.reasons else []},
         )

@@ -5,9 +5,10 @@ The planner is independent of where plan values come from: it takes an
 candidate plans at once. ``value`` is expected money and decides what is
 returned; ``score`` ranks candidates during the search (value plus a smooth
 term, such as the expected share of bars inside each band, so the search
-has a slope to climb while no candidate is accepted yet) (the causal model's posterior predictive rollouts, with common
-random numbers across candidates; or, in tests, the true simulator). Following
-the measured costs in ANCHORS.md it:
+has a slope to climb while no candidate is accepted yet). The planner agent
+scores by simulator rollouts from posterior draws of the batch's state with
+common random numbers (``recovery.agents.rollouts``); tests also use toy
+objectives. Following the measured costs in ANCHORS.md it:
 
 1. screens every lever still ahead one at a time on a small grid (one batched
    call), then again on top of the best plan so far for a few greedy rounds

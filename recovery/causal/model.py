@@ -1262,6 +1262,11 @@ class CausalModel:
         from recovery.causal import queries
         return queries.state(self, history, **kw)
 
+    def state_draws(self, history: pd.DataFrame, n: int, **kw):
+        """Joint draws of the batch's hidden state; see :func:`queries.state_draws`."""
+        from recovery.causal import queries
+        return queries.state_draws(self, history, n, **kw)
+
     def predict(self, history: pd.DataFrame, plan=None, **kw):
         """Posterior predictive of the final characteristics and of acceptance; see :func:`queries.predict`."""
         from recovery.causal import queries

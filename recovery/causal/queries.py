@@ -27,7 +27,8 @@ from recovery.causal.model import CausalModel, DataError, Params, summarise
 
 __all__ = [
     "BatchView", "Estimate", "StateEstimate", "Prediction", "PlanPredictions", "Cause",
-    "RootCause", "view", "batches_in", "state", "predict", "predict_many", "root_cause", "hdi",
+    "RootCause", "StateDraws", "view", "batches_in", "state", "state_draws", "predict", "predict_many",
+    "root_cause", "hdi",
 ]
 
 HDI_PROB = 0.94
@@ -418,6 +419,92 @@ def state(model: CausalModel, history: pd.DataFrame, *, batch: str | None = None
     P = _draws(model, n_draws)
     f = _filter_batch(model, bv, P, _plan_effective(model, bv, None))
     return _state_from(model, bv, f, samples_per_draw, seed, hdi_prob)
+
+
+@dataclass(frozen=True)
+class StateDraws:
+    """Joint posterior draws of a batch's hidden batch-mean state at its last inspection.
+
+    Attributes
+    ----------
+    batch_id : str
+    step : int
+        The inspection step the draws refer to (0: before any inspection).
+    day : float
+        The batch's production day.
+    names : tuple of str
+        The modelled characteristics, in the order of ``values``' columns.
+    values : ndarray (n, d)
+        Physical units. Where ``absolute`` holds, the batch mean itself; elsewhere
+        (a characteristic not gauged since a step last acted on it) its deviation
+        from the batch mean of a healthy batch under nominal levers.
+    absolute : ndarray (d,) bool
+    crack : ndarray (n,) or None
+        Share of cracked bars (None: crack never gauged yet).
+    out_of_range : bool
+    reasons : tuple of str
+    """
+
+    batch_id: str
+    step: int
+    day: float
+    names: tuple[str, ...]
+    values: np.ndarray
+    absolute: np.ndarray
+    crack: np.ndarray | None
+    out_of_range: bool
+    reasons: tuple[str, ...]
+
+
+def state_draws(model: CausalModel, history: pd.DataFrame, n: int, *, batch: str | None = None,
+                seed: int = 0) -> StateDraws:
+    """``n`` joint draws of the batch's hidden state at its last inspection.
+
+    Each draw takes a posterior parameter draw and a sample of the filtered
+    state under it (fault-shift component included), so the draws carry both
+    the parameter and the state uncertainty, and the correlations between
+    characteristics. Used to start simulator rollouts from what is known
+    about the batch (``recovery.agents.rollouts``).
+
+    Parameters
+    ----------
+    model : CausalModel
+    history : DataFrame
+        The batch's step data up to some step (schema).
+    n : int
+    batch : str, optional
+    seed : int
+
+    Returns
+    -------
+    StateDraws
+    """
+    p = model.graph_.process
+    g, std = model.graph_, model.std_
+    bv = view(model, history, batch)
+    rng = np.random.default_rng(seed)
+    P = _draws(model, None)
+    d = len(g.modeled)
+    q = bv.q_last
+    absolute = np.zeros(d, dtype=bool)
+    if q < 0:
+        return StateDraws(bv.batch_id, 0, bv.day, tuple(g.modeled), np.zeros((n, d)), absolute, None,
+                          False, ())
+    f = _filter_batch(model, bv, P, _plan_effective(model, bv, None))
+    S = P.A.shape[0]
+    k = -(-n // S)
+    X, _ = _sample_components(f, k, rng)                      # (S, k, d)
+    pick = rng.permutation(S * k)[:n]
+    s_idx, k_idx = np.divmod(pick, k)
+    x = X[s_idx, k_idx]                                       # (n, d) standardised deviations
+    values = x * std.scale
+    for c, q0 in _identified(model, q).items():
+        absolute[c] = True
+        values[:, c] = std.centre[q0, c] + std.scale[c] * (P.m[s_idx, q0, c] + x[:, c])
+    crack = _crack_state(model, bv, rng, n) if g.crack else None
+    reasons = _batch_out_of_range(model, bv)
+    return StateDraws(bv.batch_id, int(p.inspections[q].step), bv.day, tuple(g.modeled), values, absolute,
+                      crack, bool(reasons), tuple(reasons))
 
 
 def _sample_components(f: _Filtered, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

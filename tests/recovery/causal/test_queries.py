@@ -133,3 +133,27 @@ def test_queries_are_deterministic(advi_model, small_sim, fresh):
     a, b = advi_model.predict(hist, seed=4), advi_model.predict(hist, seed=4)
     assert a.p_accept == b.p_accept and a.final == b.final
     assert advi_model.root_cause(hist).causes == advi_model.root_cause(hist).causes
+
+
+def test_state_draws_agree_with_the_state_and_hold_the_truth(advi_model, small_sim, fresh):
+    """Joint draws: same centre as ``state``, reproducible, and around the true batch means."""
+    p = small_sim.process
+    hits = total = 0
+    for b in range(fresh.conditions.n_batches):
+        hist = one_batch(small_sim, fresh, b, upto_step=6)
+        d = advi_model.state_draws(hist, 400, seed=4)
+        st = advi_model.state(hist)
+        assert d.step == 6 and d.values.shape == (400, len(d.names))
+        known = {n for n, a in zip(d.names, d.absolute) if a}
+        assert known == set(st.variables) - {"crack"}
+        for c, name in enumerate(d.names):
+            if not d.absolute[c]:
+                continue
+            est = st.variables[name]
+            assert abs(d.values[:, c].mean() - est.mean) <= 0.25 * (est.hdi_high - est.hdi_low) + 1e-12
+            lo, hi = np.quantile(d.values[:, c], [0.03, 0.97])
+            hits += lo <= fresh.latent[b, 6, p.char_index[name]] <= hi
+            total += 1
+    assert hits / total >= 0.85
+    again = advi_model.state_draws(hist, 400, seed=4)
+    np.testing.assert_array_equal(again.values, d.values)

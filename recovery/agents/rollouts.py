@@ -1,0 +1,181 @@
+"""Simulator rollouts from what the causal model knows about one batch.
+
+The planner scores a lever plan by Monte Carlo rollouts of the numba simulator
+of the process definition, started from posterior draws of the batch's state:
+
+1. ``CausalModel.state_draws`` gives joint draws of the batch-mean state at the
+   batch's last inspection (parameter and state uncertainty, correlations
+   between characteristics, the fault-shift mixture);
+2. each draw becomes a batch of bars: a healthy batch simulated to that step
+   on the batch's production day (bar-to-bar spread, and the characteristics
+   the model does not track, such as bend angles not made yet) whose modelled
+   characteristics are shifted to the drawn batch means, with cracked bars at
+   the drawn share;
+3. every candidate plan is rolled out once from each of these batches with the
+   same seed (common random numbers), future faults and partner offsets drawn
+   at their catalogue rates.
+
+So the rollouts put the process physics (the simulator) together with what
+the data say about this batch (the posterior); the oracle does the same from
+the true bars instead of draws, and the gap between the two is what not
+knowing the state costs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from recovery.agents.oracle import plan_value
+from simulators.process import Conditions, Simulator
+
+__all__ = ["PosteriorBars", "posterior_bars", "rollout_objective", "accept_interval"]
+
+
+@dataclass(frozen=True)
+class PosteriorBars:
+    """Starting bars for rollouts: one batch of bars per posterior draw.
+
+    Attributes
+    ----------
+    state : ndarray (n * bars_per_batch, n_chars)
+        Bars after ``step``, draw after draw.
+    n : int
+        Draws.
+    step : int
+        The inspection step the state refers to (rollouts start after it).
+    conditions : Conditions
+        One batch on the batch's production day (rollouts redraw its future).
+    out_of_range : bool
+        The batch lies outside what the model's training data cover.
+    reasons : tuple of str
+    """
+
+    state: np.ndarray
+    n: int
+    step: int
+    conditions: Conditions
+    out_of_range: bool
+    reasons: tuple[str, ...]
+
+
+def posterior_bars(sim: Simulator, model, history: pd.DataFrame, n: int, *, seed: int = 0) -> PosteriorBars:
+    """Turn ``n`` posterior draws of a batch's state into bars to roll out (see module doc).
+
+    Parameters
+    ----------
+    sim : Simulator
+        Simulator of the model's process.
+    model : recovery.causal.model.CausalModel
+        Fitted.
+    history : DataFrame
+        One batch's step data (schema).
+    n : int
+    seed : int
+
+    Returns
+    -------
+    PosteriorBars
+    """
+    p = sim.process
+    draws = model.state_draws(history, n, seed=seed)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x0B4A]))
+    cond = sim.sample_conditions(n, rng, time=np.full(n, draws.day), faults=False)
+    st = sim.new_state(n)
+    sim.run(st, 0, draws.step, p.nominal_plan(), cond, rng)
+    bars = st.reshape(n, p.bars_per_batch, p.n_chars)
+    own = bars.mean(axis=1)                       # (n, n_chars) each healthy batch's own means
+    healthy = own.mean(axis=0)
+    spread = _spread_factors(p, history, draws, bars, rng)
+    for c, name in enumerate(draws.names):
+        ci = p.char_index[name]
+        target = draws.values[:, c] if draws.absolute[c] else healthy[ci] + draws.values[:, c]
+        f, extra = spread.get(ci, (None, None))
+        if f is not None:
+            bars[:, :, ci] = own[:, ci, None] + f[:, None] * (bars[:, :, ci] - own[:, ci, None])
+            target = target + extra
+        bars[:, :, ci] += (target - own[:, ci])[:, None]
+    crack_roles = [c.name for c in p.characteristics if c.role == "crack"]
+    if draws.crack is not None and crack_roles:
+        ci = p.char_index[crack_roles[0]]
+        k = np.rint(draws.crack * p.bars_per_batch).astype(np.int64)
+        order = rng.random((n, p.bars_per_batch)).argsort(axis=1)
+        bars[:, :, ci] = (order < k[:, None]).astype(np.float64)
+    one = sim.sample_conditions(1, 0, time=np.array([draws.day]), faults=False)
+    return PosteriorBars(np.ascontiguousarray(bars.reshape(-1, p.n_chars)), n, draws.step, one,
+                         draws.out_of_range, draws.reasons)
+
+
+def _spread_factors(p, history: pd.DataFrame, draws, bars: np.ndarray, rng: np.random.Generator,
+                    prior_dof: float = 3.0) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Bar-to-bar spread of this batch where its last sample says it is not the healthy one.
+
+    The causal model tracks batch means with the healthy bar spread. Some
+    faults also scatter the bars (an over-temperature distorts bars unevenly),
+    and then a sample of a few bars pins the batch mean down less than the
+    model assumes. For each characteristic gauged at the draws' inspection,
+    the batch's bar variance is drawn from its conjugate posterior (scaled
+    inverse chi-square, ``prior_dof`` pseudo-observations at the healthy
+    variance, the sample's ``n - 1`` degrees of freedom); the bars' deviations
+    are scaled to it, and the batch-mean draw gets the extra sampling error
+    the wider spread implies.
+
+    Returns ``{char column: (scale factor (n,), extra mean noise (n,))}``.
+    """
+    h = history
+    m = h[(h["kind"].astype(str) == "measurement") & (h["step"] == draws.step)]
+    out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    if m.empty:
+        return out
+    n_draws, N = bars.shape[0], bars.shape[1]
+    for name, vals in m.groupby(m["variable"].astype(str))["value"]:
+        ci = p.char_index.get(name)
+        x = vals.to_numpy(dtype=float)
+        x = x[np.isfinite(x)]
+        if ci is None or name not in draws.names or len(x) < 2 or p.characteristics[ci].role == "crack":
+            continue
+        var_h = float(bars[:, :, ci].var(axis=1, ddof=1).mean())
+        if var_h <= 0:
+            continue
+        k = len(x)
+        s2 = float(x.var(ddof=1)) - p.characteristics[ci].gauge_sigma ** 2
+        dof = prior_dof + k - 1
+        var_b = (prior_dof * var_h + (k - 1) * max(s2, 0.0)) / rng.chisquare(dof, n_draws)
+        f = np.sqrt(var_b / var_h)
+        extra = np.sqrt(np.maximum(var_b - var_h, 0.0) * (1.0 / k - 1.0 / N)) * rng.standard_normal(n_draws)
+        out[ci] = (f, extra)
+    return out
+
+
+def rollout_objective(sim: Simulator, start: PosteriorBars, *, seed: int = 0):
+    """``objective(plans) -> (value, p_accept, score)`` by rollouts from ``start``.
+
+    ``value`` is expected money; ``score`` adds the share of bars inside each
+    characteristic's band (capped at the acceptance level), so the search has
+    a slope to climb while no candidate is accepted yet (as the oracle ranks).
+    """
+    p = sim.process
+    level = p.acceptance_level
+    bonus = 0.5 * p.economics.batch_value
+
+    def objective(plans: np.ndarray):
+        ins, per = sim.rollout(start.state, start.step, plans, start.n, seed, start.conditions,
+                               per_characteristic=True)
+        value, acc = plan_value(sim, ins, plans)
+        return value, acc, value + bonus * np.minimum(per, level).mean(axis=(1, 2))
+
+    return objective
+
+
+def accept_interval(p_accept: float, n: int, prob: float = 0.94) -> tuple[float, float]:
+    """Equal-tailed ``prob`` interval of P(accept) from ``n`` rollouts (Jeffreys prior;
+    the bound is 0 or 1 when no rollout, or every rollout, ended accepted)."""
+    from scipy.stats import beta
+
+    k = p_accept * n
+    a, b = k + 0.5, n - k + 0.5
+    lo = 0.0 if k <= 0 else float(beta.ppf((1 - prob) / 2, a, b))
+    hi = 1.0 if k >= n else float(beta.ppf((1 + prob) / 2, a, b))
+    return lo, hi

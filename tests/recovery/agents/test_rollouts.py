@@ -1,0 +1,75 @@
+"""Planner rollouts from posterior draws of a batch's state, against the true state."""
+
+import numpy as np
+import pytest
+
+from recovery.agents.rollouts import accept_interval, posterior_bars, rollout_objective
+from recovery.evaluate import flagged_cases, situation_for
+from simulators.process import Simulator
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+@pytest.fixture(scope="module")
+def cases():
+    sim = Simulator("small")
+    cs, _ = flagged_cases(sim, 300, 31)
+    assert len(cs) >= 20
+    return sim, cs
+
+
+def test_stacked_states_roll_out_like_one_state_repeated(cases):
+    sim, cs = cases
+    c = cs[0]
+    plans = np.stack([sim.process.nominal_plan()] * 2)
+    one = sim.rollout(c.state, c.detect_step, plans, 5, 3, c.conditions)
+    stacked = sim.rollout(np.tile(c.state, (5, 1)), c.detect_step, plans, 5, 3, c.conditions)
+    np.testing.assert_array_equal(one, stacked)
+    with pytest.raises(ValueError, match="state must have shape"):
+        sim.rollout(np.tile(c.state, (2, 1)), c.detect_step, plans, 5, 3, c.conditions)
+
+
+def test_posterior_bars_sit_around_the_true_bars(small_model, cases):
+    """The drawn batch means bracket the true ones; rollouts from the draws and from
+    the true bars agree on P(accept) of the nominal plan and of a helpful plan."""
+    model, _ = small_model
+    sim, cs = cases
+    p = sim.process
+    hits = total = 0
+    gaps = []
+    for c in cs[:20]:
+        sit = situation_for(sim, c, c.detect_step, c.obs, p.nominal_plan(), c.state, truth=False)
+        bars = posterior_bars(sim, model, sit.history, 200, seed=2)
+        assert bars.step == c.detect_step and bars.state.shape == (200 * p.bars_per_batch, p.n_chars)
+        means = bars.state.reshape(200, p.bars_per_batch, p.n_chars).mean(axis=1)
+        true = c.state.mean(axis=0)
+        for name in ("diameter", "yield_strength"):
+            ci = p.char_index[name]
+            lo, hi = np.quantile(means[:, ci], [0.01, 0.99])
+            hits += lo <= true[ci] <= hi
+            total += 1
+        objective = rollout_objective(sim, bars, seed=5)
+        plans = np.stack([p.nominal_plan(), p.nominal_plan()])
+        plans[1, p.lever_index["grinding_allowance"]] = 40.0
+        _, pa, _ = objective(plans)
+        truth = (sim.rollout(c.state, c.detect_step, plans, 200, 5, c.conditions) >= p.acceptance_level).mean(axis=1)
+        gaps.append(np.abs(pa - truth))
+    assert hits / total >= 0.85
+    assert np.mean(gaps) < 0.15
+
+
+def test_posterior_bars_are_reproducible(small_model, cases):
+    model, _ = small_model
+    sim, cs = cases
+    p = sim.process
+    sit = situation_for(sim, cs[1], cs[1].detect_step, cs[1].obs, p.nominal_plan(), cs[1].state, truth=False)
+    a = posterior_bars(sim, model, sit.history, 50, seed=8)
+    b = posterior_bars(sim, model, sit.history, 50, seed=8)
+    np.testing.assert_array_equal(a.state, b.state)
+
+
+def test_accept_interval_brackets_the_estimate():
+    lo, hi = accept_interval(0.8, 256)
+    assert lo < 0.8 < hi and hi - lo < 0.12
+    lo, hi = accept_interval(0.0, 256)
+    assert lo == 0.0 < hi < 0.02
