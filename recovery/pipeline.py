@@ -94,7 +94,7 @@ def load_or_train_policy(args, process, model, *, log):
             raise UserError(f"--policy {args.policy}: {exc}") from None
     budget = getattr(args, "budget", "default")
     steps = 2_000 if budget == "tiny" else DEFAULT_TIMESTEPS
-    d = workdir(args, process) / f"policy-{steps}"
+    d = workdir(args, process) / f"policy-residual-{steps}"  # policies from scratch were "policy-{steps}"
     if (d / "ppo.zip").exists():
         print(f"using the policy trained earlier in {d}", file=log)
         return load_policy(d, process), str(d)

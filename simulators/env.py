@@ -26,7 +26,7 @@ from simulators.definition import Process
 from simulators.process import Conditions, Simulator
 
 __all__ = ["MetalBarRecoveryEnv", "MetalBarRecoveryVectorEnv", "CaseSource", "ObservationLayout",
-           "ENV_ID"]
+           "ENV_ID", "action_of"]
 
 ENV_ID = "MetalBarRecovery-v0"
 _EMPTY3 = np.empty((0, 0, 0))
@@ -195,6 +195,14 @@ class CaseSource:
             prev = ins.step
 
 
+def action_of(value: float, nominal: float, lo: float, hi: float) -> float:
+    """The action entry that sets a lever to ``value`` (inverse of ``_apply_action``'s mapping)."""
+    u = (value - nominal) / (hi - nominal) if value >= nominal else (value - nominal) / (nominal - lo)
+    if not np.isfinite(u) or u == 0.0:
+        return 0.0
+    return float(np.sign(u) * (DEAD_ZONE + (1.0 - DEAD_ZONE) * min(abs(u), 1.0)))
+
+
 class MetalBarRecoveryEnv(gym.Env):
     """Recover a flagged batch of chromed seat-frame bars.
 
@@ -265,6 +273,15 @@ class MetalBarRecoveryEnv(gym.Env):
         Inject exactly this fault into every fresh batch.
     block : int
         Fresh batches simulated at a time while looking for a flagged one.
+    base : callable, optional
+        A base policy ``base(readings, step, plan) -> plan`` (gauge readings
+        ``(n_insp, max_sample, n_chars)`` with NaN where none, the last
+        inspection step, the plan so far) that the agent *corrects*: it is
+        asked again after each inspection, the observation gains the action
+        that would set the current step's levers to the base plan (``k``
+        entries), and the action taken is that plus the agent's action,
+        clipped to [-1, 1] (residual learning). A zero action then follows
+        the base policy.
 
     Version History
     ---------------
@@ -274,8 +291,9 @@ class MetalBarRecoveryEnv(gym.Env):
     metadata = {"render_modes": []}
 
     def __init__(self, process: Process | str | None = None, *, simulators: Sequence[Simulator] | None = None,
-                 force_fault: str | None = None, block: int = 16):
+                 force_fault: str | None = None, block: int = 16, base=None):
         self._sims = list(simulators) if simulators else [Simulator(process)]
+        self._base = base
         self.process = p = self._sims[0].process
         for s in self._sims[1:]:
             sp = s.process
@@ -291,7 +309,8 @@ class MetalBarRecoveryEnv(gym.Env):
                            for s in steps]
         k = max((len(x) for x in self._levers_at), default=1)
         self.action_space = spaces.Box(-1.0, 1.0, (k,), dtype=np.float32)
-        self.observation_space = spaces.Box(-50.0, 50.0, (self.layout.size,), dtype=np.float32)
+        self.observation_space = spaces.Box(-50.0, 50.0, (self.layout.size + (k if base else 0),),
+                                            dtype=np.float32)
         lo, hi = p.lever_bounds()
         self._lo, self._span = lo, hi - lo
         self._nominal = p.nominal_plan()
@@ -320,6 +339,7 @@ class MetalBarRecoveryEnv(gym.Env):
         steps = self.layout.decision_steps
         self._decisions = np.flatnonzero(steps > detect)
         self._i = 0
+        self._base_step, self._base_plan = -1, self._nominal
         # All random numbers of the episode, drawn now (see the module docstring).
         a = self.arrays
         nn, nu = _kernels.draws_needed(a.kind, a.normals, a.insp_of_step, a.insp_measures, a.insp_sample,
@@ -351,13 +371,31 @@ class MetalBarRecoveryEnv(gym.Env):
     def _observation(self) -> np.ndarray:
         d = int(self._decisions[self._i]) if self._i < len(self._decisions) else -1
         self.layout.fill(self._readings[0], self._pos, d, self._obs)
-        return self._obs.astype(np.float32)
+        if self._base is None:
+            return self._obs.astype(np.float32)
+        return np.concatenate([self._obs, self._base_action()]).astype(np.float32)
+
+    def _base_action(self) -> np.ndarray:
+        """The action that sets the current step's levers to the base policy's plan."""
+        out = self.nominal_action().astype(np.float64)
+        if self._base is None or self._i >= len(self._decisions):
+            return out
+        last = max((s for s in self.process.inspection_steps if s <= self._pos), default=0)
+        if last != self._base_step:  # new readings: ask the base policy again
+            self._base_plan = np.asarray(self._base(self._readings[0], last, self._plan[0]), dtype=np.float64)
+            self._base_step = last
+        for i, j in enumerate(self._levers_at[self._decisions[self._i]]):
+            out[i] = action_of(self._base_plan[j], self._nominal[j], self._lo[j], self._lo[j] + self._span[j])
+        return out
 
     def step(self, action):
         steps = self.layout.decision_steps
         d = self._decisions[self._i]
         idx = self._levers_at[d]
-        cost = _apply_action(np.asarray(action, dtype=np.float64), idx, self._lo, self._span, self._int,
+        action = np.asarray(action, dtype=np.float64)
+        if self._base is not None:
+            action = np.clip(action + self._base_action(), -1.0, 1.0)
+        cost = _apply_action(action, idx, self._lo, self._span, self._int,
                              self._nominal, self._per_use, self._per_unit, self._plan[0])
         self._i += 1
         stop = int(steps[self._decisions[self._i]] - 1) if self._i < len(self._decisions) else self.process.n_steps
@@ -386,10 +424,7 @@ class MetalBarRecoveryEnv(gym.Env):
             for i, j in enumerate(idx):
                 name = self.process.levers[j].name
                 if name in values:
-                    v, nom = values[name], self._nominal[j]
-                    hi = self._lo[j] + self._span[j]
-                    u = (v - nom) / (hi - nom) if v >= nom else (v - nom) / (nom - self._lo[j])
-                    out[i] = 0.0 if u == 0.0 else np.sign(u) * (DEAD_ZONE + (1.0 - DEAD_ZONE) * abs(u))
+                    out[i] = action_of(values[name], self._nominal[j], self._lo[j], self._lo[j] + self._span[j])
         return out
 
     @property

@@ -16,7 +16,8 @@ from recovery.agents.base import Agent, Proposal, Situation
 from simulators.definition import Process
 from simulators.process import Simulator
 
-__all__ = ["NoneAgent", "HeuristicAgent", "nominal_sensitivities", "sample_means"]
+__all__ = ["NoneAgent", "HeuristicAgent", "EngineerRule", "nominal_sensitivities", "latest_means",
+           "readings_from_history"]
 
 
 class NoneAgent(Agent):
@@ -26,17 +27,6 @@ class NoneAgent(Agent):
 
     def _propose(self, situation: Situation, seed: int) -> Proposal:
         return Proposal(situation.plan.copy(), note="continue as planned, no intervention")
-
-
-def sample_means(situation: Situation) -> dict[str, tuple[int, float]]:
-    """Latest gauged sample mean of each characteristic: name -> (step, mean)."""
-    h = situation.history
-    m = h[(h["kind"] == "measurement") & (h["step"] <= situation.step)]
-    if m.empty:
-        return {}
-    g = m.groupby(["variable", "step"], observed=True)["value"].mean().reset_index()
-    g = g.sort_values("step").groupby("variable", observed=True).tail(1)
-    return {str(v): (int(s), float(x)) for v, s, x in zip(g["variable"], g["step"], g["value"])}
 
 
 def nominal_sensitivities(process: Process, *, n_batches: int = 64, seed: int = 0):
@@ -68,8 +58,98 @@ def nominal_sensitivities(process: Process, *, n_batches: int = 64, seed: int = 
     return expected, sens
 
 
+def readings_from_history(process: Process, history) -> np.ndarray:
+    """Gauge readings (n_insp, max_sample, n_chars) from a batch's step data (NaN: none)."""
+    a = process.arrays
+    out = np.full((len(process.inspections), int(a.insp_sample.max()), process.n_chars), np.nan)
+    m = history[history["kind"] == "measurement"]
+    q_of = {s: q for q, s in enumerate(process.inspection_steps)}
+    for step, var, bar, val in zip(m["step"], m["variable"].astype(str), m["bar_id"], m["value"]):
+        q = q_of.get(int(step))
+        c = process.char_index.get(var)
+        if q is not None and c is not None and bar is not None and bar == bar and int(bar) < out.shape[1]:
+            out[q, int(bar), c] = float(val)
+    return out
+
+
+def latest_means(process: Process, readings: np.ndarray, step: int) -> list[tuple[int, int, float]]:
+    """Latest gauged sample mean of each characteristic up to ``step``.
+
+    Parameters
+    ----------
+    readings : ndarray (n_insp, max_sample, n_chars)
+        Gauge readings, NaN where none (``recovery.agents.rl.readings_from_history``).
+
+    Returns
+    -------
+    list of (char, inspection step, mean), ordered by step, then characteristic.
+    """
+    out = []
+    with np.errstate(invalid="ignore"):
+        for c in range(process.n_chars):
+            for q in range(len(process.inspections) - 1, -1, -1):
+                s = process.inspection_steps[q]
+                x = readings[q, :, c]
+                if s <= step and np.isfinite(x).any():
+                    out.append((c, s, float(np.nanmean(x))))
+                    break
+    return sorted(out, key=lambda t: (t[1], t[0]))
+
+
+class EngineerRule:
+    """The rule an engineer would write, on gauge readings (plain arrays).
+
+    Compensates each measured deviation from the healthy trajectory with the
+    nearest lever downstream that moves that characteristic, by the process's
+    nominal sensitivities (see :func:`nominal_sensitivities`). Used by the
+    ``heuristic`` agent and as the base policy the ``rl`` agent corrects.
+
+    Parameters
+    ----------
+    process : Process
+    threshold : float
+        A deviation is acted on when it exceeds this share of the characteristic's
+        final tolerance band.
+    """
+
+    def __init__(self, process: Process, *, threshold: float = 0.15):
+        self.process = process
+        self.threshold = threshold
+        self.expected_, self.sens_ = nominal_sensitivities(process)
+
+    def __call__(self, readings: np.ndarray, step: int, plan: np.ndarray) -> np.ndarray:
+        """The plan after ``step``, given the readings so far; levers up to ``step`` kept."""
+        return self.plan(readings, step, plan)[0]
+
+    def plan(self, readings: np.ndarray, step: int, plan: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        """The plan and one note per lever moved."""
+        p = self.process
+        plan = np.asarray(plan, dtype=np.float64).copy()
+        free = [j for j in sorted(range(len(p.levers)), key=lambda j: p.levers[j].step) if p.levers[j].step > step]
+        lo, hi = p.lever_bounds()
+        used: set[int] = set()
+        notes = []
+        for c, at, mean in latest_means(p, readings, step):
+            ch = p.characteristics[c]
+            dev = mean - self.expected_[at, c]
+            width = ch.upper - ch.lower
+            if width <= 0 or abs(dev) < self.threshold * width:
+                continue
+            for j in free:  # the nearest free lever (by step) that moves this characteristic noticeably
+                s = self.sens_[j, c]
+                if j in used or abs(s) * (hi[j] - lo[j]) < 0.1 * width:
+                    continue
+                v = np.clip(p.levers[j].nominal - dev / s, lo[j], hi[j])
+                plan[j] = np.round(v) if p.levers[j].integer else v
+                used.add(j)
+                notes.append(f"{ch.name} off by {dev:+.3g} {ch.unit} at step {at}: "
+                             f"{p.levers[j].name} -> {plan[j]:.4g} {p.levers[j].unit}")
+                break
+        return plan, notes
+
+
 class HeuristicAgent(Agent):
-    """Compensate each measured deviation with the nearest downstream lever.
+    """Compensate each measured deviation with the nearest downstream lever (:class:`EngineerRule`).
 
     Parameters
     ----------
@@ -82,35 +162,9 @@ class HeuristicAgent(Agent):
     name = "heuristic"
 
     def __init__(self, process: Process, *, threshold: float = 0.15):
-        self.process = process
-        self.threshold = threshold
-        self.expected_, self.sens_ = nominal_sensitivities(process)
+        self.rule = EngineerRule(process, threshold=threshold)
 
     def _propose(self, situation: Situation, seed: int) -> Proposal:
-        p = self.process
-        plan = situation.plan.copy()
-        free = situation.free
-        lo, hi = p.lever_bounds()
-        used: set[int] = set()
-        notes = []
-        for name, (step, mean) in sample_means(situation).items():
-            c = p.char_index.get(name)
-            if c is None:
-                continue
-            ch = p.characteristics[c]
-            dev = mean - self.expected_[step, c]
-            width = ch.upper - ch.lower
-            if width <= 0 or abs(dev) < self.threshold * width:
-                continue
-            # the nearest free lever (by step) that moves this characteristic noticeably
-            for j in sorted(np.flatnonzero(free), key=lambda j: p.levers[j].step):
-                s = self.sens_[j, c]
-                if j in used or abs(s) * (hi[j] - lo[j]) < 0.1 * width:
-                    continue
-                v = np.clip(p.levers[j].nominal - dev / s, lo[j], hi[j])
-                plan[j] = np.round(v) if p.levers[j].integer else v
-                used.add(j)
-                notes.append(f"{name} off by {dev:+.3g} {ch.unit} at step {step}: "
-                             f"{p.levers[j].name} -> {plan[j]:.4g} {p.levers[j].unit}")
-                break
+        readings = readings_from_history(situation.process, situation.history)
+        plan, notes = self.rule.plan(readings, situation.step, situation.plan)
         return Proposal(plan, note="; ".join(notes) or "no deviation worth a lever")

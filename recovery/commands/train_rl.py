@@ -17,6 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timesteps", type=positive_int, default=None, help="training steps (default 150,000)")
     p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--process", default=None)
+    p.add_argument("--base", choices=["heuristic", "none"], default="heuristic",
+                   help="'heuristic' (default): learn corrections to the engineer's rule (residual "
+                        "policy); 'none': learn the whole plan from scratch")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run)
 
@@ -26,7 +29,9 @@ def run(args: argparse.Namespace) -> int:
 
     process = load_process_arg(args.process)
     steps = args.timesteps or DEFAULT_TIMESTEPS
-    policy = train_policy(process, seed=args.seed, total_timesteps=steps, progress=not args.quiet)
+    base = None if args.base == "none" else args.base
+    policy = train_policy(process, seed=args.seed, total_timesteps=steps, progress=not args.quiet, base=base)
     path = policy.save(args.out)
-    print(f"trained {steps} steps in {policy.seconds:.0f} s on '{process.name}'; saved to {path}")
+    how = "corrections to the engineer's rule" if base else "plans from scratch"
+    print(f"trained {steps} steps ({how}) in {policy.seconds:.0f} s on '{process.name}'; saved to {path}")
     return 0
