@@ -8,10 +8,14 @@ paths write a Parquet dataset folder: whichever process simulated a chunk
 (this one in-process, a worker on Dask) writes its part files and hands back
 only the counts. For comparison, the one-file form (this process writes every
 chunk into one file; on Dask the chunks travel to it) is measured too, under
-``*_single_file_*`` keys. Cluster start-up is timed apart from the campaign.
+``*_single_file_*`` keys. Both clusters are started first (start-up timed
+apart from the campaigns); then each repeat runs every path once, in turn, so
+load from other jobs on a shared machine drifts over all paths alike.
 
 Reported: batches/s per path (median of repeats), the 2-worker scaling ratio,
-the overhead of the distributed path at 1 worker, and a projection of the
+the overhead of the distributed path at 1 worker, the CPU milliseconds per
+batch of each path (this process, which hosts the local scheduler, plus the
+workers: less sensitive to other jobs than wall time), and a projection of the
 workers 10 million batches need to finish in an hour.
 """
 
@@ -23,13 +27,12 @@ for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_v] = "1"
 
 import argparse
+import contextlib
 import json
 import platform
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
-
 import numpy as np
 
 from recovery.distributed import cluster_client, simulate_on_client
@@ -39,14 +42,16 @@ from simulators.definition import load_process
 OUTPUT = "parquet dataset folder (one part file per chunk, written by the worker)"
 
 
-def _rate(n: int, repeat: int, run: Callable[[int], object]) -> float:
-    """Batches/s of ``run(seed)``: median wall time over ``repeat`` seeds."""
-    times = []
-    for r in range(repeat):
-        t = time.perf_counter()
-        run(r)
-        times.append(time.perf_counter() - t)
-    return n / float(np.median(times))
+def _process_cpu() -> float:
+    """CPU seconds (user + system) this process has used."""
+    t = os.times()
+    return t.user + t.system
+
+
+def _cpu(client=None) -> float:
+    """CPU seconds used by this process (which also hosts a local cluster's scheduler)
+    and by the cluster's worker processes."""
+    return _process_cpu() + (sum(client.run(_process_cpu).values()) if client is not None else 0.0)
 
 
 def _bytes(folder: Path) -> int:
@@ -62,25 +67,38 @@ def main() -> None:
     n, rep = args.batches, args.repeat
     out: dict = {"machine": platform.machine(), "cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d"),
                  "batches": n, "chunk": CHUNK, "process": process.name, "output": OUTPUT}
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         d = Path(tmp)
         simulate_to_files(process, CHUNK, 0, d / "warm.parquet", progress=False)  # compile
-        out["in_process_batches_per_s"] = _rate(n, rep, lambda r: simulate_to_files(
-            process, n, r, d / "a", truth=d / "t", progress=False))
-        written = _bytes(d / "a") + _bytes(d / "t")
-        out["in_process_single_file_batches_per_s"] = _rate(n, rep, lambda r: simulate_to_files(
-            process, n, r, d / "a.parquet", truth=d / "t.parquet", progress=False))
+        clients = {}
         for workers in (1, 2):
             t = time.perf_counter()
-            with cluster_client(f"local:{workers}") as client:
-                client.run(lambda: chunk_output(process, CHUNK, 0, chunk=0))  # compile on workers
-                startup = time.perf_counter() - t
-                out[f"dask_{workers}_batches_per_s"] = _rate(n, rep, lambda r: simulate_on_client(
-                    client, process, n, r, d / "b", truth=d / "u"))
-                out[f"dask_{workers}_single_file_batches_per_s"] = _rate(
-                    n, rep, lambda r: simulate_on_client(client, process, n, r, d / "b.parquet",
-                                                         truth=d / "u.parquet"))
-            out[f"dask_{workers}_startup_s"] = startup
+            clients[workers] = client = stack.enter_context(cluster_client(f"local:{workers}"))
+            client.run(lambda: chunk_output(process, CHUNK, 0, chunk=0))  # compile on workers
+            out[f"dask_{workers}_startup_s"] = time.perf_counter() - t
+        runs = {  # path -> (run with seed r, client whose workers' CPU counts)
+            "in_process": (lambda r: simulate_to_files(process, n, r, d / "a", truth=d / "t",
+                                                       progress=False), None),
+            "in_process_single_file": (lambda r: simulate_to_files(
+                process, n, r, d / "a.parquet", truth=d / "t.parquet", progress=False), None),
+        }
+        for w, client in clients.items():
+            runs[f"dask_{w}"] = (lambda r, c=client, w=w: simulate_on_client(
+                c, process, n, r, d / f"b{w}", truth=d / f"u{w}"), client)
+            runs[f"dask_{w}_single_file"] = (lambda r, c=client, w=w: simulate_on_client(
+                c, process, n, r, d / f"b{w}.parquet", truth=d / f"u{w}.parquet"), client)
+        times: dict[str, list[float]] = {k: [] for k in runs}
+        cpu: dict[str, list[float]] = {k: [] for k in runs}
+        for r in range(rep):  # interleaved, so drifting load from other jobs hits every path alike
+            for key, (run, client) in runs.items():
+                c0, t = _cpu(client), time.perf_counter()
+                run(r)
+                times[key].append(time.perf_counter() - t)
+                cpu[key].append(_cpu(client) - c0)
+        for key, ts in times.items():
+            out[f"{key}_batches_per_s"] = n / float(np.median(ts))
+        out["cpu_ms_per_batch"] = {k: 1000 * float(np.median(v)) / n for k, v in cpu.items()}
+        written = _bytes(d / "a") + _bytes(d / "t")
     one, two, local = out["dask_1_batches_per_s"], out["dask_2_batches_per_s"], out["in_process_batches_per_s"]
     out["scaling_2_over_1"] = two / one
     out["overhead_dask1_vs_in_process"] = local / one - 1.0
@@ -94,6 +112,8 @@ def main() -> None:
     # is the storage the folder lives on, which must take bytes_per_batch at the aggregate rate.
     per_batch_s = 1.0 / one
     efficiency = two / one / 2
+    cpu_ms = out["cpu_ms_per_batch"]
+    out["cpu_overhead_dask1_vs_in_process"] = cpu_ms["dask_1"] / cpu_ms["in_process"] - 1.0
     out["projection_10M_in_1h"] = {
         "per_batch_worker_seconds": per_batch_s,
         "per_chunk_overhead_seconds": CHUNK * (1.0 / one - 1.0 / local),
