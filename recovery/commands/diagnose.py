@@ -12,7 +12,8 @@ from recovery.cli import UserError
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "diagnose", help="estimate a batch's hidden state and the root cause of its deviation",
-        description="For each batch in a history file (step data in the schema), print the "
+        description="For each batch in a history file or folder of Parquet parts (step data "
+                    "in the schema), print the "
                     "posterior of its hidden characteristics at its last inspection and the "
                     "posterior over root causes (step, fault type or characteristic) with the "
                     "causal path in words. --json prints a list with one object per batch: "

@@ -1,4 +1,5 @@
-"""``recovery fit``: fit the Bayesian causal process model to step data."""
+"""``recovery fit``: fit the Bayesian causal process model to step data (a .parquet file,
+a folder of Parquet parts, or a store)."""
 
 from __future__ import annotations
 

@@ -10,6 +10,11 @@ accepted only when every value it carries passes; otherwise the whole row goes
 to the quarantine file with its first reason. Everything one ingest writes is
 in one transaction.
 
+:func:`ingest_folder` ingests a folder of Parquet parts (as ``recovery
+simulate --out FOLDER`` writes them) part by part: each part is one
+:func:`ingest` of its own, with its own provenance, row numbers, transaction
+and quarantine file, and a part that cannot be read does not stop the others.
+
 Row numbers
 -----------
 A reason's ``row`` is the **1-based line number in the source file** for CSV
