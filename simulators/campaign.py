@@ -3,12 +3,29 @@
 Batches are simulated in chunks of ``CHUNK`` with seeds spawned from the
 campaign seed, so the result does not depend on how the work is split or on
 how many workers run it. ``chunk_output`` is the unit of work (a worker can
-run it anywhere); ``write_campaign`` consumes chunk outputs in chunk order and
-streams them into Parquet files.
+run it anywhere).
+
+Two output forms, chosen by the path (see :func:`is_folder_output`):
+
+* **one file** (``out.parquet``): chunk outputs travel to one process, and
+  :func:`write_campaign` streams them in chunk order into the file (one row
+  group per chunk);
+* **a dataset folder** (any other path, or an existing directory): the process
+  that simulated a chunk writes it as ``part-{chunk:05d}.parquet``
+  (:func:`chunk_to_folder`) and returns only its :class:`ChunkCounts`;
+  :func:`sum_counts` adds them up in chunk order. A part is written under a
+  hidden temporary name in the same folder and renamed into place, so a rerun
+  chunk overwrites its part instead of duplicating it and no half-written part
+  is ever visible.
+
+Both forms hold the same rows in the same order with the same dtypes
+(:func:`read_campaign` reads either), and both return the same summary dict.
 """
 
 from __future__ import annotations
 
+import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -17,21 +34,29 @@ import numpy as np
 import pandas as pd
 
 from simulators.definition import Process
-from simulators.process import Simulator
 
-__all__ = ["CHUNK", "ChunkOutput", "simulate_chunk", "chunk_output", "n_chunks", "write_campaign",
-           "simulate_to_files"]
+__all__ = ["CHUNK", "ChunkOutput", "ChunkCounts", "simulate_chunk", "chunk_output", "n_chunks",
+           "write_campaign", "sum_counts", "chunk_to_folder", "is_folder_output", "check_outputs",
+           "prepare_folders", "finish_folders", "part_name", "campaign_parts", "read_campaign",
+           "TRUTH_PARTS", "simulate_to_files"]
 
 CHUNK = 1000
+#: Sub-folders of a truth folder, one per truth table.
+TRUTH_PARTS = ("faults", "latent", "outcome")
+_PART_GLOB = "part-*.parquet"
+_TMP_GLOB = ".part-*.tmp"
 
 
 def n_chunks(n_batches: int) -> int:
+    """Number of chunks of ``CHUNK`` batches in a campaign of ``n_batches``."""
     return (n_batches + CHUNK - 1) // CHUNK
 
 
 def simulate_chunk(process: Process, n_total: int, chunk: int, seed: int, *, explore: float = 0.2,
                    faults: bool = True):
     """Simulate chunk number ``chunk`` of a campaign of ``n_total`` batches."""
+    from simulators.process import Simulator  # numba: imported only where chunks are simulated
+
     sim = Simulator(process)
     start = chunk * CHUNK
     n = min(CHUNK, n_total - start)
@@ -40,6 +65,19 @@ def simulate_chunk(process: Process, n_total: int, chunk: int, seed: int, *, exp
     cond = sim.sample_conditions(n, rng, time=time, faults=faults, first_id=start + 1)
     return sim.simulate(n, rng, conditions=cond, record_latent=True,
                         plan=sim.exploration_plans(n, explore, rng))
+
+
+@dataclass(frozen=True)
+class ChunkCounts:
+    """What one chunk adds to the campaign summary (small: this is all a worker
+    writing its own parts sends back)."""
+
+    chunk: int
+    rows: int
+    fault_counts: dict
+    faulty: int
+    flagged: np.ndarray
+    accepted: int
 
 
 @dataclass(frozen=True)
@@ -56,6 +94,12 @@ class ChunkOutput:
     flagged: np.ndarray
     accepted: int
 
+    def counts(self) -> ChunkCounts:
+        """The counts alone, without the frames."""
+        return ChunkCounts(chunk=self.chunk, rows=len(self.observations),
+                           fault_counts=self.fault_counts, faulty=self.faulty,
+                           flagged=self.flagged, accepted=self.accepted)
+
 
 def _latent_frame(res) -> pd.DataFrame:
     p = res.process
@@ -68,11 +112,17 @@ def _latent_frame(res) -> pd.DataFrame:
     })
 
 
+def _empty_faults() -> pd.DataFrame:
+    return pd.DataFrame({"batch_id": pd.Series(dtype="string"), "step": pd.Series(dtype="int64"),
+                         "fault": pd.Series(dtype="string"), "magnitude": pd.Series(dtype="float64")})
+
+
 def chunk_output(process: Process, n_total: int, seed: int, *, chunk: int, explore: float = 0.2,
                  faults: bool = True, truth: bool = True) -> ChunkOutput:
     """Simulate one chunk and turn it into frames (runs in-process or on a worker)."""
     res = simulate_chunk(process, n_total, chunk, seed, explore=explore, faults=faults)
-    ff = res.faults_frame().astype({"batch_id": "string", "fault": "string"})
+    ff = res.faults_frame()
+    ff = ff.astype({"batch_id": "string", "fault": "string"}) if len(ff) else _empty_faults()
     return ChunkOutput(
         chunk=chunk,
         observations=res.observations,
@@ -87,6 +137,60 @@ def chunk_output(process: Process, n_total: int, seed: int, *, chunk: int, explo
     )
 
 
+# ---------------------------------------------------------------------------
+# Counting: the summary is the sum of chunk counts, taken in chunk order
+# ---------------------------------------------------------------------------
+
+def _in_chunk_order(items: Iterable):
+    expected = 0
+    for item in items:
+        if item.chunk != expected:
+            raise RuntimeError(f"chunk {item.chunk} arrived where chunk {expected} was expected")
+        expected += 1
+        yield item
+
+
+def sum_counts(process: Process, n_batches: int, counts: Iterable[ChunkCounts]) -> dict:
+    """Add up chunk counts (in chunk order) into the campaign summary.
+
+    Parameters
+    ----------
+    process : Process
+        The simulated process (names the faults and inspections).
+    n_batches : int
+        Batches in the campaign.
+    counts : iterable of ChunkCounts
+        One per chunk, chunk 0 first; a chunk out of order is an error.
+
+    Returns
+    -------
+    dict
+        ``{"batches", "rows", "faults", "faults_total", "faulty_batches",
+        "flagged", "accepted"}``, the same whichever output form or however many
+        workers produced the chunks.
+    """
+    fault_counts: dict[str, int] = {f.name: 0 for f in process.faults}
+    flagged = np.zeros(len(process.inspections))
+    accepted = faulty = rows = 0
+    for c in _in_chunk_order(counts):
+        rows += c.rows
+        for name, n in c.fault_counts.items():
+            fault_counts[name] += n
+        faulty += c.faulty
+        flagged += c.flagged
+        accepted += c.accepted
+    return {
+        "batches": n_batches, "rows": rows, "faults": fault_counts,
+        "faults_total": sum(fault_counts.values()), "faulty_batches": faulty,
+        "flagged": {ins.step: float(flagged[q] / n_batches) for q, ins in enumerate(process.inspections)},
+        "accepted": accepted / n_batches,
+    }
+
+
+# ---------------------------------------------------------------------------
+# One file: every chunk's frames stream into one writer
+# ---------------------------------------------------------------------------
+
 def write_campaign(process: Process, n_batches: int, outputs: Iterable[ChunkOutput], out: Path, *,
                    truth: Path | None = None) -> dict:
     """Stream chunk outputs (in chunk order) into Parquet files and sum the counts.
@@ -95,18 +199,16 @@ def write_campaign(process: Process, n_batches: int, outputs: Iterable[ChunkOutp
     are written: ``truth`` (one row per injected fault: batch_id, step, fault,
     magnitude), ``<truth>.latent.parquet`` (true batch-mean state after every
     step; step 0 is before the first step) and ``<truth>.outcome.parquet``
-    (share of bars in spec and acceptance under the levers used).
+    (share of bars in spec and acceptance under the levers used). Existing
+    files are overwritten.
 
-    Returns a summary dict for printing.
+    Returns the summary dict of :func:`sum_counts`.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     writers: dict[str, pq.ParquetWriter] = {}
-    fault_counts: dict[str, int] = {f.name: 0 for f in process.faults}
-    flagged = np.zeros(len(process.inspections))
-    accepted = faulty = rows = 0
-    paths = {"obs": out}
+    paths = {"observations": out}
     if truth:
         stem = truth.with_suffix("")
         paths |= {"faults": truth, "latent": Path(f"{stem}.latent.parquet"),
@@ -118,47 +220,209 @@ def write_campaign(process: Process, n_batches: int, outputs: Iterable[ChunkOutp
             writers[key] = pq.ParquetWriter(paths[key], table.schema)
         writers[key].write_table(table)
 
-    expected = 0
-    try:
-        for o in outputs:
-            if o.chunk != expected:
-                raise RuntimeError(f"chunk {o.chunk} arrived where chunk {expected} was expected")
-            expected += 1
-            rows += len(o.observations)
-            write("obs", o.observations)
-            for name, n in o.fault_counts.items():
-                fault_counts[name] += n
-            faulty += o.faulty
-            flagged += o.flagged
-            accepted += o.accepted
+    def written(items: Iterable[ChunkOutput]):
+        for o in _in_chunk_order(items):
+            write("observations", o.observations)
             if truth:
                 if len(o.faults):
                     write("faults", o.faults)
                 write("latent", o.latent)
                 write("outcome", o.outcome)
+            yield o.counts()
+
+    try:
+        summary = sum_counts(process, n_batches, written(outputs))
     finally:
         for w in writers.values():
             w.close()
     if truth and "faults" not in writers:  # no faults at all: still write an empty table
-        pd.DataFrame({"batch_id": pd.Series(dtype="string"), "step": pd.Series(dtype="int64"),
-                      "fault": pd.Series(dtype="string"), "magnitude": pd.Series(dtype="float64")}
-                     ).to_parquet(truth, index=False)
-    return {
-        "batches": n_batches, "rows": rows, "faults": fault_counts,
-        "faults_total": sum(fault_counts.values()), "faulty_batches": faulty,
-        "flagged": {ins.step: float(flagged[q] / n_batches) for q, ins in enumerate(process.inspections)},
-        "accepted": accepted / n_batches,
-    }
+        _empty_faults().to_parquet(truth, index=False)
+    return summary
+
+
+# ---------------------------------------------------------------------------
+# A dataset folder: whoever simulates a chunk writes its part files
+# ---------------------------------------------------------------------------
+
+def is_folder_output(path: str | Path) -> bool:
+    """True when ``path`` names a dataset folder: an existing directory, or any
+    path without the ``.parquet`` suffix."""
+    path = Path(path)
+    return path.is_dir() or path.suffix != ".parquet"
+
+
+def _inside(a: Path, b: Path) -> bool:
+    a, b = a.resolve(), b.resolve()
+    return a == b or b in a.parents
+
+
+def check_outputs(out: Path, truth: Path | None = None) -> bool:
+    """Check that ``out`` and ``truth`` have the same form; return True for folders.
+
+    Raises
+    ------
+    ValueError
+        One is a file and the other a folder; a folder path is an existing
+        file; or, for folders, one lies inside the other (the truth must stay
+        apart from the observed data, which readers take whole).
+    """
+    folder = is_folder_output(out)
+    if truth is not None and is_folder_output(truth) != folder:
+        kind = {True: "a folder", False: "a .parquet file"}
+        raise ValueError(f"observed output {out} is {kind[folder]} but truth output {truth} is "
+                         f"{kind[not folder]}; give two .parquet files or two folders")
+    if not folder:
+        return False
+    for p in (out, truth):
+        if p is not None and p.exists() and not p.is_dir():
+            raise ValueError(f"{p}: exists and is not a folder")
+    if truth is not None and (_inside(truth, out) or _inside(out, truth)):
+        raise ValueError(f"truth folder {truth} and observed folder {out} must not contain each "
+                         "other (readers take a folder's parts whole)")
+    return True
+
+
+def part_name(chunk: int) -> str:
+    """File name of chunk ``chunk`` in a dataset folder."""
+    return f"part-{chunk:05d}.parquet"
+
+
+def _natural(path: Path) -> tuple:
+    import re
+
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name))
+
+
+def campaign_parts(folder: str | Path) -> list[Path]:
+    """The visible ``*.parquet`` files of a dataset folder, in part order.
+
+    Names starting with ``.`` or ``_`` (temporary files, metadata) are skipped,
+    as pyarrow's dataset reader skips them; numbers in names sort as numbers,
+    so ``part-100000`` follows ``part-99999``.
+    """
+    folder = Path(folder)
+    files = [p for p in folder.glob("*.parquet")
+             if p.is_file() and not p.name.startswith((".", "_"))]
+    return sorted(files, key=_natural)
+
+
+def _folders(out: Path, truth: Path | None) -> list[Path]:
+    return [Path(out)] + ([Path(truth) / k for k in TRUTH_PARTS] if truth is not None else [])
+
+
+def _remove(paths: Iterable[Path]) -> None:
+    for p in paths:
+        p.unlink(missing_ok=True)
+
+
+def prepare_folders(out: Path, truth: Path | None = None) -> None:
+    """Create the output folders (their parents must exist) and remove what an
+    earlier campaign left there: ``part-*.parquet`` files and temporary parts.
+
+    Raises
+    ------
+    ValueError
+        A folder holds other ``.parquet`` files, which readers of the folder
+        would mix into this campaign's data.
+    """
+    for d in [Path(out)] + ([Path(truth)] if truth is not None else []) + _folders(out, truth)[1:]:
+        d.mkdir(exist_ok=True)
+    for d in _folders(out, truth):
+        other = [p.name for p in campaign_parts(d) if not p.match(_PART_GLOB)]
+        if other:
+            raise ValueError(f"{d}: holds other Parquet files ({', '.join(other[:3])}); "
+                             "write the campaign to an empty folder or a folder of an earlier campaign")
+    for d in _folders(out, truth):
+        _remove(list(d.glob(_PART_GLOB)) + list(d.glob(_TMP_GLOB)))
+
+
+def finish_folders(out: Path, truth: Path | None = None) -> None:
+    """Remove temporary parts left by workers killed while writing (every chunk
+    is in place by now; a rerun wrote its part under a fresh temporary name)."""
+    for d in _folders(out, truth):
+        _remove(d.glob(_TMP_GLOB))
+
+
+def _write_part(df: pd.DataFrame, final: Path) -> None:
+    """Write ``df`` to ``final`` through a hidden temporary file in the same folder."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tmp = final.with_name(f".{final.stem}.{uuid.uuid4().hex}.tmp")
+    try:
+        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp)
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def chunk_to_folder(process: Process, n_total: int, seed: int, *, chunk: int, out: str | Path,
+                    truth: str | Path | None = None, explore: float = 0.2,
+                    faults: bool = True) -> ChunkCounts:
+    """Simulate one chunk, write its part files and return its counts.
+
+    The unit of work of the folder form (in-process or on a worker): the
+    observed part goes to ``out/part-{chunk:05d}.parquet``; with ``truth``,
+    the truth parts go to ``truth/faults/``, ``truth/latent/`` and
+    ``truth/outcome/`` under the same name. The folders must exist (see
+    :func:`prepare_folders`) and, on a cluster, be reachable at the same path
+    from every worker.
+    """
+    o = chunk_output(process, n_total, seed, chunk=chunk, explore=explore, faults=faults,
+                     truth=truth is not None)
+    name = part_name(chunk)
+    _write_part(o.observations, Path(out) / name)
+    if truth is not None:
+        for key in TRUTH_PARTS:
+            _write_part(getattr(o, key), Path(truth) / key / name)
+    return o.counts()
+
+
+def read_campaign(path: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """Read simulated data from a ``.parquet`` file or a dataset folder.
+
+    A folder's parts (:func:`campaign_parts`) are read one by one and
+    concatenated in part order, so the frame equals the one-file form row for
+    row, with the same dtypes.
+
+    Raises
+    ------
+    FileNotFoundError
+        The path does not exist, or the folder holds no Parquet parts.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    if not path.is_dir():
+        return pd.read_parquet(path, columns=columns)
+    parts = campaign_parts(path)
+    if not parts:
+        raise FileNotFoundError(f"{path}: the folder holds no .parquet files")
+    frames = [pd.read_parquet(p, columns=columns) for p in parts]
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 
 
 def simulate_to_files(process: Process, n_batches: int, seed: int, out: Path, *,
                       truth: Path | None = None, explore: float = 0.2, faults: bool = True,
                       progress: bool = True) -> dict:
-    """Simulate a campaign in this process and write it (see :func:`write_campaign`)."""
+    """Simulate a campaign in this process and write it as a file or a folder.
+
+    ``out`` (and ``truth``) name files or folders (:func:`check_outputs`); a
+    folder gets one part per chunk (:func:`chunk_to_folder`), a file is
+    written by :func:`write_campaign`. Returns the summary of :func:`sum_counts`.
+    """
     from tqdm import tqdm
 
     n = n_chunks(n_batches)
+    chunks = tqdm(range(n), desc="simulate", unit="chunk", disable=not progress or n < 2)
+    if check_outputs(out, truth):
+        prepare_folders(out, truth)
+        counts = (chunk_to_folder(process, n_batches, seed, chunk=c, out=out, truth=truth,
+                                  explore=explore, faults=faults) for c in chunks)
+        summary = sum_counts(process, n_batches, counts)
+        finish_folders(out, truth)
+        return summary
     outputs = (chunk_output(process, n_batches, seed, chunk=c, explore=explore, faults=faults,
-                            truth=truth is not None)
-               for c in tqdm(range(n), desc="simulate", unit="chunk", disable=not progress or n < 2))
+                            truth=truth is not None) for c in chunks)
     return write_campaign(process, n_batches, outputs, out, truth=truth)

@@ -12,7 +12,8 @@ from recovery.cli import UserError
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "diagnose", help="estimate a batch's hidden state and the root cause of its deviation",
-        description="For each batch in a history file (step data in the schema), print the "
+        description="For each batch in a history file or folder of Parquet parts (step data "
+                    "in the schema), print the "
                     "posterior of its hidden characteristics at its last inspection and the "
                     "posterior over root causes (step, fault type or characteristic) with the "
                     "causal path in words. --json prints a list with one object per batch: "
@@ -20,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     '"unit"}}, "root_cause": [{"step", "cause", "probability", "path"}], '
                     '"out_of_range"}; root_cause is sorted by probability, highest first.')
     p.add_argument("--model", required=True, help="model directory written by 'recovery fit'")
-    p.add_argument("--history", required=True, help="step data of one or more batches, a .parquet file")
+    p.add_argument("--history", required=True, help="step data of one or more batches, a .parquet file or a "
+                                                       "folder of .parquet parts")
     p.add_argument("--batch", help="diagnose only this batch (default: every batch in the file)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--top", type=int, default=5, help="root causes to print in text mode (default 5)")
@@ -28,10 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import pandas as pd
-
     from recovery.causal.model import CausalModel, DataError, ModelLoadError
     from recovery.causal.queries import batches_in
+    from simulators.campaign import read_campaign
 
     try:
         model = CausalModel.load(args.model)
@@ -39,9 +40,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     path = Path(args.history)
     if not path.exists():
-        raise UserError(f"{path}: no such file")
+        raise UserError(f"{path}: no such file or folder")
     try:
-        history = pd.read_parquet(path)
+        history = read_campaign(path)
     except Exception as exc:  # noqa: BLE001 - any reader failure is a bad input file
         raise UserError(f"{path}: cannot read as Parquet: {exc}") from None
     if "batch_id" not in history or not len(history):

@@ -1,4 +1,5 @@
-"""``recovery fit``: fit the Bayesian causal process model to step data."""
+"""``recovery fit``: fit the Bayesian causal process model to step data (a .parquet file,
+a folder of Parquet parts, or a store)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "directory. Prints convergence diagnostics: R-hat, effective sample size, "
                     "divergences.")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--data", help="step data, a .parquet file in the step-data schema")
+    src.add_argument("--data", help="step data in the step-data schema: a .parquet file or a "
+                                     "folder of .parquet parts (as 'recovery simulate' writes)")
     src.add_argument("--store", metavar="URL", help="read the step data from a store instead")
     p.add_argument("--out", required=True, help="model directory to write")
     p.add_argument("--process", default=None,
@@ -39,14 +41,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _read(args, process):
-    import pandas as pd
+    from simulators.campaign import read_campaign
 
     if args.data:
         path = Path(args.data)
         if not path.exists():
-            raise UserError(f"{path}: no such file")
+            raise UserError(f"{path}: no such file or folder")
         try:
-            return pd.read_parquet(path)
+            return read_campaign(path)
         except Exception as exc:  # noqa: BLE001 - any reader failure is a bad input file
             raise UserError(f"{path}: cannot read as Parquet: {exc}") from None
     try:

@@ -1,10 +1,12 @@
-"""``recovery ingest``: validate a partner's file, store accepted rows, quarantine the rest."""
+"""``recovery ingest``: validate a partner's file (or a folder of Parquet parts), store
+accepted rows, quarantine the rest."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from recovery.cli import UserError
 from recovery.commands._common import positive_int
@@ -12,12 +14,15 @@ from recovery.commands._common import positive_int
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "ingest", help="validate a data file and store it (rejects go to quarantine)",
+        "ingest", help="validate a data file (or folder of parts) and store it (rejects go to quarantine)",
         description="Validate every row of FILE against the step-data schema and the process, "
                     "store the accepted rows with their provenance, write rejected rows with "
-                    "their reasons to a quarantine CSV, and print a summary. Exits 1 when any "
-                    "row was rejected (unless --allow-rejects), 2 when the file cannot be read.")
-    p.add_argument("file", metavar="FILE", help="CSV or Parquet file")
+                    "their reasons to a quarantine CSV, and print a summary. FILE may be a folder "
+                    "of Parquet part files (as 'recovery simulate --out FOLDER' writes): each part "
+                    "is ingested as its own source file, in name order. Exits 1 when any row was "
+                    "rejected (unless --allow-rejects), 2 when a file cannot be read (in a folder, "
+                    "the other parts are still stored).")
+    p.add_argument("file", metavar="FILE", help="CSV or Parquet file, or a folder of Parquet parts")
     p.add_argument("--mapping", help="the partner's mapping (TOML; see docs/partner-data.md); "
                                      "not needed for files already in the step-data schema")
     p.add_argument("--process", default=None,
@@ -27,29 +32,34 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="store URL: duckdb:///path/file.duckdb or postgresql://user:pass@host/db "
                         "(default: $RECOVERY_STORE, else a DuckDB file in the user data directory)")
     p.add_argument("--quarantine", default=None,
-                   help="quarantine CSV to write (default: under the user data directory, "
-                        "or $RECOVERY_QUARANTINE_DIR)")
+                   help="quarantine CSV to write; for a folder FILE, a directory that gets "
+                        "PART.quarantine.csv per part with rejects (default: under the user data "
+                        "directory, or $RECOVERY_QUARANTINE_DIR)")
     p.add_argument("--allow-rejects", action="store_true",
                    help="exit 0 even when rows were rejected")
     p.add_argument("--chunk-rows", type=positive_int, default=100_000,
                    help="source rows per chunk (default 100000)")
     p.add_argument("--json", action="store_true",
-                   help='print {"accepted", "rejected", "duplicates", "quarantine", "reasons"}')
+                   help='print {"accepted", "rejected", "duplicates", "quarantine", "reasons"}; for a '
+                        'folder, "quarantine" is a list, each reason has a "file" and "files" holds '
+                        'one object per part')
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from recovery.data.ingest import IngestError, ingest
+    from recovery.data.ingest import IngestError, ingest, ingest_folder
     from recovery.data.mapping import MappingError
     from recovery.data.store import StoreError, open_store
     from simulators.definition import ProcessDefinitionError
 
     if args.mapping and args.process:
         raise UserError("--process is for schema files; a mapping names its own process")
+    folder = Path(args.file).is_dir()
+    engine = ingest_folder if folder else ingest
     try:
         with open_store(args.store) as store:
-            res = ingest(args.file, store=store, mapping=args.mapping, process=args.process,
+            res = engine(args.file, store=store, mapping=args.mapping, process=args.process,
                          quarantine=args.quarantine, chunk_rows=args.chunk_rows,
                          progress=not args.quiet and not args.json)
             where = store.location
@@ -57,22 +67,59 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     if args.json:
         print(json.dumps(res.to_json(), indent=1))
+    elif folder:
+        _print_folder(res, where)
     else:
-        print(f"file         {res.source}")
-        print(f"process      {res.process}")
-        print(f"store        {where} (ingest {res.ingest_id})")
-        print(f"rows         {res.rows}")
-        print(f"accepted     {res.accepted}  ({res.stored} observations stored)")
-        print(f"duplicates   {res.duplicates}  (already stored, not stored twice)")
-        print(f"rejected     {res.rejected}")
-        if res.rejected:
-            print(f"quarantine   {res.quarantine}")
-            print("first reasons:")
-            for r in res.reasons[:10]:
-                print(f"  row {r.row:>7}  {r.column}: {r.reason}")
+        _print_file(res, where)
+    if folder and res.errors:
+        for _, msg in res.errors:
+            print(f"recovery ingest: error: {msg}", file=sys.stderr)
+        return 2
     if res.rejected and not args.allow_rejects:
         if not args.json:
             print(f"recovery ingest: {res.rejected} row(s) rejected (see the quarantine file); "
                   f"--allow-rejects to exit 0", file=sys.stderr)
         return 1
     return 0
+
+
+def _print_file(res, where: str) -> None:
+    print(f"file         {res.source}")
+    print(f"process      {res.process}")
+    print(f"store        {where} (ingest {res.ingest_id})")
+    _print_counts(res)
+    if res.rejected:
+        print(f"quarantine   {res.quarantine}")
+        print("first reasons:")
+        for r in res.reasons[:10]:
+            print(f"  row {r.row:>7}  {r.column}: {r.reason}")
+
+
+def _print_folder(res, where: str) -> None:
+    print(f"folder       {res.source} ({len(res.parts)} part files)")
+    print(f"store        {where}")
+    done = {r.source: r for r in res.results}
+    failed = dict(res.errors)
+    for part in res.parts:
+        r = done.get(part)
+        if r is None:
+            print(f"  {part.name:24s} not ingested: {failed[part]}")
+            continue
+        line = (f"  {part.name:24s} rows {r.rows:>8}  accepted {r.accepted:>8}  "
+                f"duplicates {r.duplicates:>8}  rejected {r.rejected:>6}  (ingest {r.ingest_id})")
+        print(line + (f"  quarantine {r.quarantine}" if r.quarantine else ""))
+    print("total")
+    _print_counts(res)
+    if res.errors:
+        print(f"unreadable   {len(res.errors)} part file(s), nothing of them stored")
+    if res.rejected:
+        print("first reasons:")
+        for f, r in res.reasons()[:10]:
+            print(f"  {f.name} row {r.row:>7}  {r.column}: {r.reason}")
+
+
+def _print_counts(res) -> None:
+    print(f"rows         {res.rows}")
+    print(f"accepted     {res.accepted}  ({res.stored} observations stored)")
+    print(f"duplicates   {res.duplicates}  (already stored, not stored twice)")
+    print(f"rejected     {res.rejected}")

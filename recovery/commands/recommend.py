@@ -17,7 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "decision with its expected costs, P(accept) with and without the plan, the "
                     "plan in physical units and the root cause.")
     p.add_argument("--model", required=True, help="fitted causal model directory (recovery fit)")
-    p.add_argument("--history", required=True, help="step data of the batch so far (.parquet or .csv)")
+    p.add_argument("--history", required=True, help="step data of the batch so far (.parquet, .csv, "
+                                                       "or a folder of .parquet parts)")
     p.add_argument("--batch", help="batch id, when the history holds several")
     p.add_argument("--agent", default="planner", choices=["planner", "rl", "heuristic", "none"])
     p.add_argument("--policy", help="trained rl policy (for --agent rl)")
@@ -29,13 +30,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 def read_history(path: str):
     import pandas as pd
 
+    from simulators.campaign import read_campaign
     from simulators.schema import SchemaError, validate
 
     f = Path(path)
     if not f.exists():
-        raise UserError(f"{path}: no such file")
+        raise UserError(f"{path}: no such file or folder")
     try:
-        df = pd.read_parquet(f) if f.suffix == ".parquet" else pd.read_csv(f)
+        df = read_campaign(f) if f.is_dir() or f.suffix == ".parquet" else pd.read_csv(f)
     except Exception as exc:  # noqa: BLE001 - any reader failure is the file's fault
         raise UserError(f"{path}: cannot read: {exc}") from None
     try:

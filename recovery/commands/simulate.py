@@ -1,10 +1,14 @@
-"""``recovery simulate``: write simulated step data (and, apart, the ground truth)."""
+"""``recovery simulate``: write simulated step data (and, apart, the ground truth).
+
+The output is one ``.parquet`` file written by this process, or a Parquet
+dataset folder with one part file per 1,000-batch chunk, written by whichever
+process simulated the chunk (this one, or a Dask worker with ``--cluster``).
+"""
 
 from __future__ import annotations
 
 import argparse
-
-import numpy as np
+from pathlib import Path
 
 from recovery.cli import UserError
 from recovery.commands._common import load_process_arg, output_path, positive_int, seed_int, share
@@ -14,37 +18,77 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "simulate", help="simulate batches and write their step data",
         description="Simulate batches of the process and write the observed step data "
-                    "(gauge readings, lever set points, context) in the step-data schema.")
+                    "(gauge readings, lever set points, context) in the step-data schema, to one "
+                    ".parquet file or to a dataset folder of part files (one per 1,000-batch "
+                    "chunk). Existing output is replaced: files are overwritten, and part files "
+                    "of an earlier run in the folders are removed first.")
     p.add_argument("--batches", type=positive_int, required=True, help="number of batches")
     p.add_argument("--seed", type=seed_int, required=True, help="random seed (same seed, same data)")
-    p.add_argument("--out", required=True, help="observed step data, a .parquet file")
-    p.add_argument("--truth", help="ground truth, a .parquet file: one row per injected fault; "
-                                   "TRUTH.latent.parquet and TRUTH.outcome.parquet are written beside it")
+    p.add_argument("--out", required=True,
+                   help="observed step data: a .parquet file (overwritten), or a folder (a name "
+                        "without suffix, or an existing directory; created if missing) that gets "
+                        "part-NNNNN.parquet per chunk, written by the process that simulated it")
+    p.add_argument("--truth", help="ground truth, kept apart from --out and of the same form: a .parquet "
+                                   "file with one row per injected fault, TRUTH.latent.parquet and "
+                                   "TRUTH.outcome.parquet beside it; or a folder with faults/, latent/ "
+                                   "and outcome/ part files")
     p.add_argument("--process", default=None, help="process file (default: the built-in 50-step process; "
                                                     "'small' for the built-in 12-step one)")
     p.add_argument("--explore", type=share, default=0.2,
                    help="share of batches where past engineers moved levers (default 0.2)")
     p.add_argument("--no-faults", action="store_true", help="inject no faults")
     p.add_argument("--cluster", help="run the chunks on Dask: 'local:N' (N worker processes) or a "
-                                     "scheduler address such as tcp://host:8786")
+                                     "scheduler address such as tcp://host:8786; with a folder --out "
+                                     "the workers write the parts, so it must be reachable from every "
+                                     "worker at the same path")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
+def _target(text: str) -> Path:
+    """``--out``/``--truth``: a .parquet file name, or a folder whose parent exists."""
+    path = Path(text)
+    if path.is_dir():
+        return path
+    if path.suffix == ".parquet":
+        return output_path(text)
+    if path.suffix:
+        raise UserError(f"{text}: expected a .parquet file name or a folder (a name without a "
+                        f"suffix, or an existing directory)")
+    if not path.parent.exists():
+        raise UserError(f"{text}: directory {path.parent} does not exist")
+    return path
+
+
+def _prepare(out: Path, truth: Path | None) -> bool:
+    """Check the output form; for folders, create them and clear stale parts. True for folders."""
+    from simulators.campaign import check_outputs, prepare_folders
+
+    try:
+        folder = check_outputs(out, truth)
+        if folder:
+            prepare_folders(out, truth)
+    except (OSError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    return folder
+
+
 def run(args: argparse.Namespace) -> int:
-    from simulators.campaign import simulate_to_files
+    from simulators.campaign import n_chunks, simulate_to_files
 
     process = load_process_arg(args.process)
-    out = output_path(args.out)
-    truth = output_path(args.truth) if args.truth else None
+    out = _target(args.out)
+    truth = _target(args.truth) if args.truth else None
+    folder = _prepare(out, truth)
     if args.cluster:
         summary = _on_cluster(args, process, out, truth)
     else:
         summary = simulate_to_files(process, args.batches, args.seed, out, truth=truth,
                                     explore=args.explore, faults=not args.no_faults,
                                     progress=not args.quiet)
+    where = f"{out}/ ({n_chunks(args.batches)} part files)" if folder else str(out)
     print(f"process      {process.name} ({process.n_steps} steps, digest {process.digest})")
-    print(f"batches      {summary['batches']}  ({summary['rows']} rows written to {out})")
+    print(f"batches      {summary['batches']}  ({summary['rows']} rows written to {where})")
     print(f"faults       {summary['faults_total']} injected in {summary['faulty_batches']} batches")
     for name, n in summary["faults"].items():
         print(f"  {name:32s} {n}")
@@ -52,7 +96,9 @@ def run(args: argparse.Namespace) -> int:
     for step, frac in summary["flagged"].items():
         print(f"  step {step:3d}  {100 * frac:5.1f}%")
     print(f"accepted     {100 * summary['accepted']:.1f}% of batches at the end")
-    if truth:
+    if truth and folder:
+        print(f"truth        {truth}/ (faults/, latent/, outcome/)")
+    elif truth:
         print(f"truth        {truth} (+ .latent.parquet, .outcome.parquet)")
     return 0
 
@@ -60,17 +106,16 @@ def run(args: argparse.Namespace) -> int:
 def _on_cluster(args, process, out, truth) -> dict:
     from tqdm import tqdm
 
-    from recovery.distributed import cluster_client, ordered_map
-    from simulators.campaign import chunk_output, n_chunks, write_campaign
+    from recovery.distributed import cluster_client, simulate_on_client
 
-    n = n_chunks(args.batches)
+    def progress(results, n):
+        return tqdm(results, total=n, desc=f"simulate on {args.cluster}", unit="chunk",
+                    disable=args.quiet)
+
     try:
         with cluster_client(args.cluster) as client:
-            outputs = ordered_map(client, chunk_output, n, process, args.batches, args.seed,
-                                  explore=args.explore, faults=not args.no_faults,
-                                  truth=truth is not None)
-            outputs = tqdm(outputs, total=n, desc=f"simulate on {args.cluster}", unit="chunk",
-                           disable=args.quiet)
-            return write_campaign(process, args.batches, outputs, out, truth=truth)
+            return simulate_on_client(client, process, args.batches, args.seed, out, truth=truth,
+                                      explore=args.explore, faults=not args.no_faults,
+                                      progress=progress)
     except (OSError, ValueError) as exc:
         raise UserError(f"--cluster {args.cluster}: {exc}") from None

@@ -10,6 +10,11 @@ accepted only when every value it carries passes; otherwise the whole row goes
 to the quarantine file with its first reason. Everything one ingest writes is
 in one transaction.
 
+:func:`ingest_folder` ingests a folder of Parquet parts (as ``recovery
+simulate --out FOLDER`` writes them) part by part: each part is one
+:func:`ingest` of its own, with its own provenance, row numbers, transaction
+and quarantine file, and a part that cannot be read does not stop the others.
+
 Row numbers
 -----------
 A reason's ``row`` is the **1-based line number in the source file** for CSV
@@ -52,8 +57,8 @@ from recovery.data.store import NO_BAR, IngestRecord, Store
 from simulators.definition import Process, load_process
 from simulators.schema import COLUMNS, KINDS_OF_ROW
 
-__all__ = ["ingest", "IngestResult", "IngestError", "Reason", "PLAUSIBLE_WIDTHS", "MAX_REASONS",
-           "default_quarantine_dir"]
+__all__ = ["ingest", "ingest_folder", "IngestResult", "FolderIngestResult", "IngestError", "Reason",
+           "PLAUSIBLE_WIDTHS", "MAX_REASONS", "default_quarantine_dir"]
 
 #: Band widths beyond a characteristic's band at which a measurement is implausible.
 PLAUSIBLE_WIDTHS = 10.0
@@ -121,6 +126,79 @@ class IngestResult:
         return {"accepted": self.accepted, "rejected": self.rejected, "duplicates": self.duplicates,
                 "quarantine": str(self.quarantine) if self.quarantine else None,
                 "reasons": [{"row": r.row, "column": r.column, "reason": r.reason} for r in self.reasons]}
+
+
+@dataclass(frozen=True)
+class FolderIngestResult:
+    """What ingesting a folder of Parquet parts did: one ingest per part file.
+
+    Attributes
+    ----------
+    source : Path
+        The folder.
+    parts : tuple of Path
+        Every part file, in the order ingested.
+    results : tuple of IngestResult
+        One per part that could be read, in part order.
+    errors : tuple of (Path, str)
+        Parts that could not be ingested at all, with the message naming the
+        file; nothing of them is stored.
+    """
+
+    source: Path
+    parts: tuple[Path, ...]
+    results: tuple[IngestResult, ...]
+    errors: tuple[tuple[Path, str], ...]
+
+    @property
+    def rows(self) -> int:
+        return sum(r.rows for r in self.results)
+
+    @property
+    def accepted(self) -> int:
+        return sum(r.accepted for r in self.results)
+
+    @property
+    def rejected(self) -> int:
+        return sum(r.rejected for r in self.results)
+
+    @property
+    def duplicates(self) -> int:
+        return sum(r.duplicates for r in self.results)
+
+    @property
+    def stored(self) -> int:
+        return sum(r.stored for r in self.results)
+
+    @property
+    def quarantine(self) -> list[Path]:
+        """The quarantine files written (one per part with rejects)."""
+        return [r.quarantine for r in self.results if r.quarantine is not None]
+
+    def reasons(self) -> list[tuple[Path, Reason]]:
+        """The first :data:`MAX_REASONS` rejections over all parts, in part order."""
+        return [(r.source, x) for r in self.results for x in r.reasons][:MAX_REASONS]
+
+    def to_json(self) -> dict:
+        """The ``recovery ingest FOLDER --json`` contract: totals, the quarantine
+        files, reasons with their ``file``, and one object per part."""
+        done = {r.source: r for r in self.results}
+        failed = dict(self.errors)
+        files = [self._file_json(done.get(f), f, failed.get(f)) for f in self.parts]
+        return {"accepted": self.accepted, "rejected": self.rejected, "duplicates": self.duplicates,
+                "quarantine": [str(q) for q in self.quarantine],
+                "reasons": [{"file": str(f), "row": x.row, "column": x.column, "reason": x.reason}
+                            for f, x in self.reasons()],
+                "files": files}
+
+    @staticmethod
+    def _file_json(r: IngestResult | None, path: Path, error: str | None) -> dict:
+        if r is None:
+            return {"file": str(path), "rows": 0, "accepted": 0, "rejected": 0, "duplicates": 0,
+                    "quarantine": None, "ingest_id": None, "error": error}
+        return {"file": str(r.source), "rows": r.rows, "accepted": r.accepted, "rejected": r.rejected,
+                "duplicates": r.duplicates, "quarantine": str(r.quarantine) if r.quarantine else None,
+                "ingest_id": r.ingest_id, "error": None}
 
 
 def default_quarantine_dir() -> Path:
@@ -969,6 +1047,8 @@ def ingest(source: str | Path, *, store: Store, mapping: str | Path | PartnerMap
 
     m = load_mapping(mapping) if isinstance(mapping, (str, Path)) else mapping
     path = Path(source).resolve()
+    if path.is_dir():
+        raise IngestError(f"{path}: is a folder (ingest_folder reads a folder of Parquet parts)")
     if not path.is_file():
         raise IngestError(f"{path}: no such file")
     size = path.stat().st_size
@@ -1176,3 +1256,62 @@ def _isna(x) -> bool:
         return bool(pd.isna(x))
     except (TypeError, ValueError):
         return False
+
+
+def ingest_folder(folder: str | Path, *, store: Store, mapping: str | Path | PartnerMapping | None = None,
+                  process: str | Path | Process | None = None, quarantine: str | Path | None = None,
+                  chunk_rows: int = 100_000, progress: bool = False,
+                  now: datetime | None = None) -> FolderIngestResult:
+    """Ingest every Parquet part of a folder, each as its own source file.
+
+    The parts are the folder's visible ``*.parquet`` files in name order
+    (:func:`simulators.campaign.campaign_parts`, the same files
+    ``recovery fit --data FOLDER`` reads). Each is one :func:`ingest`, with
+    its own provenance (path, sha256), row numbers, transaction and quarantine
+    file; a part that cannot be read is recorded in
+    :attr:`FolderIngestResult.errors` and the others are still ingested.
+
+    Parameters
+    ----------
+    folder : str or Path
+        A dataset folder, e.g. written by ``recovery simulate --out FOLDER``.
+    quarantine : str or Path, optional
+        A directory for the quarantine CSVs (``<part>.quarantine.csv``);
+        default: :func:`default_quarantine_dir` with :func:`ingest`'s names.
+    store, mapping, process, chunk_rows, progress, now
+        As for :func:`ingest`.
+
+    Returns
+    -------
+    FolderIngestResult
+
+    Raises
+    ------
+    IngestError
+        The folder does not exist or holds no Parquet parts.
+    """
+    from simulators.campaign import campaign_parts
+
+    path = Path(folder).resolve()
+    if not path.is_dir():
+        raise IngestError(f"{path}: no such folder")
+    parts = campaign_parts(path)
+    if not parts:
+        raise IngestError(f"{path}: the folder holds no .parquet files")
+    m = load_mapping(mapping) if isinstance(mapping, (str, Path)) else mapping
+    proc = process
+    if m is None and not isinstance(process, Process):
+        proc = load_process(process)  # once, not once per part
+    qdir = Path(quarantine) if quarantine else None
+    if qdir is not None and qdir.exists() and not qdir.is_dir():
+        raise IngestError(f"{qdir}: the quarantine of a folder must be a directory")
+    results, errors = [], []
+    for part in parts:
+        try:
+            results.append(ingest(part, store=store, mapping=m, process=proc,
+                                  quarantine=qdir / f"{part.stem}.quarantine.csv" if qdir else None,
+                                  chunk_rows=chunk_rows, progress=progress, now=now))
+        except IngestError as exc:
+            errors.append((part, str(exc)))
+    return FolderIngestResult(source=path, parts=tuple(parts), results=tuple(results),
+                              errors=tuple(errors))

@@ -84,3 +84,86 @@ def test_readme_commands_on_the_real_data(tmp_path, capsys):
     assert set(rep) == {"process", "capability", "out_of_spec", "links", "relations"}
     cox = next(c for c in rep["capability"] if c["variable"] == "coaxiality")
     assert cox["out_of_spec"] == 76 and round(cox["ppk"], 2) == 0.34 and cox["cpk"] is not None
+
+
+# --- a folder of Parquet parts (recovery simulate --out FOLDER) ---------------------------
+
+@pytest.fixture
+def parts(tmp_path, monkeypatch):
+    """A simulated dataset folder of the small process in three parts (chunks of 10 batches)."""
+    import simulators.campaign as campaign
+
+    monkeypatch.setattr(campaign, "CHUNK", 10)
+    folder = tmp_path / "campaign"
+    assert main(["simulate", "--batches", "30", "--seed", "4", "--process", "small", "--quiet",
+                 "--out", str(folder)]) == 0
+    names = [f"part-0000{i}.parquet" for i in range(3)]
+    assert sorted(p.name for p in folder.iterdir()) == names
+    return folder, [folder / n for n in names]
+
+
+def test_a_folder_is_ingested_part_by_part(tmp_path, parts, capsys):
+    import pandas as pd
+
+    from recovery.data.store import open_store
+    from simulators.campaign import read_campaign
+
+    folder, files = parts
+    df = read_campaign(folder)
+    bad = pd.read_parquet(files[1])
+    m = bad.index[bad["kind"] == "measurement"][:2]
+    bad.loc[m, "value"] = [float("nan"), 1e9]
+    bad.to_parquet(files[1], index=False)
+    url = f"duckdb://{tmp_path / 's.duckdb'}"
+    capsys.readouterr()
+    rc = main(["ingest", str(folder), "--process", "small", "--store", url, "--json",
+               "--quarantine", str(tmp_path / "q")])
+    assert rc == 1
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"accepted", "rejected", "duplicates", "quarantine", "reasons", "files"}
+    assert (out["accepted"], out["rejected"], out["duplicates"]) == (len(df) - 2, 2, 0)
+    q = tmp_path / "q" / "part-00001.quarantine.csv"
+    assert out["quarantine"] == [str(q.resolve())] and q.exists()
+    assert [(r["file"], r["row"]) for r in out["reasons"]] == [(str(files[1]), int(i) + 1) for i in m]
+    assert [f["file"] for f in out["files"]] == [str(f) for f in files]
+    assert [f["rows"] for f in out["files"]] == [len(pd.read_parquet(f)) for f in files]
+    assert [f["rejected"] for f in out["files"]] == [0, 2, 0]
+    with open_store(url) as st:
+        ingests = st.ingests()
+        assert list(ingests["source_path"]) == [str(f) for f in files]  # each part its own provenance
+        assert ingests["source_sha256"].nunique() == 3
+        assert st.counts()["observations"] == len(df) - 2
+    rc = main(["ingest", str(folder), "--process", "small", "--store", url, "--allow-rejects",
+               "--quarantine", str(tmp_path / "q2"), "--quiet"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "part-00001.parquet" in text and f"duplicates   {len(df) - 2}" in text
+
+
+def test_a_corrupted_part_is_named_and_the_good_parts_are_stored(tmp_path, parts, capsys):
+    import pandas as pd
+
+    from recovery.data.store import open_store
+
+    folder, files = parts
+    data = files[1].read_bytes()
+    files[1].write_bytes(data[: len(data) // 2])
+    url = f"duckdb://{tmp_path / 's.duckdb'}"
+    capsys.readouterr()
+    assert main(["ingest", str(folder), "--process", "small", "--store", url, "--quiet"]) == 2
+    cap = capsys.readouterr()
+    assert f"recovery ingest: error: {files[1]}: not a readable Parquet file" in cap.err
+    assert "part-00001.parquet       not ingested" in cap.out
+    with open_store(url) as st:
+        assert st.counts()["ingests"] == 2
+        good = len(pd.read_parquet(files[0])) + len(pd.read_parquet(files[2]))
+        assert st.counts()["observations"] == good
+
+
+def test_an_empty_folder_exits_2(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no parquet here")
+    assert main(["ingest", str(empty), "--store", f"duckdb://{tmp_path / 's.duckdb'}"]) == 2
+    assert capsys.readouterr().err.strip() == (f"recovery ingest: error: {empty}: "
+                                               "the folder holds no .parquet files")
