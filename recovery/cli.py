@@ -10,7 +10,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+
+# Parallelism is ours to place (sampler chains, Dask workers, one batch per core);
+# BLAS thread pools on top of it oversubscribe the cores and spin. Before numpy
+# is imported; a value the user sets wins.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
 # Order is the order of ``recovery --help``.
 COMMANDS = ["simulate", "ingest", "quality", "fit", "diagnose", "recommend", "train-rl", "evaluate", "tune",
