@@ -50,6 +50,7 @@ class Recommendation:
     latency_s: float = 0.0
     currency: str = "EUR"
     extra: dict = field(default_factory=dict)
+    p_accept_model: float | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -59,6 +60,7 @@ class Recommendation:
             "root_cause": self.root_cause, "acts_on": self.acts_on, "model_version": self.model_version,
             "seed": self.seed, "agent": self.agent, "out_of_range": self.out_of_range,
             "reasons": list(self.reasons), "currency": self.currency,
+            "p_accept_model": self.p_accept_model,
         }
 
 
@@ -178,4 +180,5 @@ def recommend(history: pd.DataFrame, model, *, batch: str | None = None, agent: 
         model_version=model.version_.id if hasattr(model.version_, "id") else str(model.version_),
         seed=seed, agent=agent.name, out_of_range=out_of_range, reasons=reasons, note=prop.note,
         latency_s=time.perf_counter() - t, currency=process.economics.currency,
+        p_accept_model=prop.extra.get("p_accept_model"),
     )
