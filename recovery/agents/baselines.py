@@ -149,14 +149,9 @@ class EngineerRule:
 
 
 class HeuristicAgent(Agent):
-    """Compensate each measured deviation with the nearest downstream lever (:class:`EngineerRule`).
+    """Compensate each measured deviation with the nearest downstream lever.
 
-    Parameters
-    ----------
-    process : Process
-    threshold : float
-        A deviation is acted on when it exceeds this share of the characteristic's
-        final tolerance band.
+    The agent form of :class:`EngineerRule` (same parameters), asked at each inspection.
     """
 
     name = "heuristic"
