@@ -165,6 +165,8 @@ class Outcome:
     latencies: tuple[float, ...]
     violations: int
     plan: np.ndarray
+    p_accept: float | None = None
+    """The agent's own P(accept) at its first decision (None: it gives none)."""
 
 
 def situation_for(sim: Simulator, case: Case, step: int, obs: np.ndarray, plan: np.ndarray,
@@ -197,7 +199,7 @@ def closed_loop(sim: Simulator, case: Case, agent, *, seed: int) -> Outcome:
     obs = case.obs[None].copy()
     step = case.detect_step
     later = [s for s in p.inspection_steps if s > step]
-    lat, violations, scrapped = [], 0, False
+    lat, violations, scrapped, p_first = [], 0, False, None
     for k, nxt in enumerate(later):
         sit = situation_for(sim, case, step, obs[0], plan, state, truth=agent.needs_truth)
         try:
@@ -208,6 +210,8 @@ def closed_loop(sim: Simulator, case: Case, agent, *, seed: int) -> Outcome:
         if prop is not None:
             lat.append(prop.latency_s)
             plan = prop.plan
+            if k == 0 and prop.p_accept is not None:
+                p_first = float(prop.p_accept)
             if prop.extra.get("decision") == "scrap":
                 scrapped = True
                 break
@@ -221,7 +225,7 @@ def closed_loop(sim: Simulator, case: Case, agent, *, seed: int) -> Outcome:
         accepted = bool(sim.accepted(state)[0])
         net = (eco.batch_value if accepted else -eco.scrap_cost) - cost
     return Outcome(agent.name, case.batch_id, case.fault, accepted, scrapped, cost, net,
-                   tuple(lat), violations, plan)
+                   tuple(lat), violations, plan, p_first)
 
 
 def summarise(outcomes: dict[str, list[Outcome]], n_batches: int, seed: int) -> dict:
@@ -248,8 +252,30 @@ def summarise(outcomes: dict[str, list[Outcome]], n_batches: int, seed: int) -> 
             "latency_p50_s": float(np.median(lat)) if len(lat) else 0.0,
             "latency_p95_s": float(np.quantile(lat, 0.95)) if len(lat) else 0.0,
             "by_fault": by_fault,
+            "calibration": _calibration(outs),
         }
     return {"n_batches": n_batches, "n_flagged": n_flagged, "seed": seed, "agents": agents}
+
+
+def _calibration(outs: list[Outcome]) -> dict | None:
+    """The agent's own P(accept) at its first decision against what happened.
+
+    ``{"n", "predicted", "observed", "brier", "bins": [{"low", "high", "n", "predicted",
+    "observed"}]}`` over the cases where the agent gave a probability (None if it never
+    does). Scrapped batches count as not accepted.
+    """
+    pairs = [(o.p_accept, float(o.accepted)) for o in outs if o.p_accept is not None]
+    if not pairs:
+        return None
+    p, y = np.array(pairs).T
+    bins = []
+    for lo, hi in ((0.0, 0.2), (0.2, 0.5), (0.5, 0.8), (0.8, 1.0 + 1e-9)):
+        m = (p >= lo) & (p < hi)
+        if m.any():
+            bins.append({"low": lo, "high": min(hi, 1.0), "n": int(m.sum()),
+                         "predicted": float(p[m].mean()), "observed": float(y[m].mean())})
+    return {"n": len(p), "predicted": float(p.mean()), "observed": float(y.mean()),
+            "brier": float(np.mean((p - y) ** 2)), "bins": bins}
 
 
 EVAL_CHUNK = 250

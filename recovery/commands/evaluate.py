@@ -98,4 +98,11 @@ def format_tables(result: dict, currency: str) -> str:
         cells = " ".join(f"{100 * result['agents'][a]['by_fault'].get(f, {}).get('recovery_rate', 0):8.0f}%"
                          for a in names)
         lines.append(f"{f:30s} {n:4d} {cells}")
+    cal = {a: r["calibration"] for a, r in result["agents"].items() if r.get("calibration")}
+    if cal:
+        lines += ["", "the agent's own P(accept) at its first decision against the outcome",
+                  f"{'agent':10s} {'n':>4s} {'predicted':>9s} {'observed':>9s} {'Brier':>6s}   by bin: predicted/observed (n)"]
+        for a, c in cal.items():
+            bins = "  ".join(f"{b['predicted']:.2f}/{b['observed']:.2f} ({b['n']})" for b in c["bins"])
+            lines.append(f"{a:10s} {c['n']:4d} {c['predicted']:9.2f} {c['observed']:9.2f} {c['brier']:6.3f}   {bins}")
     return "\n".join(lines)

@@ -92,11 +92,17 @@ def test_evaluation_contract_and_determinism(world):
     assert a["n_flagged"] > 0
     for name, r in a["agents"].items():
         assert set(r) == {"recovery_rate", "net_value", "scrap_avoided", "regret", "lever_bound_violations",
-                          "latency_p50_s", "latency_p95_s", "by_fault"}
+                          "latency_p50_s", "latency_p95_s", "by_fault", "calibration"}
         assert r["lever_bound_violations"] == 0
         n = sum(f["n"] for f in r["by_fault"].values())
         assert n == a["n_flagged"]
     r = a["agents"]
+    # the heuristic gives no probability; the oracle does, and its calibration adds up
+    assert r["heuristic"]["calibration"] is None
+    cal = r["oracle"]["calibration"]
+    assert cal["n"] == a["n_flagged"] == sum(b["n"] for b in cal["bins"])
+    assert cal["observed"] == pytest.approx(r["oracle"]["recovery_rate"])
+    assert 0.0 <= cal["brier"] <= 1.0
     assert r["none"]["recovery_rate"] <= 0.25
     assert r["oracle"]["recovery_rate"] >= r["none"]["recovery_rate"]
     assert r["oracle"]["regret"] == 0.0
