@@ -62,7 +62,7 @@ __all__ = [
     "MODEL_FORMAT",
 ]
 
-MODEL_FORMAT = 1
+MODEL_FORMAT = 2
 
 
 class DataError(ValueError):
@@ -96,6 +96,11 @@ class FitConfig:
     seed : int
     keep_draws : int
         Posterior draws kept for queries (thinned evenly); queries cost grows with it.
+    robust : {"sandwich", "none"}
+        ``sandwich`` (default) widens the posterior where the batches disagree
+        with the model more than the model expects (:func:`robust_adjust`); the
+        sampler's own draws stay in ``idata_`` as ``theta`` and the adjusted ones
+        are ``theta_robust``. ``none`` keeps the sampler's draws.
     """
 
     method: Literal["nuts", "advi"] = "nuts"
@@ -107,6 +112,7 @@ class FitConfig:
     advi_learning_rate: float = 0.02
     seed: int = 0
     keep_draws: int = 1000
+    robust: Literal["sandwich", "none"] = "sandwich"
 
 
 @dataclass(frozen=True)
@@ -543,7 +549,10 @@ class Layout:
         identifiable: splitting it into two carry-over coefficients and two
         noises leaves a ridge the sampler crawls along. The characteristic then
         passes through the first segment unchanged and the second learns the
-        combined change (its levers and drift included).
+        combined change (its levers, drift and noise included): the second
+        segment acts on it even when its own steps do not, and when the first
+        segment sets the characteristic afresh (a cut to length) so does the
+        combined change (no carry-over from before).
         """
         segs = [replace(sg, acted=sg.acted.copy(), carry=sg.carry.copy(), levers=sg.levers.copy(),
                         drift=sg.drift.copy()) for sg in segs]
@@ -556,6 +565,8 @@ class Layout:
                     continue
                 if set(np.flatnonzero(nxt.carry[:, c])) - {c}:
                     continue
+                nxt.acted[c] = True
+                nxt.carry[c, c] = cur.carry[c, c]
                 cur.acted[c] = False
                 cur.carry[c] = False
                 cur.carry[c, c] = True
@@ -689,8 +700,12 @@ def _fit_data(summ: Summaries, graph: CausalGraph, std: Standardisation, layout:
     return _FitData(rows, n_sample, gauge, patterns, R, excluded)
 
 
-def _loglik_tensor(P: dict, fd: _FitData, layout: Layout, bars: int):
-    """Log-likelihood of the training summaries (PyTensor), hidden steps integrated out."""
+def _loglik_tensor(P: dict, fd: _FitData, layout: Layout, bars: int, *, per_batch: bool = False):
+    """Log-likelihood of the training summaries (PyTensor), hidden steps integrated out.
+
+    The total, or with ``per_batch`` each batch's term (batches in the order of
+    ``fd.patterns``).
+    """
     import pytensor.tensor as pt
     from pytensor.tensor.slinalg import cholesky, solve_triangular
 
@@ -734,7 +749,7 @@ def _loglik_tensor(P: dict, fd: _FitData, layout: Layout, bars: int):
     fault_q = [int(q) for q in layout.rate_q]
     lw = [lw0] + [lw0 - log1m[q] + pt.log(pi[q]) for q in fault_q]
     lnorm = pt.logsumexp(pt.stack(lw))
-    total = 0.0
+    total, terms = 0.0, []
     for idx, Zp, zeta in fd.patterns:
         Sp = Sigma[idx][:, idx]
         L = cholesky(Sp)
@@ -750,9 +765,165 @@ def _loglik_tensor(P: dict, fd: _FitData, layout: Layout, bars: int):
             V = solve_triangular(Lc, pt.dot(W.T, Rt), lower=True)
             quad = quad0 - pt.sum(V**2, axis=0)
             comps.append(lw[k + 1] - 0.5 * (quad + logdet0 + 2.0 * pt.sum(pt.log(pt.diag(Lc)))))
-        ll = pt.logsumexp(pt.stack(comps), axis=0) - lnorm
-        total = total + pt.sum(ll) - 0.5 * len(idx) * Zp.shape[0] * math.log(2 * math.pi)
-    return total
+        ll = pt.logsumexp(pt.stack(comps), axis=0) - lnorm - 0.5 * len(idx) * math.log(2 * math.pi)
+        terms.append(ll)
+        total = total + pt.sum(ll)
+    return pt.concatenate(terms) if per_batch else total
+
+
+def _gaussian_parts(theta: np.ndarray, fd: _FitData, layout: Layout):
+    """The fault-free Gaussian of the gauged means at one ``theta (P,)`` (NumPy).
+
+    Returns ``(mean, K, Sigma, Gl)``: a batch's gauged means (rows ``fd.rows``)
+    are ``N(mean + K @ zeta, Sigma)`` for its features ``zeta = [phi, t]``;
+    ``Gl[r]`` is their loading on the noise of segment ``r`` (a fault shift in
+    segment ``r`` adds ``Gl[r] @ (tauf[r] * z)``).
+    """
+    P = layout.decode(theta[None])
+    A, B, G, tau, m = P.A[0], P.B[0], P.G[0], P.tau[0], P.m[0]
+    Q, d = layout.Q, layout.d
+    q_, c_ = fd.rows[:, 0], fd.rows[:, 1]
+    K, prev = [], None
+    for q in range(Q):
+        inj = np.concatenate([B[q], G[q][:, None]], axis=1)
+        prev = inj if prev is None else A[q] @ prev + inj
+        K.append(prev)
+    Kobs = np.stack([K[q][c] for q, c in zip(q_, c_)])
+    Gl = np.zeros((Q, len(q_), d))
+    for r in range(Q):
+        lam = np.eye(d)
+        for q in range(r, Q):
+            if q > r:
+                lam = A[q] @ lam
+            rows = q_ == q
+            Gl[r, rows] = lam[c_[rows]]
+    Sigma = np.diag(fd.R) + np.einsum("rik,rk,rjk->ij", Gl, tau**2, Gl)
+    return m[q_, c_], Kobs, Sigma, Gl
+
+
+def _loglik_terms(theta: np.ndarray, fd: _FitData, layout: Layout) -> np.ndarray:
+    """Each training batch's log-likelihood term at one ``theta (P,)`` (NumPy).
+
+    The same quantity as ``_loglik_tensor(..., per_batch=True)`` (batches in the
+    order of ``fd.patterns``), without a compile step: the robust adjustment
+    evaluates it a few hundred times.
+    """
+    mvec, Kobs, Sigma, Gl = _gaussian_parts(theta, fd, layout)
+    P = layout.decode(theta[None])
+    pi, tauf, d = P.pi[0], P.tauf[0], layout.d
+    with np.errstate(divide="ignore"):
+        log1m = np.log1p(-pi)
+        fault_q = [int(q) for q in layout.rate_q]
+        lw0 = log1m.sum()
+        lw = np.array([lw0] + [lw0 - log1m[q] + np.log(pi[q]) for q in fault_q])
+    lnorm = np.logaddexp.reduce(lw)
+    out = []
+    for idx, Zp, zeta in fd.patterns:
+        L = np.linalg.cholesky(Sigma[np.ix_(idx, idx)])
+        resid = Zp - (mvec[idx] + zeta @ Kobs[idx].T)
+        Rt = np.linalg.solve(L, resid.T)
+        quad0 = (Rt**2).sum(axis=0)
+        logdet0 = 2.0 * np.log(np.diag(L)).sum()
+        comps = [lw[0] - 0.5 * (quad0 + logdet0)]
+        for k, q in enumerate(fault_q):
+            W = np.linalg.solve(L, (Gl[q] * tauf[q])[idx])
+            Lc = np.linalg.cholesky(np.eye(d) + W.T @ W)
+            V = np.linalg.solve(Lc, W.T @ Rt)
+            comps.append(lw[k + 1] - 0.5 * (quad0 - (V**2).sum(axis=0) + logdet0
+                                             + 2.0 * np.log(np.diag(Lc)).sum()))
+        out.append(np.logaddexp.reduce(np.stack(comps), axis=0) - lnorm
+                   - 0.5 * len(idx) * math.log(2 * math.pi))
+    return np.concatenate(out)
+
+
+def _prior_precision(layout: Layout, at: np.ndarray, prior) -> np.ndarray:
+    """Precision (negative Hessian) of the fit's prior terms at ``at``: the
+    independent normals plus the drift pooling, or an update's multivariate normal."""
+    if prior is not None:
+        return np.linalg.inv(prior[1])
+    H = np.diag(1.0 / layout.prior_sd**2)
+    if layout.drift_scale_i is not None:
+        # pooling term sum_j (-s - kappa_j^2 exp(-2 s) / 2), s = log drift sd
+        k, s = np.asarray(layout.drift_i), layout.drift_scale_i
+        e = math.exp(-2.0 * at[s])
+        H[k, k] += e
+        H[k, s] -= 2.0 * at[k] * e
+        H[s, k] -= 2.0 * at[k] * e
+        H[s, s] += 2.0 * e * float(np.sum(at[k] ** 2))
+    return H
+
+
+def _scores(theta: np.ndarray, fd: _FitData, layout: Layout, step: np.ndarray) -> np.ndarray:
+    """Each batch's score (gradient of its log-likelihood term) at ``theta``, by
+    central differences with the given step per parameter: ``(n_batches, P)``."""
+    out = None
+    for k in range(len(theta)):
+        e = np.zeros(len(theta))
+        e[k] = step[k]
+        col = (_loglik_terms(theta + e, fd, layout) - _loglik_terms(theta - e, fd, layout)) / (2.0 * step[k])
+        if out is None:
+            out = np.empty((len(col), len(theta)))
+        out[:, k] = col
+    return out
+
+
+def robust_adjust(theta: np.ndarray, fd: _FitData, layout: Layout, prior=None) -> tuple[np.ndarray, np.ndarray]:
+    """Widen posterior draws for model misspecification (open-faced sandwich).
+
+    The model is an approximation of the process (linear-Gaussian, additive
+    levers), and with a thousand batches an approximation's posterior is
+    narrower than the error it makes: it is exact only if the model is. The
+    sandwich covariance ``Sigma (H_prior + J) Sigma`` replaces the posterior
+    covariance ``Sigma`` where it is wider (it never narrows the posterior);
+    ``J`` is the sum over batches of the outer products of each batch's score
+    (gradient of its log-likelihood term, by central differences at the
+    posterior mean) and ``H_prior`` the prior's precision. When the model is
+    right ``J`` equals the likelihood's information and the draws do not move;
+    where the batches disagree with the model more than it expects, the draws
+    spread. Draws are mapped linearly about their mean
+    (Shaby 2014, "The open-faced sandwich adjustment for MCMC using estimating
+    functions"; Mueller 2013, "Risk of Bayesian inference in misspecified
+    models, and the sandwich covariance matrix"), which keeps their shape
+    (skew, heavy tails) and their correlations' structure. The interval then
+    covers the best value the model can represent (the one nearest the truth
+    in Kullback-Leibler divergence), not a truth it cannot represent.
+
+    Parameters
+    ----------
+    theta : ndarray (S, P)
+        Posterior draws.
+    fd : _FitData
+    layout : Layout
+    prior : (mean, cov) or None
+        An update's prior; ``None``: the layout's priors.
+
+    Returns
+    -------
+    adjusted : ndarray (S, P)
+    ratio : ndarray (P,)
+        Adjusted over original posterior sd, per parameter.
+    """
+    mu = theta.mean(axis=0)
+    Sig = np.cov(theta, rowvar=False)
+    n = len(mu)
+    S = _scores(mu, fd, layout, 1e-3 * np.sqrt(np.maximum(np.diag(Sig), 1e-24)))
+    S = S - S.mean(axis=0)
+    M = _prior_precision(layout, mu, prior) + S.T @ S
+    w, V = np.linalg.eigh(0.5 * (M + M.T))
+    M = (V * np.maximum(w, 1e-9 * w.max())) @ V.T
+    C = Sig @ M @ Sig
+    # Widen, never narrow: relative to the posterior, keep the sandwich's
+    # directions where it is wider and the posterior's where it is narrower
+    # (there it rests on J's smallest directions, which a thousand scores in a
+    # few hundred dimensions underestimate, or on the prior).
+    jitter = 1e-12 * np.eye(n) * max(float(np.diag(Sig).max()), 1e-300)
+    L0 = np.linalg.cholesky(Sig + jitter)
+    L0i = np.linalg.inv(L0)
+    lam, U = np.linalg.eigh(L0i @ (0.5 * (C + C.T)) @ L0i.T)
+    omega = L0 @ (U * np.sqrt(np.maximum(lam, 1.0))) @ U.T @ L0i
+    adjusted = mu + (theta - mu) @ omega.T
+    cov = omega @ Sig @ omega.T
+    return adjusted, np.sqrt(np.diag(cov) / np.diag(Sig))
 
 
 # ---------------------------------------------------------------------------
@@ -1173,6 +1344,16 @@ class CausalModel:
                                       compute_convergence_checks=False)
             t_compile, t_sample = t1 - t0, time.perf_counter() - t1
             notes = []
+        if cfg.robust == "sandwich":
+            raw = idata.posterior["theta"]
+            C, S = raw.sizes["chain"], raw.sizes["draw"]
+            flat = np.asarray(raw.transpose("chain", "draw", ...).values).reshape(C * S, -1)
+            adj, ratio = robust_adjust(flat, fd, layout, prior)
+            idata.posterior["theta_robust"] = (("chain", "draw", "param"), adj.reshape(C, S, -1))
+            k = int(np.argmax(ratio))
+            notes.append(f"posterior widened for model misspecification (sandwich, from each batch's "
+                         f"score): sd x{np.median(ratio):.2f} median, x{ratio.max():.1f} at most "
+                         f"({layout.names[k]}); FitConfig(robust='none') keeps the sampler's draws")
         out = self
         out.graph_, out.layout_, out.std_ = graph, layout, std
         out.config_, out.priors_ = cfg, priors
@@ -1196,8 +1377,10 @@ class CausalModel:
         out._process_text = _process_text(process)
         return out
 
-    def _theta_draws(self) -> np.ndarray:
-        post = self.idata_.posterior["theta"]
+    def _theta_draws(self, robust: bool = True) -> np.ndarray:
+        """Posterior draws ``(S, P)``: the robust ones when the fit made them."""
+        name = "theta_robust" if robust and "theta_robust" in self.idata_.posterior else "theta"
+        post = self.idata_.posterior[name]
         return np.asarray(post.stack(sample=("chain", "draw")).transpose("sample", ...).values)
 
     def _finish(self, keep: int, seed: int) -> None:
@@ -1439,17 +1622,19 @@ def _report(model: CausalModel, cfg: FitConfig, sampler: str, n_batches: int, ex
         div = int(np.asarray(ss[key]).sum()) if key else 0
         order = np.argsort(-rh)[:5]
         worst = tuple((layout.names[i], float(rh[i]), float(eb[i])) for i in order)
-    theta = model._theta_draws()
+    theta = model._theta_draws(robust=False)
+    widen = model._theta_draws().var(axis=0) / np.maximum(theta.var(axis=0), 1e-300)
     conflicts = []
     for k, to_phys, label in layout.expert:
         # Data-only estimate by subtracting prior precision from posterior precision
-        # (Gaussian approximation); a z above 3 means the data disagree.
+        # (Gaussian approximation, on the sampler's draws; the robust adjustment then
+        # widens it as it widened the posterior); a z above 3 means the data disagree.
         pm_, pv = theta[:, k].mean(), theta[:, k].var()
         m0, v0 = layout.prior_mu[k], layout.prior_sd[k] ** 2
-        lik_prec = 1.0 / max(pv, 1e-12) - 1.0 / v0
+        lik_prec = (1.0 / max(pv, 1e-12) - 1.0 / v0) / max(widen[k], 1.0)
         if lik_prec <= 1e-12:
             continue
-        lik_mean = (pm_ / pv - m0 / v0) / lik_prec
+        lik_mean = (pm_ / pv - m0 / v0) / (lik_prec * max(widen[k], 1.0))
         z = abs(lik_mean - m0) / math.sqrt(v0 + 1.0 / lik_prec)
         if z > 3:
             conflicts.append(f"{label}: the data say {lik_mean * to_phys:.4g} +- "

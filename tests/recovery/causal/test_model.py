@@ -8,8 +8,11 @@ import pytest
 
 from recovery.causal import _filter
 from recovery.causal.graph import CausalGraph
+from dataclasses import replace
+
 from recovery.causal.model import (BarSpread, CausalModel, DataError, FitConfig, FitReport, Layout,
-                                   ModelLoadError, PriorConfig, _fit_data, _loglik_tensor, standardise,
+                                   ModelLoadError, PriorConfig, _fit_data, _gaussian_parts, _loglik_tensor,
+                                   _loglik_terms, _prior_precision, _scores, robust_adjust, standardise,
                                    summarise)
 from simulators.process import Simulator
 
@@ -101,13 +104,78 @@ def test_likelihood_equals_a_per_batch_kalman_filter(small_sim):
     assert got == pytest.approx(total, rel=1e-9)
 
 
+def test_numpy_likelihood_terms_equal_the_pytensor_ones(small_sim):
+    """The robust adjustment's per-batch terms (NumPy) against the fit's likelihood,
+    which the test above checks against the Kalman filter."""
+    import pytensor
+    import pytensor.tensor as pt
+
+    _, g, summ, std, layout, spread = small_layout(small_sim)
+    fd = _fit_data(summ, g, std, layout, spread)
+    theta_val = layout.prior_mu + 0.3 * layout.prior_sd * np.random.default_rng(4).standard_normal(layout.size)
+    theta = pt.vector("theta")
+    f = pytensor.function([theta], _loglik_tensor(layout.decode_tensor(theta), fd, layout,
+                                                  small_sim.process.bars_per_batch, per_batch=True),
+                          mode="FAST_COMPILE")
+    want = f(theta_val)
+    got = _loglik_terms(theta_val, fd, layout)
+    assert got.shape == (summ.n_batches,)
+    np.testing.assert_allclose(got, want, rtol=1e-9)
+
+
+def _synthetic(fd, layout, theta, rng, noise_scale=None):
+    """Gauged means drawn from the model itself at ``theta`` (fault-free), on the
+    batches' own lever and day features; ``noise_scale(zeta)`` scales each
+    batch's noise (a misspecification the model cannot represent)."""
+    mvec, K, Sigma, _ = _gaussian_parts(theta, fd, layout)
+    pats = []
+    for idx, Zp, zeta in fd.patterns:
+        e = rng.standard_normal((len(Zp), len(idx))) @ np.linalg.cholesky(Sigma[np.ix_(idx, idx)]).T
+        if noise_scale is not None:
+            e = e * noise_scale(zeta)[:, None]
+        pats.append((idx, mvec[idx] + zeta @ K[idx].T + e, zeta))
+    return replace(fd, patterns=pats)
+
+
+def test_robust_adjustment_leaves_a_right_model_alone_and_widens_a_wrong_one(small_sim):
+    _, g, summ, std, layout, spread = small_layout(small_sim, n=400, seed=5)
+    fd = _fit_data(summ, g, std, layout, spread)
+    theta0 = layout.prior_mu.copy()
+    theta0[layout.rate_i] = -30.0  # no fault shifts
+    rng = np.random.default_rng(0)
+    step = np.full(layout.size, 1e-4)
+    # the model's own (expected) information at theta0, from replicates it generates
+    info = np.mean([(lambda S: S.T @ S)(_scores(theta0, _synthetic(fd, layout, theta0, rng), layout, step))
+                    for _ in range(4)], axis=0)
+    post_cov = np.linalg.inv(_prior_precision(layout, theta0, None) + info)
+    draws = rng.multivariate_normal(theta0, post_cov, size=4000)
+    lever = np.isin(np.arange(layout.size), layout.lever_i)
+
+    def wild(zeta):  # batches with any lever off nominal are 3x noisier
+        return np.where(np.abs(zeta[:, :-1]).max(axis=1) > 1e-9, 3.0, 1.0)
+
+    _, r_ok = robust_adjust(draws, _synthetic(fd, layout, theta0, rng), layout)
+    adj, r_bad = robust_adjust(draws, _synthetic(fd, layout, theta0, rng, wild), layout)
+    _, r_calm = robust_adjust(draws, _synthetic(fd, layout, theta0, rng, lambda z: np.full(len(z), 0.3)), layout)
+    # the model is right: the draws keep their spread
+    assert np.median(r_ok) < 1.15
+    # data calmer than the model says: the posterior is not narrowed
+    assert r_calm.min() > 1.0 - 1e-9 and r_calm.max() < 1.05
+    # levers are estimated from the noisier batches: their intervals widen
+    assert np.median(r_bad[lever]) > 1.5 * np.median(r_ok[lever])
+    np.testing.assert_allclose(adj.std(axis=0) / draws.std(axis=0), r_bad, rtol=0.1)
+    np.testing.assert_allclose(adj.mean(axis=0), draws.mean(axis=0), atol=1e-9)
+
+
 def test_fit_follows_the_estimator_contract(advi_model, small_history):
     m = CausalModel("small")
     assert not m.fitted and vars(m) == {"process": "small", "edits": None, "config": None, "priors": None}
     assert advi_model.fitted
     assert advi_model.report_.n_batches == small_history.conditions.n_batches
     assert advi_model.params_.n_draws == 300
-    assert "theta" in advi_model.idata_.posterior
+    post = advi_model.idata_.posterior
+    assert "theta" in post and post["theta_robust"].shape == post["theta"].shape
+    assert any("widened for model misspecification" in n for n in advi_model.report_.notes)
     assert advi_model.version_.process_digest == small_history.process.digest
     with pytest.raises(RuntimeError, match="not fitted"):
         m.state(small_history.observations)
@@ -223,3 +291,30 @@ def test_expert_prior_conflict_is_reported_not_overridden(small_sim, small_histo
                                                                              progress=False)
     assert any("temper_temperature -> yield_strength" in c for c in m.report_.conflicts)
     assert any("prior on lever slope temper_temperature" in e for e in m.report_.expert)
+
+
+def test_a_deferred_change_keeps_a_reset_and_its_drift():
+    """Length is cut afresh at step 42 but gauged only at 15 and 50: the change from 45
+    to 50 holds the cut (no carry-over from 15), F08's drift and its own noise."""
+    sim = Simulator("default")
+    p = sim.process
+    g = CausalGraph.from_process(p)
+    std = standardise(summarise(sim.simulate(20, seed=0, explore=0.5).observations, p), g)
+    layout = Layout(g, std, PriorConfig(), np.full(len(p.inspections), 0.05))
+    mi = g.modeled_index
+    seg = layout.segments[-1]
+    assert seg.acted[mi["length"]] and not seg.carry[mi["length"]].any()
+    assert "drift[F08,length]" in layout.names and "log_noise[50,length]" in layout.names
+    assert not any(n.startswith("carry[50,length") for n in layout.names)
+    assert layout.carry_fixed[-1, mi["length"], mi["length"]] == 0.0
+
+
+def test_a_model_saved_in_another_format_is_refused(advi_model, tmp_path):
+    import json
+
+    d = advi_model.save(tmp_path / "m")
+    meta = json.loads((d / "model.json").read_text())
+    meta["version"]["model_format"] = 1
+    (d / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelLoadError, match="model format 1, this version reads 2; refit"):
+        CausalModel.load(d)
