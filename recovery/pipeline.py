@@ -68,10 +68,11 @@ def load_or_fit_model(args, process, *, log):
     d = workdir(args, process) / f"model-{args.train_batches}-{budget}"
     if (d / "meta.json").exists() or (d / "model.json").exists():
         try:
+            model = load_model(d)
             print(f"using the model fitted earlier in {d}", file=log)
-            return load_model(d), str(d)
-        except (FileNotFoundError, ValueError):
-            pass
+            return model, str(d)
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"not using the model in {d} ({exc}); fitting a new one", file=log)
     print(f"simulating {args.train_batches} historical batches (seed {args.seed + 1}) and fitting "
           f"the causal model ...", file=log)
     data = Simulator(process).simulate(args.train_batches, args.seed + 1, explore=0.2).observations

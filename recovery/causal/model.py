@@ -1549,8 +1549,12 @@ class CausalModel:
         layout.prior_sd = np.asarray(meta["layout"]["prior_sd"])
         m = cls(process, edits=graph.edits, config=cfg, priors=priors)
         m.graph_, m.layout_, m.std_, m.config_, m.priors_ = graph, layout, std, cfg, priors
-        m.idata_ = az.from_netcdf(str(d / "posterior.nc"), engine="h5netcdf")
-        m.idata_.load() if hasattr(m.idata_, "load") else None
+        idata = az.from_netcdf(str(d / "posterior.nc"), engine="h5netcdf")
+        # read everything into memory and let go of the file, so the model can be
+        # saved again into the folder it came from
+        for group in idata.groups():
+            getattr(idata, group).load().close()
+        m.idata_ = idata
         m.crack_ = CrackModel(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["crack"].items()})
         m.summaries_ = summ
         sp = meta["spread"]
