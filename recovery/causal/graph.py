@@ -572,7 +572,7 @@ class CausalGraph:
                             if e.kind == "carry":
                                 for fi, sg in flt[e.source].items():
                                     nfl[fi] = _merge_sign(nfl.get(fi), sg)
-                    if c == _primary(p, s) and KINDS[s.kind].params and s.params.get("batch_sigma", 0) > 0:
+                    if c in _noise_targets(p, s) and KINDS[s.kind].params and s.params.get("batch_sigma", 0) > 0:
                         ndr.add(fidx[s.factory])
                     new_dep[c], new_lev[c], new_dri[c], new_flt[c] = nd, nlv, ndr, nfl
                 dep.update(new_dep)
@@ -697,6 +697,20 @@ def _primary(process: Process, step) -> str | None:
         return None
     chars = _chars_of_role(process, roles[0], step.target)
     return chars[0] if chars else None
+
+
+#: Roles a kind's batch-level noise (and so its factory's drift) reaches besides its
+#: primary characteristic: plating's noise scales the deposit, which sets the coating
+#: and, through it, the diameter (``simulators/_kernels.py``, PLATING).
+_NOISE_ALSO: dict[str, tuple[str, ...]] = {"plating": ("diameter",)}
+
+
+def _noise_targets(process: Process, step) -> list[str]:
+    """The characteristics a step's batch-level noise (and factory drift) shifts."""
+    out = [c for c in [_primary(process, step)] if c is not None]
+    for role in _NOISE_ALSO.get(step.kind, ()):
+        out += [c for c in _chars_of_role(process, role, step.target) if c not in out]
+    return out
 
 
 def _merge_sign(old: int | None, new: int) -> int:

@@ -141,3 +141,12 @@ def test_small_process_graph(small):
                          "coating_thickness", "roughness")
     assert g.crack == ()
     assert sources(g, 7, "yield_strength") == ["temper_temperature", "yield_strength"]
+
+
+def test_plating_drift_reaches_the_diameter(default):
+    """Plating's batch noise scales the deposit, which sets coating and diameter."""
+    g = CausalGraph.from_process(default)
+    seg = g.segments()[3]  # 25..35: hard chroming at 28 in F06
+    f06 = [f.id for f in default.factories].index("F06")
+    mi = g.modeled_index
+    assert seg.drift[f06, mi["coating_thickness"]] and seg.drift[f06, mi["diameter"]]
