@@ -26,3 +26,31 @@ def test_checks_on_the_small_model(small_model):
     assert rc["n_flagged"] > 10 and rc["top3"] >= 0.9
     cal = calibration(model, sim, 60, 9, base_rate=0.7)
     assert cal["n"] > 20 and cal["brier"] < cal["brier_naive"]
+
+
+@pytest.mark.slow
+def test_the_default_process_meets_the_accuracy_targets():
+    """The issue's targets on 1,000 training batches (NUTS, about 5 minutes): 94% HDIs
+    hold the simulated truth for >= 90% of the parameters (the robust posterior; the
+    sampler's own draws fall short, which is why the adjustment exists), root cause
+    top-1 >= 80% and top-3 >= 95% on flagged batches."""
+    from dataclasses import replace
+
+    from recovery.causal.model import CausalModel, FitConfig
+    from simulators.campaign import simulate_chunk
+
+    sim = Simulator("default")
+    res = simulate_chunk(sim.process, 1000, 0, 1)
+    model = CausalModel(sim.process, config=FitConfig(seed=1)).fit(res.observations, progress=False)
+    assert model.report_.converged
+    par = parameter_coverage(model, sim, 20000, 101)
+    assert par["coverage"] >= 0.9
+    th = model._theta_draws(robust=False)
+    idx = np.linspace(0, len(th) - 1, model.params_.n_draws).round().astype(int)
+    raw = replace(model.layout_.decode(th[idx]), sbar=model.params_.sbar)
+    robust = model.params_
+    model.params_ = raw
+    assert parameter_coverage(model, sim, 20000, 101)["coverage"] < par["coverage"]
+    model.params_ = robust
+    rc = root_cause_accuracy(model, sim, 1500, 201)
+    assert rc["top1"] >= 0.8 and rc["top3"] >= 0.95
