@@ -12,12 +12,17 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 
 # Parallelism is ours to place (sampler chains, Dask workers, one batch per core);
 # BLAS thread pools on top of it oversubscribe the cores and spin. Before numpy
 # is imported; a value the user sets wins.
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
+
+# ArviZ announces its coming refactor on import, in every command that fits or loads
+# a model; it concerns ArviZ's API, not the user's run.
+warnings.filterwarnings("ignore", message="\nArviZ is undergoing a major refactor", category=FutureWarning)
 
 # Order is the order of ``recovery --help``.
 COMMANDS = ["simulate", "ingest", "quality", "fit", "diagnose", "recommend", "train-rl", "evaluate", "tune",
