@@ -7,8 +7,9 @@ kernel equal to its twin.
 
 ``kalman``
     A Kalman filter over the inspection segments of one batch, for every
-    posterior draw and every mixture component (no fault shift, or a fault
-    shift in segment ``r``). Observation noise is diagonal, so the update
+    posterior draw and every mixture component (no fault shift, a fault
+    shift in segment ``r``, or ``SEVERAL``: shifts in every segment at once,
+    for batches with two faults or more). Observation noise is diagonal, so the update
     processes one gauged characteristic at a time and never inverts a matrix.
     Twin: :func:`kalman_reference`, which conditions the joint Gaussian of all
     readings at once (a different algorithm that must give the same numbers).
@@ -32,9 +33,38 @@ from numba import njit
 from simulators._config import NJIT
 
 __all__ = ["kalman", "kalman_reference", "accept_probability", "accept_probability_reference",
-           "log_binomial_coefficients"]
+           "log_binomial_coefficients", "component_log_weights", "NONE", "SEVERAL"]
 
 LOG_2PI = math.log(2.0 * math.pi)
+NONE = -1
+"""Mixture component code: no fault shift."""
+SEVERAL = -2
+"""Mixture component code: a fault shift in every segment at once (two faults or more)."""
+
+
+def component_log_weights(pi: np.ndarray, segs) -> tuple[np.ndarray, np.ndarray]:
+    """Prior log weights of the fault-shift mixture, and the components' codes.
+
+    Segment ``r`` has a fault shift with probability ``pi[..., r]``,
+    independently. The components are: none (``NONE``), exactly one shift in
+    segment ``r`` for each ``r`` in ``segs``, and, when ``segs`` has two
+    segments or more, ``SEVERAL`` with the remaining probability (two shifts or
+    more; modelled as a shift in every segment, which is wider than any pair).
+    The weights sum to one.
+
+    Returns ``(log_w (..., J), codes (J,))``.
+    """
+    pi = np.asarray(pi, dtype=np.float64)
+    segs = [int(r) for r in segs]
+    with np.errstate(divide="ignore"):
+        log1m = np.log1p(-pi[..., segs]).sum(axis=-1) if segs else np.zeros(pi.shape[:-1])
+        lw = [log1m] + [log1m - np.log1p(-pi[..., r]) + np.log(pi[..., r]) for r in segs]
+        codes = [NONE] + segs
+        if len(segs) >= 2:
+            rest = 1.0 - np.exp(np.logaddexp.reduce(np.stack(lw), axis=0))
+            lw.append(np.log(np.clip(rest, 0.0, None)))
+            codes.append(SEVERAL)
+    return np.stack(lw, axis=-1), np.array(codes, dtype=np.int64)
 
 
 @njit(**NJIT)
@@ -59,7 +89,7 @@ def kalman(A, u, noise_var, m, R, z, obs, extra_var, comp_seg, n_seg):
     extra_var : (S, Q, d)
         Fault-shift variance, added in segment ``comp_seg[j]`` for component ``j``.
     comp_seg : (J,) int
-        -1: no fault shift.
+        ``NONE`` (-1): no fault shift; ``SEVERAL`` (-2): added in every segment.
     n_seg : int
         Segments to run (the state is returned after segment ``n_seg - 1``).
 
@@ -108,7 +138,7 @@ def kalman(A, u, noise_var, m, R, z, obs, extra_var, comp_seg, n_seg):
                         P[a, b] = acc
                 for a in range(d):
                     P[a, a] += noise_var[s, q, a]
-                    if comp_seg[j] == q:
+                    if comp_seg[j] == q or comp_seg[j] == -2:
                         P[a, a] += extra_var[s, q, a]
                 for i in range(d):
                     if not obs[q, i]:
@@ -155,7 +185,7 @@ def kalman_reference(A, u, noise_var, m, R, z, obs, extra_var, comp_seg, n_seg):
             for r in range(q + 1):
                 Lam[q][r] = np.eye(d) if r == q else A[s, q] @ Lam[q - 1][r]
         for j in range(J):
-            V = [np.diag(noise_var[s, r] + (extra_var[s, r] if comp_seg[j] == r else 0.0))
+            V = [np.diag(noise_var[s, r] + (extra_var[s, r] if comp_seg[j] in (r, SEVERAL) else 0.0))
                  for r in range(n_seg)]
             last = n_seg - 1
 

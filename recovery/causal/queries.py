@@ -199,7 +199,8 @@ def _filter_batch(model: CausalModel, bv: BatchView, P: Params, levers: np.ndarr
     obs = np.isfinite(bv.z)
     obs[n_seg:] = False
     z = np.nan_to_num(bv.z)
-    comp = np.array([-1] + [r for r in range(max(n_seg, 0)) if (P.pi[:, r] > 0).any()], dtype=np.int64)
+    segs = [r for r in range(max(n_seg, 0)) if (P.pi[:, r] > 0).any()]
+    prior, comp = _filter.component_log_weights(P.pi[:, :max(n_seg, 0)], segs)
     if n_seg <= 0:
         S, d = P.A.shape[0], P.A.shape[2]
         return _Filtered(P, 0, np.zeros((S, 1, d)), np.zeros((S, 1, d, d)), np.ones((S, 1)),
@@ -208,12 +209,7 @@ def _filter_batch(model: CausalModel, bv: BatchView, P: Params, levers: np.ndarr
                                    np.ascontiguousarray(P.tau**2), np.ascontiguousarray(P.m),
                                    np.ascontiguousarray(R), np.ascontiguousarray(z), obs,
                                    np.ascontiguousarray(P.tauf**2), comp, n_seg)
-    pi = P.pi[:, :n_seg]
-    with np.errstate(divide="ignore"):
-        log1m = np.log1p(-pi)
-        lw0 = log1m.sum(axis=1)
-        prior = [lw0] + [lw0 - log1m[:, r] + np.log(pi[:, r]) for r in comp[1:]]
-    lw = np.stack(prior, axis=1) + ll
+    lw = prior + ll
     lw -= lw.max(axis=1, keepdims=True)
     w = np.exp(lw)
     w /= w.sum(axis=1, keepdims=True)
@@ -359,7 +355,8 @@ class StateEstimate:
         cracked bars.
     fault_probability : dict[int, float]
         Posterior probability of a fault shift in the segment ending at each
-        inspection step (the robust mixture).
+        inspection step (the robust mixture; the "two faults or more"
+        component counts for every segment).
     out_of_range : bool
     reasons : tuple[str, ...]
     """
@@ -541,7 +538,9 @@ def _state_from(model, bv, f: _Filtered, k, seed, hdi_prob) -> StateEstimate:
                 lo, hi = hdi(est, hdi_prob)
                 variables[name] = Estimate(float(est.mean()), float(lo), float(hi), p.characteristic(name).unit)
         variables = {c.name: variables[c.name] for c in p.characteristics if c.name in variables}
-    fault = {int(p.inspections[r].step): float(f.weight[:, j].mean()) for j, r in enumerate(f.comp_seg) if r >= 0}
+    several = f.weight[:, f.comp_seg == _filter.SEVERAL].sum(axis=1).mean()
+    fault = {int(p.inspections[r].step): float(f.weight[:, j].mean() + several)
+             for j, r in enumerate(f.comp_seg) if r >= 0}
     reasons = _batch_out_of_range(model, bv)
     step = p.inspections[q].step if q >= 0 else 0
     return StateEstimate(bv.batch_id, step, variables, fault, bool(reasons), tuple(reasons))

@@ -24,11 +24,39 @@ def random_system(rng, S=3, Q=4, d=3):
 @pytest.mark.parametrize("n_seg", [1, 3, 4])
 def test_kalman_equals_joint_gaussian_conditioning(seed, n_seg):
     args = random_system(np.random.default_rng(seed))
-    comp = np.array([-1, 0, 2], dtype=np.int64)
+    comp = np.array([_filter.NONE, 0, 2, _filter.SEVERAL], dtype=np.int64)
     got = _filter.kalman(*args, comp, n_seg)
     ref = _filter.kalman_reference(*args, comp, n_seg)
     for g, r in zip(got, ref):
         np.testing.assert_allclose(g, r, rtol=1e-9, atol=1e-9)
+
+
+def test_component_weights_are_the_fault_patterns_probabilities():
+    """Against enumerating every pattern of independent segment shifts."""
+    import itertools
+
+    pi = np.array([0.2, 0.0, 0.05, 0.3])
+    segs = [0, 2, 3]
+    lw, codes = _filter.component_log_weights(pi, segs)
+    assert list(codes) == [_filter.NONE, 0, 2, 3, _filter.SEVERAL]
+    want = np.zeros(5)
+    for hits in itertools.product([0, 1], repeat=len(segs)):
+        pr = np.prod([pi[r] if h else 1 - pi[r] for r, h in zip(segs, hits)])
+        want[0 if sum(hits) == 0 else (1 + hits.index(1) if sum(hits) == 1 else 4)] += pr
+    np.testing.assert_allclose(np.exp(lw), want, rtol=1e-12)
+    lw1, codes1 = _filter.component_log_weights(pi, [2])     # one segment: no "several"
+    assert list(codes1) == [_filter.NONE, 2]
+    np.testing.assert_allclose(np.exp(lw1), [0.95, 0.05])
+
+
+def test_the_several_component_adds_every_segments_shift():
+    args = random_system(np.random.default_rng(5))
+    A, u, nv, m, R, z, obs, extra = args
+    _, cov_all, ll_all = _filter.kalman(*args, np.array([_filter.SEVERAL], dtype=np.int64), 4)
+    _, cov_sum, ll_sum = _filter.kalman(A, u, nv + extra, m, R, z, obs, extra,
+                                        np.array([_filter.NONE], dtype=np.int64), 4)
+    np.testing.assert_allclose(cov_all, cov_sum, rtol=1e-12)
+    np.testing.assert_allclose(ll_all, ll_sum, rtol=1e-12)
 
 
 def test_a_fault_component_widens_the_state():

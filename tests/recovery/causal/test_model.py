@@ -67,7 +67,8 @@ def test_symbolic_and_numeric_decoding_agree(small_sim):
 
 def test_likelihood_equals_a_per_batch_kalman_filter(small_sim):
     """The PyMC likelihood (joint Gaussian, Woodbury mixture) against the numba
-    Kalman filter run batch by batch with the same fault-shift mixture."""
+    Kalman filter run batch by batch with the same fault-shift mixture
+    (none, one shift per segment, two or more)."""
     import pytensor
     import pytensor.tensor as pt
     from scipy.special import logsumexp
@@ -87,11 +88,12 @@ def test_likelihood_equals_a_per_batch_kalman_filter(small_sim):
     n = np.array([ins.sample for ins in p.inspections], dtype=float)[:, None]
     gauge = np.array([p.characteristics[i].gauge_sigma for i in mod]) / std.scale
     R = (sbar**2 * (1 / n - 1 / p.bars_per_batch) + gauge**2 / n)[None]
-    comp = np.array([-1] + list(layout.rate_q), dtype=np.int64)
-    pi = P.pi[0]
-    log1m = np.log1p(-pi)
-    lw = np.array([log1m.sum()] + [log1m.sum() - log1m[r] + np.log(pi[r]) for r in layout.rate_q])
-    lw -= logsumexp(lw)
+    # none, exactly one shift in segment r, two or more (a shift in every segment)
+    comp = np.array([_filter.NONE] + list(layout.rate_q) + [_filter.SEVERAL], dtype=np.int64)
+    pi = P.pi[0][list(layout.rate_q)]
+    none = np.prod(1 - pi)
+    one = [none / (1 - r) * r for r in pi]
+    lw = np.log([none] + one + [1 - none - sum(one)])
     total = 0.0
     for b in range(summ.n_batches):
         z = (summ.mean[b][:, mod] - std.centre) / std.scale
@@ -316,5 +318,5 @@ def test_a_model_saved_in_another_format_is_refused(advi_model, tmp_path):
     meta = json.loads((d / "model.json").read_text())
     meta["version"]["model_format"] = 1
     (d / "model.json").write_text(json.dumps(meta))
-    with pytest.raises(ModelLoadError, match="model format 1, this version reads 2; refit"):
+    with pytest.raises(ModelLoadError, match="model format 1, this version reads 3; refit"):
         CausalModel.load(d)
