@@ -25,7 +25,13 @@ check simulates fresh batches on its own seed, so it never sees training data.
    continued under a random plan
    (nominal, or 1-3 later levers moved uniformly in their bounds); predicted
    P(accept) against the simulated outcome. Reliability bins, Brier score, and
-   the Brier score of a naive baseline (the training acceptance rate).
+   the Brier score of a naive baseline (the training acceptance rate). Each
+   bin also gets the simulator's own P(accept) from the batch's true state at
+   the decision (``rollouts`` futures under the same plan, averaged): it has
+   the same expectation as the observed rate but not the outcome's coin flip,
+   so a bin of 100 batches pins the rate down several times better. Bins are
+   judged on it; the observed rate and its binomial standard error are
+   reported beside it.
 """
 
 from __future__ import annotations
@@ -230,9 +236,15 @@ def root_cause_accuracy(model: CausalModel, sim: Simulator, n_batches: int, seed
 # ---------------------------------------------------------------------------
 
 def calibration(model: CausalModel, sim: Simulator, n_batches: int, seed: int, base_rate: float,
-                bins: int = 10, min_bin: int = 30) -> dict:
+                bins: int = 10, min_bin: int = 30, rollouts: int = 100) -> dict:
     """Predicted P(accept) against simulated outcomes: reliability bins and Brier
-    scores (model and the naive ``base_rate``) on ``n_batches`` fresh batches."""
+    scores (model and the naive ``base_rate``) on ``n_batches`` fresh batches.
+
+    A bin's ``expected`` is the mean of the simulator's P(accept) from each
+    batch's true state (``rollouts`` futures); ``gap`` is ``|predicted -
+    expected|``; ``observed`` and ``se`` are the outcomes' rate and its binomial
+    standard error.
+    """
 
     p = sim.process
     rng = np.random.default_rng(seed)
@@ -241,7 +253,7 @@ def calibration(model: CausalModel, sim: Simulator, n_batches: int, seed: int, b
     lo, hi = p.lever_bounds()
     ints = np.array([lv.integer for lv in p.levers])
     plan_rng = np.random.default_rng(seed + 1)
-    pred, outcome, out_range, where = [], [], [], []
+    pred, outcome, truth, out_range, where = [], [], [], [], []
     n_insp = len(p.inspections)
     for b in range(n_batches):
         cb = cond.take([b])
@@ -272,12 +284,15 @@ def calibration(model: CausalModel, sim: Simulator, n_batches: int, seed: int, b
                     plan[j] = np.clip(np.round(v), lo[j], hi[j]) if ints[j] else v
         hist = observations_frame(p, cb, ob, plan[None], upto_step=decision)
         pr = model.predict(hist, plan, n_draws=300, samples_per_draw=4, seed=b)
+        futures = sim.rollout(st[:p.bars_per_batch], decision, plan[None], rollouts,
+                              int(np.random.default_rng([seed, b, 1]).integers(2**31)), cb)
+        truth.append(float(np.mean(futures[0] >= p.acceptance_level - 1e-12)))
         sim.run(st, decision, p.n_steps, plan, cb, rb)
         pred.append(pr.p_accept)
         outcome.append(bool(sim.accepted(st)[0]))
         out_range.append(pr.out_of_range)
         where.append(decision)
-    pred, outcome = np.array(pred), np.array(outcome, dtype=float)
+    pred, outcome, truth = np.array(pred), np.array(outcome, dtype=float), np.array(truth)
     edges = np.linspace(0, 1, bins + 1)
     idx = np.clip(np.digitize(pred, edges) - 1, 0, bins - 1)
     table = []
@@ -285,9 +300,12 @@ def calibration(model: CausalModel, sim: Simulator, n_batches: int, seed: int, b
         sel = idx == i
         if not sel.any():
             continue
+        obs = float(outcome[sel].mean())
         row = {"bin": [float(edges[i]), float(edges[i + 1])], "n": int(sel.sum()),
-               "predicted": float(pred[sel].mean()), "observed": float(outcome[sel].mean())}
-        row["gap"] = abs(row["predicted"] - row["observed"])
+               "predicted": float(pred[sel].mean()), "expected": float(truth[sel].mean()),
+               "observed": obs, "se": float(np.sqrt(max(obs * (1 - obs), 1e-12) / sel.sum()))}
+        row["gap"] = abs(row["predicted"] - row["expected"])
+        row["gap_observed"] = abs(row["predicted"] - row["observed"])
         row["enough"] = bool(sel.sum() >= min_bin)
         table.append(row)
     enough = [r for r in table if r["enough"]]
@@ -296,7 +314,9 @@ def calibration(model: CausalModel, sim: Simulator, n_batches: int, seed: int, b
     steps, counts = np.unique(where, return_counts=True)
     return {"n": int(len(pred)), "seed": seed, "accept_rate": float(outcome.mean()),
             "brier": brier, "brier_naive": naive, "naive_rate": float(base_rate),
+            "brier_simulator": float(np.mean((truth - outcome) ** 2)), "rollouts": rollouts,
             "max_gap_enough_bins": float(max(r["gap"] for r in enough)) if enough else None,
             "bins_within_0_05": int(sum(r["gap"] <= 0.05 for r in enough)), "bins_enough": len(enough),
+            "max_gap_observed_enough_bins": float(max(r["gap_observed"] for r in enough)) if enough else None,
             "min_bin": min_bin, "out_of_range_share": float(np.mean(out_range)),
             "decision_steps": {int(s): int(c) for s, c in zip(steps, counts)}, "bins": table}

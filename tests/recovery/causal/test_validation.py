@@ -26,6 +26,13 @@ def test_checks_on_the_small_model(small_model):
     assert rc["n_flagged"] > 10 and rc["top3"] >= 0.9
     cal = calibration(model, sim, 60, 9, base_rate=0.7)
     assert cal["n"] > 20 and cal["brier"] < cal["brier_naive"]
+    # The simulator's P(accept) from the true state is the outcome's expectation:
+    # no worse a forecast than the model's, and the bins' rates agree with it.
+    assert cal["brier_simulator"] <= cal["brier"] + 0.02
+    n = sum(r["n"] for r in cal["bins"])
+    exp = sum(r["n"] * r["expected"] for r in cal["bins"]) / n
+    obs = sum(r["n"] * r["observed"] for r in cal["bins"]) / n
+    assert abs(exp - obs) < 0.1
 
 
 @pytest.mark.slow
