@@ -59,6 +59,23 @@ def test_root_cause_finds_the_injected_fault(advi_model, small_sim):
     assert top3 / len(cases) >= 0.95
 
 
+def test_a_batch_with_two_faults_shows_a_shift_in_both_segments(advi_model, small_sim):
+    """Worn drawing die (step 2) and furnace over-temperature (step 4) on one batch:
+    the mixture's "two or more" component puts a shift in both segments. With one
+    shift per batch at most, one of the two would have to pass as batch noise."""
+    p = small_sim.process
+    cond = small_sim.sample_conditions(6, 3, faults=False, first_id=7)
+    for f in p.faults[:2]:
+        cond.fault[:, f.step - 1] = f.high
+        cond.occurred[:, f.step - 1] = True
+    res = small_sim.simulate(6, 3, conditions=cond)
+    hist = observations_frame(p, cond, res.obs, res.plan, upto_step=p.inspections[1].step)
+    for b in cond.batch_ids:
+        fp = advi_model.state(hist, batch=b).fault_probability
+        first, second = (fp[p.inspections[q].step] for q in (0, 1))
+        assert first > 0.5 and second > 0.5, (b, fp)
+
+
 def test_root_cause_path_reads_like_an_engineer_wrote_it(advi_model, small_sim):
     cond = small_sim.sample_conditions(1, 5, force_fault="furnace_over_temperature")
     res = small_sim.simulate(1, seed=5, conditions=cond)
