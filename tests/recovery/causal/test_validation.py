@@ -40,7 +40,8 @@ def test_the_default_process_meets_the_accuracy_targets():
     """The issue's targets on 1,000 training batches (NUTS, about 5 minutes): 94% HDIs
     hold the simulated truth for >= 90% of the parameters (the robust posterior; the
     sampler's own draws fall short, which is why the adjustment exists), root cause
-    top-1 >= 80% and top-3 >= 95% on flagged batches."""
+    top-1 >= 80% and top-3 >= 95% on flagged batches, and P(accept) within 0.05 of the
+    simulator's in every reliability bin with 30 decisions or more."""
     from dataclasses import replace
 
     from recovery.causal.model import CausalModel, FitConfig
@@ -61,3 +62,6 @@ def test_the_default_process_meets_the_accuracy_targets():
     model.params_ = robust
     rc = root_cause_accuracy(model, sim, 1500, 201)
     assert rc["top1"] >= 0.8 and rc["top3"] >= 0.95
+    cal = calibration(model, sim, 2000, 301, base_rate=float(res.accepted.mean()))
+    assert cal["bins_enough"] >= 3 and cal["max_gap_enough_bins"] <= 0.05
+    assert cal["brier"] < cal["brier_naive"] / 4
