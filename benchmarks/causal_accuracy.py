@@ -4,9 +4,11 @@ Prints JSON. Usage::
 
     python benchmarks/causal_accuracy.py [--process default|small] [--batches 1000]
         [--seed 1] [--cases 3000] [--calibration 800] [--draws 500] [--tune 500]
+        [--save DIR | --model DIR]
 
 1. Fit the model to ``--batches`` simulated historical batches (faults at their
-   catalogue rates, 20% of batches with explored levers).
+   catalogue rates, 20% of batches with explored levers), or with ``--model``
+   load one saved by ``--save`` (same process and seed) and skip the fit.
 2. **Parameters**: the share of mechanism parameters whose true value lies in
    the 94% HDI (:func:`recovery.causal.validation.parameter_coverage`).
 3. **Root cause**: top-1 / top-3 accuracy over the fault catalogue on flagged
@@ -81,21 +83,27 @@ def main() -> None:
     ap.add_argument("--chains", type=int, default=2)
     ap.add_argument("--latency", type=int, default=600, help="fresh batches for query latency")
     ap.add_argument("--save", help="also save the fitted model to this directory")
+    ap.add_argument("--model", help="load this saved model instead of fitting (fit figures are then null)")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     process = load_process(args.process)
     sim = Simulator(process)
     res = simulate_chunk(process, args.batches, 0, args.seed)
-    t0 = time.perf_counter()
-    model = CausalModel(process, config=FitConfig(draws=args.draws, tune=args.tune, chains=args.chains,
-                                                  seed=args.seed)).fit(res.observations, progress=False)
-    fit_s = time.perf_counter() - t0
+    if args.model:
+        model, fit_s = CausalModel.load(args.model), None
+        if model.graph_.process.digest != process.digest:
+            ap.error(f"{args.model} is a model of '{model.graph_.process.name}', not of '{process.name}'")
+    else:
+        t0 = time.perf_counter()
+        model = CausalModel(process, config=FitConfig(draws=args.draws, tune=args.tune, chains=args.chains,
+                                                      seed=args.seed)).fit(res.observations, progress=False)
+        fit_s = time.perf_counter() - t0
     if args.save:
         model.save(args.save)
     rep = model.report_
     out = {
         "benchmark": "causal_accuracy", "process": process.name, "train_batches": args.batches,
-        "seed": args.seed, "fit_seconds": fit_s,
+        "seed": args.seed, "fit_seconds": fit_s, "model": args.model,
         "fit": {"rhat_max": rep.rhat_max, "ess_bulk_min": rep.ess_bulk_min, "divergences": rep.divergences,
                 "parameters": rep.n_parameters},
         "parameters": {k: v for k, v in parameter_coverage(model, sim, args.truth, args.seed + 100).items()
