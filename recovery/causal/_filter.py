@@ -138,7 +138,7 @@ def kalman(A, u, noise_var, m, R, z, obs, extra_var, comp_seg, n_seg):
                         P[a, b] = acc
                 for a in range(d):
                     P[a, a] += noise_var[s, q, a]
-                    if comp_seg[j] == q or comp_seg[j] == -2:
+                    if comp_seg[j] == q or comp_seg[j] == SEVERAL:
                         P[a, a] += extra_var[s, q, a]
                 for i in range(d):
                     if not obs[q, i]:

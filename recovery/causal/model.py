@@ -1327,7 +1327,9 @@ class CausalModel:
         # One BLAS thread: the chains run on their own threads, and each leapfrog
         # step factors small (35 x 35 on the default process) matrices; OpenBLAS's
         # own threads on top oversubscribed the two cores (14.4 ms per step and
-        # chain against 5.8 ms with one BLAS thread, default process, two chains).
+        # chain against 5.4 ms with one BLAS thread, default process, two chains).
+        # The CLI sets the same limit by environment before numpy loads; this one
+        # covers fits from Python (notebooks, benchmarks, the service).
         with threadpool_limits(limits=1, user_api="blas"):
             sampler = "advi"
             if cfg.method == "advi":

@@ -284,7 +284,7 @@ def calibration(model: CausalModel, sim: Simulator, n_batches: int, seed: int, b
                     plan[j] = np.clip(np.round(v), lo[j], hi[j]) if ints[j] else v
         hist = observations_frame(p, cb, ob, plan[None], upto_step=decision)
         pr = model.predict(hist, plan, n_draws=300, samples_per_draw=4, seed=b)
-        futures = sim.rollout(st[:p.bars_per_batch], decision, plan[None], rollouts,
+        futures = sim.rollout(st, decision, plan[None], rollouts,
                               int(np.random.default_rng([seed, b, 1]).integers(2**31)), cb)
         truth.append(float(np.mean(futures[0] >= p.acceptance_level - 1e-12)))
         sim.run(st, decision, p.n_steps, plan, cb, rb)
