@@ -130,3 +130,36 @@ def test_compiled_arrays_follow_the_definition():
     assert a.params[lv.step - 1, KINDS["temper"].index("temperature")] == lv.nominal
     assert a.lever_count.sum() == len(p.levers)
     assert np.all(a.insp_of_step[[s - 1 for s in p.inspection_steps]] == np.arange(6))
+
+
+def test_with_params_changes_physics_not_structure():
+    import numpy as np
+    from simulators.definition import ProcessDefinitionError, load_process
+    from simulators.process import Simulator
+
+    p = load_process("small")
+    quench = next(s for s in p.steps if s.kind == "quench")
+    q = p.with_params({(quench.index, "gain"): 350.0})
+    assert p.structure_difference(q) is None
+    assert p.step(quench.index).params["gain"] == 450.0   # the original is untouched
+    assert q.arrays.params[quench.index - 1, 2] == 350.0
+    # 100 MPa less martensite gain shows in the simulated yield strength, same noise.
+    ys = p.char_index[next(c.name for c in p.characteristics if c.role == "yield_strength")]
+    a = Simulator(p).simulate(50, seed=3, faults=False, record_latent=True).latent[:, quench.index, ys]
+    b = Simulator(q).simulate(50, seed=3, faults=False, record_latent=True).latent[:, quench.index, ys]
+    assert np.allclose(a - b, 100.0, atol=1e-6)
+    with pytest.raises(ProcessDefinitionError, match="no parameter 'gian'"):
+        p.with_params({(quench.index, "gian"): 1.0})
+    lever = p.levers[0]
+    with pytest.raises(ProcessDefinitionError, match="set by a lever"):
+        p.with_params({(lever.step, lever.sets): 1.0})
+
+
+def test_structure_difference_names_the_first_difference():
+    from simulators.definition import load_process, parse_process
+    from importlib import resources
+
+    text = resources.files("simulators.processes").joinpath("small.toml").read_text("utf-8")
+    p = parse_process(text, "small.toml")
+    assert p.structure_difference(parse_process(text.replace("gain", "gain"), "copy.toml")) is None
+    assert "bars_per_batch" in p.structure_difference(load_process("default"))
