@@ -12,6 +12,7 @@ Every error names the file and the offending entry, e.g.
 from __future__ import annotations
 
 import hashlib
+import math
 import tomllib
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -31,6 +32,17 @@ __all__ = [
 ]
 
 BUILTIN_PROCESSES = {"default": "default.toml", "small": "small.toml"}
+
+
+def decision_step_count(name: str = "default") -> int:
+    """Number of distinct lever steps of a built-in process (an episode's
+    decisions), read from its file without validating it.
+
+    For registering the gymnasium env on ``import simulators``: a full
+    :func:`load_process` builds the unit registry first (about 2 s).
+    """
+    text = resources.files("simulators.processes").joinpath(BUILTIN_PROCESSES[name]).read_text("utf-8")
+    return len({int(lv["step"]) for lv in tomllib.loads(text).get("levers", [])})
 
 
 class ProcessDefinitionError(ValueError):
@@ -264,9 +276,58 @@ class Process:
     def lever(self, name: str) -> Lever:
         return self.levers[self.lever_index[name]]
 
+    # ---- the process's rules (one place each; everyone calls these) ----
+    def free_levers(self, after_step: int) -> np.ndarray:
+        """Which levers can still be changed once step ``after_step`` is done:
+        those at steps strictly after it. Bool mask, shape ``(n_levers,)``."""
+        return np.array([lv.step > after_step for lv in self.levers], dtype=bool)
+
     def levers_after(self, step: int) -> tuple[Lever, ...]:
         """Levers at steps strictly after ``step`` (what can still be changed)."""
-        return tuple(lv for lv in self.levers if lv.step > step)
+        return tuple(lv for lv, free in zip(self.levers, self.free_levers(step)) if free)
+
+    def accepts(self, in_spec_fraction) -> np.ndarray:
+        """The acceptance rule: a batch is accepted when the share of its bars
+        inside every final band reaches ``acceptance_level``.
+
+        The 1e-12 slack keeps a share of exactly ``k / bars_per_batch`` that
+        meets the level from failing on its last binary digit.
+
+        Parameters
+        ----------
+        in_spec_fraction : float or ndarray
+            Share of bars in spec, in [0, 1].
+
+        Returns
+        -------
+        ndarray of bool (same shape)
+        """
+        return np.asarray(in_spec_fraction) >= self.acceptance_level - 1e-12
+
+    @property
+    def bars_needed(self) -> int:
+        """Fewest in-spec bars of a batch that :meth:`accepts` (the same rule, counted in bars)."""
+        return int(math.ceil(self.acceptance_level * self.bars_per_batch - 1e-9))
+
+    def gate_flags(self, step: int, sample_means: np.ndarray) -> np.ndarray:
+        """The gate rule: an inspection flags a batch when any gauged sample mean
+        lies outside its gate band (:meth:`gate_bands`).
+
+        Parameters
+        ----------
+        step : int
+            The inspection step.
+        sample_means : ndarray (..., n_chars)
+            Sample means in the characteristics' units; NaN where not gauged
+            (never outside a band).
+
+        Returns
+        -------
+        ndarray of bool (...)
+        """
+        lo, hi = self.gate_bands(step)
+        with np.errstate(invalid="ignore"):
+            return ((sample_means < lo) | (sample_means > hi)).any(axis=-1)
 
     def nominal_plan(self) -> np.ndarray:
         """Lever values when nobody intervenes, shape ``(n_levers,)``."""

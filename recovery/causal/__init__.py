@@ -1,12 +1,29 @@
 """The Bayesian causal process model and its per-batch queries.
 
-- :mod:`recovery.causal.graph`: the causal graph, from the process definition
+Modules, lowest first (each imports only those above it):
+
+- :mod:`~recovery.causal.errors`, :mod:`~recovery.causal.config`: ``DataError``,
+  ``ModelLoadError``; ``FitConfig``, ``PriorConfig``;
+- :mod:`~recovery.causal.graph`: the causal graph, from the process definition
   and the engineers' edits (``examples/expert_edits.toml``);
-- :mod:`recovery.causal.model`: :class:`CausalModel`, a PyMC estimator
-  (``fit``, ``update``, ``save``, ``load``, ``do``);
-- :mod:`recovery.causal.queries`: ``state``, ``predict``, ``predict_many`` and
-  ``root_cause`` for one batch, from the stored posterior draws;
-- :mod:`recovery.causal._filter`: the numba kernels behind the queries.
+- :mod:`~recovery.causal.summaries`: step data -> per-batch summaries, training ranges;
+- :mod:`~recovery.causal.components`: bar-to-bar spread and crack (conjugate);
+- :mod:`~recovery.causal.layout`: standardisation, the parameter layout and
+  its decoding, ``segment_fault_rates``;
+- :mod:`~recovery.causal.likelihood`: the likelihood (PyTensor and NumPy) and
+  the one noise covariance; :mod:`~recovery.causal.robust`: the sandwich widening;
+- :mod:`~recovery.causal.posterior`: draws, decoded draws, ArviZ view;
+  :mod:`~recovery.causal.report`: ``FitReport``;
+  :mod:`~recovery.causal.sampling`: PyMC/nutpie (imported only when fitting);
+- :mod:`~recovery.causal._filter`: the numba kernels behind the queries;
+- :mod:`~recovery.causal.queries`: ``state``, ``predict``, ``predict_many`` and
+  ``root_cause`` for one batch (never imports the model class);
+- :mod:`~recovery.causal.persistence`: save/load; :mod:`~recovery.causal.model`:
+  :class:`CausalModel`, the estimator (``fit``, ``update``, ``save``, ``load``, ``do``);
+- :mod:`~recovery.causal.validation`: checks of a fitted model against the simulator.
+
+Layer: imports ``simulators`` and ``recovery.data`` only (never agents,
+evaluate, pipeline, service, commands or the CLI).
 
 PyMC and nutpie are imported only when a model is fitted, so loading a model
 and answering queries stays light.

@@ -163,3 +163,39 @@ def test_structure_difference_names_the_first_difference():
     p = parse_process(text, "small.toml")
     assert p.structure_difference(parse_process(text.replace("gain", "gain"), "copy.toml")) is None
     assert "bars_per_batch" in p.structure_difference(load_process("default"))
+
+
+def test_free_levers_are_those_after_the_step():
+    p = load_process()
+    steps = np.array([lv.step for lv in p.levers])
+    for k in range(p.n_steps + 1):
+        mask = p.free_levers(k)
+        assert mask.dtype == bool and mask.shape == (len(p.levers),)
+        np.testing.assert_array_equal(mask, steps > k)
+        assert [lv.name for lv in p.levers_after(k)] == [lv.name for lv, m in zip(p.levers, mask) if m]
+    assert p.free_levers(0).all() and not p.free_levers(p.n_steps).any()
+
+
+def test_acceptance_rule_and_its_count_in_bars_agree():
+    p = load_process()
+    n = p.bars_per_batch
+    counts = np.arange(n + 1)
+    accepted = p.accepts(counts / n)
+    # exactly the counts from bars_needed upwards
+    np.testing.assert_array_equal(accepted, counts >= p.bars_needed)
+    assert 0 < p.bars_needed <= n
+    assert bool(p.accepts(p.acceptance_level)) and not bool(p.accepts(p.acceptance_level - 1e-6))
+
+
+def test_gate_flags_any_gauged_mean_outside_its_band():
+    p = load_process()
+    ins = next(i for i in p.inspections if np.isfinite(p.gate_bands(i.step)[0]).any())
+    lo, hi = p.gate_bands(ins.step)
+    gated = np.flatnonzero(np.isfinite(lo))
+    inside = np.where(np.isfinite(lo), (lo + hi) / 2, np.nan)
+    means = np.tile(inside, (3, 1))
+    means[1, gated[0]] = hi[gated[0]] + 1e-6 * max(abs(hi[gated[0]]), 1.0)
+    means[2, gated[-1]] = lo[gated[-1]] - 1e-6 * max(abs(lo[gated[-1]]), 1.0)
+    np.testing.assert_array_equal(p.gate_flags(ins.step, means), [False, True, True])
+    # not gauged (NaN) never flags, whatever the band
+    assert not p.gate_flags(ins.step, np.full(p.n_chars, np.nan))

@@ -10,10 +10,14 @@ from recovery.causal import _filter
 from recovery.causal.graph import CausalGraph
 from dataclasses import replace
 
+from recovery.causal.likelihood import fit_data as _fit_data
+from recovery.causal.likelihood import gaussian_parts as _gaussian_parts
+from recovery.causal.likelihood import loglik_tensor as _loglik_tensor
+from recovery.causal.likelihood import loglik_terms as _loglik_terms
 from recovery.causal.model import (BarSpread, CausalModel, DataError, FitConfig, FitReport, Layout,
-                                   ModelLoadError, PriorConfig, _fit_data, _gaussian_parts, _loglik_tensor,
-                                   _loglik_terms, _prior_precision, _scores, robust_adjust, standardise,
-                                   summarise)
+                                   ModelLoadError, PriorConfig, robust_adjust, standardise, summarise)
+from recovery.causal.robust import prior_precision as _prior_precision
+from recovery.causal.robust import scores as _scores
 from simulators.process import Simulator
 
 

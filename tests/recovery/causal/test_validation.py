@@ -53,7 +53,7 @@ def test_the_default_process_meets_the_accuracy_targets():
     assert model.report_.converged
     par = parameter_coverage(model, sim, 20000, 101)
     assert par["coverage"] >= 0.9
-    th = model._theta_draws(robust=False)
+    th = model.theta_draws(robust=False)
     idx = np.linspace(0, len(th) - 1, model.params_.n_draws).round().astype(int)
     raw = replace(model.layout_.decode(th[idx]), sbar=model.params_.sbar)
     robust = model.params_
