@@ -250,7 +250,7 @@ class Simulator:
         return _kernels.in_spec_fraction(state, self.process.bars_per_batch, self.lower, self.upper)
 
     def accepted(self, state: np.ndarray) -> np.ndarray:
-        return self.in_spec_fraction(state) >= self.process.acceptance_level - 1e-12
+        return self.process.accepts(self.in_spec_fraction(state))
 
     def flags(self, obs: np.ndarray) -> np.ndarray:
         """Which inspections flag each batch: a gauged sample mean outside its gate.
@@ -261,11 +261,7 @@ class Simulator:
         p = self.process
         out = np.zeros(obs.shape[:2], dtype=bool)
         for q, ins in enumerate(p.inspections):
-            lo, hi = p.gate_bands(ins.step)
-            # Unmeasured characteristics are NaN and never compare outside a band.
-            mean = obs[:, q, :ins.sample, :].mean(axis=1)
-            with np.errstate(invalid="ignore"):
-                out[:, q] = ((mean < lo) | (mean > hi)).any(axis=1)
+            out[:, q] = p.gate_flags(ins.step, obs[:, q, :ins.sample, :].mean(axis=1))
         return out
 
     # ---- convenience -----------------------------------------------------
@@ -310,7 +306,7 @@ class Simulator:
         self.run(state, 0, p.n_steps, plan, conditions, rng, obs=obs, latent=latent)
         frac = self.in_spec_fraction(state)
         return SimulationResult(p, conditions, plan, obs, state, latent, frac,
-                                frac >= p.acceptance_level - 1e-12, self.flags(obs))
+                                p.accepts(frac), self.flags(obs))
 
     def exploration_plans(self, n_batches: int, share: float, rng: np.random.Generator) -> np.ndarray:
         """Nominal plans, with ``share`` of batches moving 1-3 random levers to a

@@ -61,7 +61,7 @@ class Situation:
     @property
     def free(self) -> np.ndarray:
         """Mask of levers that act after ``step``."""
-        return np.array([lv.step > self.step for lv in self.process.levers])
+        return self.process.free_levers(self.step)
 
 
 @dataclass(frozen=True)

@@ -125,7 +125,7 @@ class EngineerRule:
         """The plan and one note per lever moved."""
         p = self.process
         plan = np.asarray(plan, dtype=np.float64).copy()
-        free = [j for j in sorted(range(len(p.levers)), key=lambda j: p.levers[j].step) if p.levers[j].step > step]
+        free = sorted(map(int, np.flatnonzero(p.free_levers(step))), key=lambda j: p.levers[j].step)
         lo, hi = p.lever_bounds()
         used: set[int] = set()
         notes = []

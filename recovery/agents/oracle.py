@@ -40,7 +40,7 @@ def plan_value(sim: Simulator, in_spec: np.ndarray, plans: np.ndarray) -> tuple[
     p_accept : ndarray (n_plans,)
     """
     p = sim.process
-    acc = (in_spec >= p.acceptance_level - 1e-12).mean(axis=1)
+    acc = p.accepts(in_spec).mean(axis=1)
     eco = p.economics
     return acc * eco.batch_value - (1 - acc) * eco.scrap_cost - p.lever_cost(plans), acc
 
@@ -107,7 +107,7 @@ class OracleSearch:
         p = self.sim.process
         rng = np.random.default_rng(seed)
         base = p.nominal_plan() if start is None else np.asarray(start, float).copy()
-        free = np.flatnonzero([lv.step > after_step for lv in p.levers])
+        free = np.flatnonzero(p.free_levers(after_step))
         lo, hi = p.lever_bounds()
         ints = np.array([lv.integer for lv in p.levers])
         nom = p.nominal_plan()

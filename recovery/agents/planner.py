@@ -133,7 +133,7 @@ def optimise_plan(process: Process, after_step: int, objective: Objective, *,
     lo, hi = process.lever_bounds()
     nom = process.nominal_plan()
     base = nom.copy() if start is None else np.asarray(start, dtype=np.float64).copy()
-    free = np.flatnonzero([lv.step > after_step for lv in process.levers])
+    free = np.flatnonzero(process.free_levers(after_step))
     n_evals = 0
 
     def score(plans: np.ndarray):

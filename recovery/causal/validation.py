@@ -17,7 +17,7 @@ check simulates fresh batches on its own seed, so it never sees training data.
    The fault-shift probabilities per segment are reported apart (the mixture
    also absorbs misfit, so its truth is only approximate).
 - :func:`root_cause_accuracy`: top-1 / top-3 accuracy over the fault catalogue on flagged
-   batches of fresh seeds (``recovery.evaluate.flagged_cases``), diagnosed at
+   batches of fresh seeds (``simulators.cases.flagged_cases``), diagnosed at
    the flagging inspection.
 - :func:`calibration`: fresh batches, each stopped at a routine inspection drawn
    in advance (half of them) or at the first inspection that flags it (the
@@ -40,8 +40,9 @@ import time
 
 import numpy as np
 
+from recovery.causal.layout import segment_fault_rates
 from recovery.causal.model import CausalModel
-from recovery.evaluate import flagged_cases
+from simulators.cases import flagged_cases
 from simulators.process import Conditions, Simulator
 from simulators.schema import observations_frame
 
@@ -187,10 +188,11 @@ def parameter_coverage(model: CausalModel, sim: Simulator, n_truth: int, seed: i
           for gname in groups}
     # fault-shift probability per segment vs the catalogue
     rates = []
+    catalogue = segment_fault_rates(p, g)
     for seg in g.segments():
         if P.pi[:, seg.index].max() == 0:
             continue
-        truth = 1.0 - np.prod([1.0 - p.faults[i].rate for i in seg.faults]) if seg.faults else 0.0
+        truth = catalogue[seg.index]
         rates.append({"segment_end": p.inspection_steps[seg.index], "truth": float(truth),
                       "posterior_mean": float(P.pi[:, seg.index].mean()),
                       "covered": hdi_contains(P.pi[:, seg.index], truth)})
@@ -276,7 +278,7 @@ def calibration(model: CausalModel, sim: Simulator, n_batches: int, seed: int, b
             continue
         plan = nom.copy()
         if plan_rng.random() < 0.7:
-            free = np.flatnonzero([lv.step > decision for lv in p.levers])
+            free = np.flatnonzero(p.free_levers(decision))
             if len(free):
                 k = min(len(free), int(plan_rng.integers(1, 4)))
                 for j in plan_rng.choice(free, k, replace=False):
@@ -286,7 +288,7 @@ def calibration(model: CausalModel, sim: Simulator, n_batches: int, seed: int, b
         pr = model.predict(hist, plan, n_draws=300, samples_per_draw=4, seed=b)
         futures = sim.rollout(st, decision, plan[None], rollouts,
                               int(np.random.default_rng([seed, b, 1]).integers(2**31)), cb)
-        truth.append(float(np.mean(futures[0] >= p.acceptance_level - 1e-12)))
+        truth.append(float(np.mean(p.accepts(futures[0]))))
         sim.run(st, decision, p.n_steps, plan, cb, rb)
         pred.append(pr.p_accept)
         outcome.append(bool(sim.accepted(st)[0]))
