@@ -1,12 +1,32 @@
 """recovery: save out-of-spec batches instead of scrapping them.
 
-Layers, each importing only those below it:
+Layers, lowest first; a module imports only its own layer and those below it
+(``tests/test_layers.py`` enforces :data:`LAYERS`; ``docs/architecture.md``
+draws them)::
 
-- ``recovery.data``: step-data ingestion and the store
-- ``recovery.causal``: the Bayesian causal model and per-batch queries
-- ``recovery.agents``: planners, RL and baselines behind one interface
-- ``recovery.evaluate``: closed-loop evaluation against an oracle
-- ``recovery.cli``: the thin command-line shell
+    simulators          physics, process files, gymnasium envs (never imports recovery)
+    recovery, .errors   the package itself and the errors every layer may raise
+    recovery.data       step-data ingestion, partner mappings, the store
+    recovery.causal     the Bayesian causal model and its per-batch queries
+    recovery.calibration  the plant's physics posterior
+    recovery.agents     planners, RL and baselines behind one interface
+    recovery.recommend, .evaluate, .pipeline, .tuning, .distributed
+                        the engineer's answer, closed-loop evaluation, the end-to-end runs
+    recovery.service, .commands, .cli
+                        thin shells: HTTP service, CLI subcommands, the CLI
 """
 
 __version__ = "0.1.0"
+
+#: The layer order, lowest first: each entry lists the modules (and packages,
+#: with everything under them) of one layer. ``simulators`` sits below all of it.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("recovery", "recovery.errors"),
+    ("recovery.data",),
+    ("recovery.causal",),
+    ("recovery.calibration",),
+    ("recovery.agents",),
+    ("recovery.recommend", "recovery.evaluate", "recovery.pipeline", "recovery.tuning",
+     "recovery.distributed"),
+    ("recovery.service", "recovery.commands", "recovery.cli"),
+)

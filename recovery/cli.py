@@ -29,8 +29,7 @@ COMMANDS = ["simulate", "ingest", "quality", "fit", "diagnose", "recommend", "tr
             "serve", "tokens"]
 
 
-class UserError(Exception):
-    """An error the user can fix; printed without a traceback, exit status 2."""
+from recovery.errors import UserError  # noqa: E402  (re-exported: the commands import it from here)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -54,7 +54,7 @@ def load_or_fit_model(args, process, *, log):
     evaluation's own seed), with past engineers' lever moves on a fifth of them.
     The fitted model is saved under :func:`workdir` and reused by a later run.
     """
-    from recovery.cli import UserError
+    from recovery.errors import UserError
 
     if getattr(args, "model", None):
         try:
@@ -86,7 +86,7 @@ def load_or_fit_model(args, process, *, log):
 def load_or_train_policy(args, process, model, *, log):
     """(policy, path): ``--policy``, or PPO trained with the default budget and saved."""
     from recovery.agents.rl import DEFAULT_TIMESTEPS, train_policy
-    from recovery.cli import UserError
+    from recovery.errors import UserError
 
     if getattr(args, "policy", None):
         try:
