@@ -1,6 +1,7 @@
 """Gymnasium env: recover one flagged batch, from its detection inspection to the end.
 
-``MetalBarRecovery-v0`` is registered when this module is imported. The env is
+``MetalBarRecovery-v0`` is registered by ``import simulators`` (by entry-point
+string, so this module and numba load only when an env is made). The env is
 a thin shell around the numba kernel: each ``step`` is one kernel call on one
 batch's bars with random numbers drawn at ``reset`` (no Generator is passed per
 call, which would cost more than the whole step). ``MetalBarRecoveryVectorEnv``
@@ -20,15 +21,14 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 from numba import njit
 
-from simulators import _kernels
+from simulators import ENV_ID, _kernels  # ENV_ID is registered by ``import simulators``
 from simulators._config import NJIT
 from simulators.definition import Process
 from simulators.process import Conditions, Simulator
 
 __all__ = ["MetalBarRecoveryEnv", "MetalBarRecoveryVectorEnv", "CaseSource", "ObservationLayout",
-           "ENV_ID", "action_of"]
+           "ENV_ID", "action_of", "make_vector_env"]
 
-ENV_ID = "MetalBarRecovery-v0"
 _EMPTY3 = np.empty((0, 0, 0))
 _EMPTY1 = np.empty(0)
 
@@ -405,7 +405,7 @@ class MetalBarRecoveryEnv(gym.Env):
         info = {"lever_step": int(steps[d]), "lever_cost": cost}
         if terminated:
             frac = _kernels.in_spec_fraction(self._state, self.process.bars_per_batch, self._lower, self._upper)[0]
-            accepted = frac >= self.process.acceptance_level - 1e-12
+            accepted = bool(self.process.accepts(frac))
             reward += self._value if accepted else -self._scrap
             info["accepted"] = bool(accepted)
             info["in_spec_fraction"] = float(frac)
@@ -558,18 +558,22 @@ class MetalBarRecoveryVectorEnv(VectorEnv):
             bpb = self.process.bars_per_batch
             for e in done:
                 frac = _kernels.in_spec_fraction(self._state[e * bpb:(e + 1) * bpb], bpb, s._lower, s._upper)[0]
-                reward[e] += s._value if frac >= self.process.acceptance_level - 1e-12 else -s._scrap
+                reward[e] += s._value if self.process.accepts(frac) else -s._scrap
             terminated[done] = True
         self._prev_done = terminated.copy()
         return self._observations(), reward, terminated, np.zeros(self.num_envs, dtype=bool), {}
 
 
-def _register() -> None:
-    from simulators.definition import load_process
-
-    if ENV_ID not in gym.registry:
-        n = len({lv.step for lv in load_process().levers})
-        gym.register(id=ENV_ID, entry_point="simulators.env:MetalBarRecoveryEnv", max_episode_steps=n)
 
 
-_register()
+def make_vector_env(num_envs: int = 1, *, max_episode_steps: int | None = None,
+                    **kwargs) -> MetalBarRecoveryVectorEnv:
+    """The vector entry point of ``MetalBarRecovery-v0`` (``gym.make_vec(...,
+    vectorization_mode="vector_entry_point")``).
+
+    ``gym.make_vec`` passes the registered time limit as ``max_episode_steps``;
+    it is not needed here: every episode terminates at the process's last step,
+    after at most that many decisions. Other keyword arguments go to
+    :class:`MetalBarRecoveryVectorEnv`.
+    """
+    return MetalBarRecoveryVectorEnv(num_envs, **kwargs)

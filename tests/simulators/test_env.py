@@ -146,3 +146,34 @@ def test_tiny_ppo_learns_without_error():
     torch.set_num_threads(1)
     model = PPO("MlpPolicy", MetalBarRecoveryEnv("small"), n_steps=32, batch_size=16, seed=0, verbose=0)
     model.learn(total_timesteps=64)
+
+
+def test_import_simulators_registers_the_envs_without_loading_them():
+    """``import simulators`` alone makes ``gym.make`` and ``gym.make_vec`` work, and
+    loads neither the env module nor numba until an env is made (a fresh
+    interpreter: this one has imported both already)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = """
+import sys
+import simulators
+import gymnasium as gym
+assert "simulators.env" not in sys.modules and "numba" not in sys.modules, "loaded too early"
+env = gym.make("MetalBarRecovery-v0")
+obs, _ = env.reset(seed=3)
+assert env.observation_space.contains(obs)
+assert env.spec.max_episode_steps == len({lv.step for lv in simulators.load_process().levers})
+venv = gym.make_vec("MetalBarRecovery-v0", num_envs=3, vectorization_mode="vector_entry_point")
+assert type(venv).__name__ == "MetalBarRecoveryVectorEnv"
+obs, _ = venv.reset(seed=3)
+assert obs.shape == (3,) + env.observation_space.shape
+print("ok")
+"""
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=root)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "ok"
