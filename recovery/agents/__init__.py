@@ -1,6 +1,10 @@
 """Agents that propose lever plans for one batch, behind one interface (``base.Agent``).
 
 ``AGENTS`` names every agent the CLI knows; ``make_agent`` builds one.
+
+Layer: imports ``simulators``, ``recovery.data``, ``recovery.causal`` and
+``recovery.calibration`` only; ``recovery.recommend``/``evaluate``/``pipeline``
+and the shells import it (``recovery.LAYERS``).
 """
 
 from __future__ import annotations
