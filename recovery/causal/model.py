@@ -884,6 +884,65 @@ def _scores(theta: np.ndarray, fd: _FitData, layout: Layout, step: np.ndarray) -
     return out
 
 
+def _checked_start(logp_dlogp, start: np.ndarray, sd: np.ndarray, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The point where NUTS chains start, checked before nutpie sees it.
+
+    nutpie (nuts-rs up to at least 0.16) refuses a start where any component of
+    the gradient is exactly zero ("All initialization points failed: bad initial
+    gradient"), and after refusing it the process can die in nutpie's threads
+    at exit (a segfault, exit 139). At the prior means the gradient is exactly
+    zero for every parameter the data cannot inform, such as the effects of a
+    lever the history never moved from nominal (its features are 0 in every
+    batch; 300 batches of seed 3 on the default process never moved
+    ``final_polish_passes``), or every parameter of an update the new batches
+    say nothing about (the previous posterior's gradient is 0 at its mean).
+    Those components start ``1e-3`` prior sd away from their mean: well inside
+    the prior, which is their posterior anyway.
+
+    Parameters
+    ----------
+    logp_dlogp : callable
+        ``theta (P,) -> (logp, gradient (P,))``, the function the sampler uses.
+    start : ndarray (P,)
+        Intended start (the prior means).
+    sd : ndarray (P,)
+        Prior sd of each parameter (same units as ``theta``).
+    names : list of str
+        Parameter names, for the error message.
+
+    Returns
+    -------
+    start : ndarray (P,)
+        The start to use.
+    moved : ndarray of int
+        Parameters moved off their prior mean (zero gradient there).
+
+    Raises
+    ------
+    DataError
+        The log-density or its gradient is not finite at the start: the fit
+        is refused instead of handing nutpie a point it cannot use.
+    """
+    start = np.array(start, dtype=np.float64)
+    logp, grad = logp_dlogp(start)
+    grad = np.asarray(grad, dtype=np.float64)
+    moved = np.flatnonzero(grad == 0.0)
+    if len(moved) and np.isfinite(logp):
+        start[moved] += 1e-3 * np.asarray(sd, dtype=np.float64)[moved]
+        logp, grad = logp_dlogp(start)
+        grad = np.asarray(grad, dtype=np.float64)
+    bad = np.flatnonzero(~np.isfinite(grad) | (grad == 0.0))
+    if not np.isfinite(logp) or len(bad):
+        what = ", ".join(names[k] for k in bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise DataError(
+            "cannot start the fit: at the prior means "
+            + (f"the log-density is {float(logp)}" if not np.isfinite(logp) else
+               f"the gradient is not usable (not finite or zero) for {what}")
+            + "; the step data give the model nothing it can evaluate there (check the "
+              "history for constant or non-finite readings, or fit with --method advi)")
+    return start, moved
+
+
 def robust_adjust(theta: np.ndarray, fd: _FitData, layout: Layout, prior=None) -> tuple[np.ndarray, np.ndarray]:
     """Widen posterior draws for model misspecification (open-faced sandwich).
 
@@ -1308,6 +1367,20 @@ class CausalModel:
         fd = _fit_data(summ, graph, std, layout, spread)
         if not fd.patterns:
             raise DataError("no batch has gauge readings the model can use")
+        # A lever the history never moved has features 0 in every batch: the data say
+        # nothing about its effects, which keep their prior. Say so rather than let a
+        # plan that moves it look learnt (queries flag such plans as out of range).
+        data_notes = []
+        if prior is None:
+            acts = np.unique(layout.lever_f % layout.L)
+            still = acts[np.all(np.isclose(summ.levers[:, acts], std.lever_nominal[acts]), axis=0)]
+            if len(still):
+                data_notes.append(
+                    f"{', '.join(process.levers[j].name for j in still)}: never moved from nominal in "
+                    f"these {summ.n_batches} batches, so the model knows nothing of "
+                    f"{'its' if len(still) == 1 else 'their'} effects (prior sd {priors.lever_sd:g} "
+                    "in standardised units); plans that move "
+                    f"{'it' if len(still) == 1 else 'them'} are out of the data's range")
         t0 = time.perf_counter()
         with pm.Model(coords={"param": layout.names}) as model:
             if prior is None:
@@ -1362,6 +1435,10 @@ class CausalModel:
                     # fault type as batch noise, where it stays (seen once in four fits of
                     # 1,000 batches: R-hat 1.84). R-hat still compares the chains.
                     compiled = nutpie.compile_pymc_model(model, jitter_rvs=set())
+                    sd0 = layout.prior_sd if prior is None else np.sqrt(np.diag(prior[1]))
+                    start, _ = _checked_start(compiled.logp_func, compiled.initial_point_func(0),
+                                              sd0, layout.names)
+                    compiled = replace(compiled, initial_point_func=lambda seed: start.copy())
                     t1 = time.perf_counter()
                     idata = nutpie.sample(compiled, draws=cfg.draws, tune=cfg.tune, chains=cfg.chains,
                                           cores=min(cfg.chains, 2), seed=cfg.seed, progress_bar=progress)
@@ -1373,6 +1450,7 @@ class CausalModel:
                                           compute_convergence_checks=False)
                 t_compile, t_sample = t1 - t0, time.perf_counter() - t1
                 notes = []
+            notes.extend(data_notes)
             raw = idata.posterior["theta"]
             mixed = True
             if cfg.robust == "sandwich" and cfg.method == "nuts" and raw.sizes["chain"] > 1:
