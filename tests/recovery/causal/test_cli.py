@@ -45,7 +45,7 @@ def test_fit_prints_sampler_diagnostics_and_saves(tmp_path, capsys):
 def test_fit_on_300_batches_of_the_default_process(tmp_path, seed):
     # Issue 16 as reported: 300 batches of seed 3 never move final_polish_passes, and the
     # fit crashed (exit 139); seed 4 moves every lever. In a subprocess, so that a crash
-    # is seen as one. About 4 minutes each on 2 cores.
+    # is seen as one. About 2.5 minutes each on 2 shared cores.
     import os
     import subprocess
     import sys
