@@ -94,3 +94,37 @@ def postgresql_url(postgresql_server):
     with psycopg.connect(postgresql_server, autocommit=True) as con:
         con.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 # --------------------------- end of PostgreSQL section ---------------------
+
+
+# ---------------------------------------------------------------------------
+# Partner data: the demo files in the repo, and the real CiP-DMD files beside it
+#
+# The real files' licence is unclear, so they are not in the repo: tests read
+# them from $RECOVERY_SHARED_DATA/cip_dmd, else ../shared/data/cip_dmd beside
+# the checkout (CI has them there), and skip when they are absent. The demo
+# files in examples/partner_demo/ have the same layout and are always there.
+# ---------------------------------------------------------------------------
+from pathlib import Path  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+PARTNER_DEMO = REPO / "examples" / "partner_demo"
+
+
+def cip_dmd_dir() -> Path:
+    """Where the real CiP-DMD files are looked for (they may be absent)."""
+    env = os.environ.get("RECOVERY_SHARED_DATA")
+    base = Path(env) if env else REPO / ".." / "shared" / "data"
+    return (base / "cip_dmd").resolve()
+
+
+def real_cip_dmd_or_skip() -> Path:
+    """The folder of the real CiP-DMD files, or skip the test saying where to put them."""
+    d = cip_dmd_dir()
+    names = ("quality_data_sawing.csv", "quality_data_cylinder_bottom.csv", "quality_data_piston_rods.csv")
+    missing = [n for n in names if not (d / n).is_file()]
+    if missing:
+        pytest.skip(f"the real CiP-DMD files are not at {d} (missing {', '.join(missing)}): get them "
+                    "from https://github.com/nicolasj92/interq_cip_qhs at commit ec094bc2 (see README, "
+                    "'The real CiP-DMD files') and put them in ../shared/data/cip_dmd beside the repo, "
+                    "or set RECOVERY_SHARED_DATA to the folder that holds cip_dmd/")
+    return d

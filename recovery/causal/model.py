@@ -242,7 +242,9 @@ class CausalModel:
         fd = fit_data(summ, graph, std, layout, spread)
         if not fd.patterns:
             raise DataError("no batch has gauge readings the model can use")
+        data_notes = _unmoved_lever_notes(process, layout, summ, std, priors) if prior is None else []
         s = sample_posterior(layout, fd, prior, process.bars_per_batch, cfg, progress)
+        s.notes.extend(data_notes)
         report = build_report(s.idata, layout, graph, spread, all_summ, cfg, s.sampler, summ.n_batches,
                               fd.excluded, s.compile_seconds, s.sample_seconds, s.notes)
         if previous is not None:
@@ -376,3 +378,23 @@ class CausalModel:
         s = persistence.load(directory)
         m = cls(s.graph.process, edits=s.graph.edits, config=s.config, priors=s.priors)
         return m._set_fitted(s)
+
+
+def _unmoved_lever_notes(process: Process, layout: Layout, summ: Summaries, std: Standardisation,
+                         priors: PriorConfig) -> list[str]:
+    """A note naming the levers the history never moved from nominal.
+
+    Their features are 0 in every batch, so the data say nothing about their
+    effects, which keep their prior. Say so rather than let a plan that moves
+    them look learnt (queries flag such plans as out of range).
+    """
+    acts = np.unique(layout.lever_f % layout.L)
+    still = acts[np.all(np.isclose(summ.levers[:, acts], std.lever_nominal[acts]), axis=0)]
+    if not len(still):
+        return []
+    one = len(still) == 1
+    return [f"{', '.join(process.levers[j].name for j in still)}: never moved from nominal in "
+            f"these {summ.n_batches} batches, so the model knows nothing of "
+            f"{'its' if one else 'their'} effects (prior sd {priors.lever_sd:g} "
+            f"in standardised units); plans that move {'it' if one else 'them'} are out of "
+            "the data's range"]

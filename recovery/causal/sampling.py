@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 from recovery.causal.config import FitConfig
+from recovery.causal.errors import DataError
 from recovery.causal.layout import Layout
 from recovery.causal.likelihood import FitData, loglik_tensor
 from recovery.causal.robust import robust_adjust
 
-__all__ = ["Sampled", "build_pymc_model", "sample_posterior"]
+__all__ = ["Sampled", "build_pymc_model", "checked_start", "sample_posterior"]
 
 
 @dataclass
@@ -84,7 +85,66 @@ def _run_advi(model, cfg: FitConfig, progress: bool, t0: float) -> Sampled:
     return Sampled(idata, "advi", 0.0, time.perf_counter() - t0, notes)
 
 
-def _run_nuts(model, cfg: FitConfig, progress: bool, t0: float) -> Sampled:
+def checked_start(logp_dlogp, start: np.ndarray, sd: np.ndarray, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The point where NUTS chains start, checked before nutpie sees it.
+
+    nutpie (nuts-rs up to at least 0.16) refuses a start where any component of
+    the gradient is exactly zero ("All initialization points failed: bad initial
+    gradient"), and after refusing it the process can die in nutpie's threads
+    at exit (a segfault, exit 139). At the prior means the gradient is exactly
+    zero for every parameter the data cannot inform, such as the effects of a
+    lever the history never moved from nominal (its features are 0 in every
+    batch; 300 batches of seed 3 on the default process never moved
+    ``final_polish_passes``), or every parameter of an update the new batches
+    say nothing about (the previous posterior's gradient is 0 at its mean).
+    Those components start ``1e-3`` prior sd away from their mean: well inside
+    the prior, which is their posterior anyway.
+
+    Parameters
+    ----------
+    logp_dlogp : callable
+        ``theta (P,) -> (logp, gradient (P,))``, the function the sampler uses.
+    start : ndarray (P,)
+        Intended start (the prior means).
+    sd : ndarray (P,)
+        Prior sd of each parameter (same units as ``theta``).
+    names : list of str
+        Parameter names, for the error message.
+
+    Returns
+    -------
+    start : ndarray (P,)
+        The start to use.
+    moved : ndarray of int
+        Parameters moved off their prior mean (zero gradient there).
+
+    Raises
+    ------
+    DataError
+        The log-density or its gradient is not finite at the start: the fit
+        is refused instead of handing nutpie a point it cannot use.
+    """
+    start = np.array(start, dtype=np.float64)
+    logp, grad = logp_dlogp(start)
+    grad = np.asarray(grad, dtype=np.float64)
+    moved = np.flatnonzero(grad == 0.0)
+    if len(moved) and np.isfinite(logp):
+        start[moved] += 1e-3 * np.asarray(sd, dtype=np.float64)[moved]
+        logp, grad = logp_dlogp(start)
+        grad = np.asarray(grad, dtype=np.float64)
+    bad = np.flatnonzero(~np.isfinite(grad) | (grad == 0.0))
+    if not np.isfinite(logp) or len(bad):
+        what = ", ".join(names[k] for k in bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise DataError(
+            "cannot start the fit: at the prior means "
+            + (f"the log-density is {float(logp)}" if not np.isfinite(logp) else
+               f"the gradient is not usable (not finite or zero) for {what}")
+            + "; the step data give the model nothing it can evaluate there (check the "
+              "history for constant or non-finite readings, or fit with --method advi)")
+    return start, moved
+
+
+def _run_nuts(model, cfg: FitConfig, progress: bool, t0: float, layout: Layout, prior) -> Sampled:
     import pymc as pm
 
     sampler = cfg.sampler
@@ -103,6 +163,9 @@ def _run_nuts(model, cfg: FitConfig, progress: bool, t0: float) -> Sampled:
         # fault type as batch noise, where it stays (seen once in four fits of
         # 1,000 batches: R-hat 1.84). R-hat still compares the chains.
         compiled = nutpie.compile_pymc_model(model, jitter_rvs=set())
+        sd0 = layout.prior_sd if prior is None else np.sqrt(np.diag(prior[1]))
+        start, _ = checked_start(compiled.logp_func, compiled.initial_point_func(0), sd0, layout.names)
+        compiled = replace(compiled, initial_point_func=lambda seed: start.copy())
         t1 = time.perf_counter()
         idata = nutpie.sample(compiled, draws=cfg.draws, tune=cfg.tune, chains=cfg.chains,
                               cores=min(cfg.chains, 2), seed=cfg.seed, progress_bar=progress)
@@ -175,7 +238,9 @@ def sample_posterior(layout: Layout, fd: FitData, prior, bars: int, cfg: FitConf
     # The CLI sets the same limit by environment before numpy loads; this one
     # covers fits from Python (notebooks, benchmarks, the service).
     with threadpool_limits(limits=1, user_api="blas"):
-        run = _run_advi if cfg.method == "advi" else _run_nuts
-        s = run(model, cfg, progress, t0)
+        if cfg.method == "advi":
+            s = _run_advi(model, cfg, progress, t0)
+        else:
+            s = _run_nuts(model, cfg, progress, t0, layout, prior)
         _widen(s, cfg, fd, layout, prior)
     return s

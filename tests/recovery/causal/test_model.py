@@ -324,3 +324,33 @@ def test_a_model_saved_in_another_format_is_refused(advi_model, tmp_path):
     (d / "model.json").write_text(json.dumps(meta))
     with pytest.raises(ModelLoadError, match="model format 1, this version reads 3; refit"):
         CausalModel.load(d)
+
+
+def test_a_start_with_a_zero_gradient_is_moved_and_a_non_finite_one_refused():
+    # nutpie refuses a start where a gradient component is exactly 0 (issue 16: the
+    # effects of a lever a short history never moved), and the process then crashed.
+    import nutpie
+
+    from recovery.causal.sampling import checked_start
+    import pymc as pm
+
+    with pm.Model() as toy:
+        x = pm.Normal("x", 0.0, 2.0, shape=3)
+        pm.Normal("y", x[0], 1.0, observed=[0.5, 1.5])  # nothing informs x[1], x[2]
+    compiled = nutpie.compile_pymc_model(toy, jitter_rvs=set())
+    x0 = compiled.initial_point_func(0)
+    names = ["x[0]", "x[1]", "x[2]"]
+    assert np.array_equal(compiled.logp_func(x0)[1] == 0, [False, True, True])
+    start, moved = checked_start(compiled.logp_func, x0, np.full(3, 2.0), names)
+    assert moved.tolist() == [1, 2]
+    assert start.tolist() == [0.0, 2e-3, 2e-3]
+    grad = compiled.logp_func(start)[1]
+    assert np.all(np.isfinite(grad)) and np.all(grad != 0)
+    trace = nutpie.sample(replace(compiled, initial_point_func=lambda seed: start.copy()), draws=20,
+                          tune=20, chains=1, seed=1, progress_bar=False)
+    assert np.isfinite(trace.posterior["x"].values).all()
+    # a start the sampler cannot use is refused with the parameters named, never handed on
+    with pytest.raises(DataError, match=r"x\[1\]"):
+        checked_start(lambda t: (0.0, np.array([1.0, np.nan, 1.0])), x0, np.ones(3), names)
+    with pytest.raises(DataError, match="log-density is -inf"):
+        checked_start(lambda t: (-np.inf, np.ones(3)), x0, np.ones(3), names)

@@ -1,6 +1,5 @@
-"""Fixtures for the data tests: one store per backend, simulated step data, the real dataset."""
+"""Fixtures for the data tests: one store per backend, simulated step data, the partner files."""
 
-import os
 from pathlib import Path
 
 import pytest
@@ -35,8 +34,4 @@ def small_history(tmp_path_factory):
     return path, df
 
 
-def cip_dir() -> Path:
-    """The real CiP-DMD files: $RECOVERY_SHARED_DATA/cip_dmd, else ../shared/data/cip_dmd beside the repo."""
-    env = os.environ.get("RECOVERY_SHARED_DATA")
-    base = Path(env) if env else REPO / ".." / "shared" / "data"
-    return (base / "cip_dmd").resolve()
+from tests.conftest import PARTNER_DEMO, real_cip_dmd_or_skip  # noqa: E402,F401
