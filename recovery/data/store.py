@@ -880,12 +880,16 @@ class Store:
             return pd.DataFrame({"batch_id": pd.Series([], dtype=str), "partner": pd.Series([], dtype=str)})
         return df.astype(str)
 
-    def batch_exists(self, process: str, batch_id: str) -> bool:
-        """Whether the batch has step data or a hand-over (then it is someone's)."""
-        return bool(self._rows(
-            "SELECT 1 FROM observations WHERE process = ? AND batch_id = ? UNION ALL "
-            "SELECT 1 FROM handovers WHERE process = ? AND batch_id = ? LIMIT 1",
-            (process, str(batch_id), process, str(batch_id))))
+    def batch_owners(self, process: str, batch_ids: Iterable[str] | None = None) -> pd.DataFrame:
+        """``batch_id, partner``: partners with step data in a batch, and those it was handed to
+        (one query: the service asks it on every request)."""
+        w1, p1 = self._filters(process=process, batch_ids=batch_ids, alias="o")
+        w2, p2 = self._filters(process=process, batch_ids=batch_ids, alias="h")
+        df = self._frame(f"SELECT DISTINCT o.batch_id, o.partner FROM observations o{w1} UNION "
+                         f"SELECT h.batch_id, h.partner FROM handovers h{w2}", [*p1, *p2])
+        if not len(df):
+            return pd.DataFrame({"batch_id": pd.Series([], dtype=str), "partner": pd.Series([], dtype=str)})
+        return df.astype(str)
 
     def known_partners(self) -> dict[str, str]:
         """Partners the store knows, each with where from (a stored process, or ingested data).

@@ -138,12 +138,10 @@ class Service:
     def _owners(self, batch_ids: list[str] | None = None) -> dict[str, set[str]]:
         """batch -> its owners: partners with step data in it, and those it was handed to."""
         with self._db():
-            bp = self.store.batch_partners(self.process.name, batch_ids)
-            ho = self.store.handovers(self.process.name, batch_ids)
+            bo = self.store.batch_owners(self.process.name, batch_ids)
         out: dict[str, set[str]] = {}
-        for df in (bp, ho):
-            for b, pt in zip(df["batch_id"].astype(str), df["partner"].astype(str)):
-                out.setdefault(b, set()).add(pt)
+        for b, pt in zip(bo["batch_id"], bo["partner"]):
+            out.setdefault(b, set()).add(pt)
         return out
 
     def visible_batches(self, who: Principal, owners: dict[str, set[str]] | None = None) -> list[str]:
@@ -526,7 +524,8 @@ class Service:
         ``outcome`` is the final inspection's verdict once its readings are
         stored: ``rejected`` when a sample mean lies outside its final band
         (the gate rule of every inspection, as the simulator applies it),
-        ``accepted`` otherwise; ``pending`` before that.
+        ``accepted`` otherwise; ``pending`` before that. ``final`` is False for
+        a decision another one superseded (what was done is the final one).
         """
         from recovery.causal.queries import view
 
@@ -534,6 +533,7 @@ class Service:
             raise Refused("engineer or admin role needed")
         with self._db():
             dec = self.store.decisions(partner=None if who.all_partners else who.partner)
+            final = set(self.store.final_decisions(self.process.name)["decision_id"].tolist())
         p = self.process
         outcomes: dict[str, str] = {}      # a batch decided on many times is read once
         for b in dec["batch_id"].astype(str).unique() if len(dec) else ():
@@ -541,7 +541,8 @@ class Service:
             outcomes[b] = "pending"
             if ((h["kind"] == "measurement") & (h["step"] == p.n_steps)).any():
                 outcomes[b] = "rejected" if view(self.model, h, b).flags[-1] else "accepted"
-        return [_jsonable({**r, "outcome": outcomes[str(r["batch_id"])]}) for r in dec.to_dict("records")]
+        return [_jsonable({**r, "outcome": outcomes[str(r["batch_id"])], "final": int(r["id"]) in final})
+                for r in dec.to_dict("records")]
 
     def new_token(self, who: Principal, partner: str, role: str, name: str | None) -> dict:
         if who.role != "admin":

@@ -184,6 +184,8 @@ def test_export_labels_decisions_with_the_simulated_outcome(client, tokens, app)
     want = "rejected" if truth.flags[0, -1] else "accepted"
     assert want == ("accepted" if truth.accepted[0] else "rejected")
     assert labels and all(x["outcome"] == want for x in labels)
+    # the modify decision was superseded by the accept: only that one is final
+    assert [(x["decision"], x["final"]) for x in labels] == [("modify", False), ("accept", True)]
     assert client.get("/api/decisions/export", headers=auth(tokens["viewer_a"])).status_code == 403
 
 
