@@ -34,7 +34,6 @@ import hashlib
 import json
 import math
 import threading
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone

@@ -15,7 +15,7 @@ import pytest
 
 from simulators.process import Simulator
 
-from .conftest import BATCHES, auth, build_world, flagged_history
+from .conftest import BATCHES, auth, build_world
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
