@@ -100,3 +100,33 @@ def test_tokens_and_ingest_from_the_cli_while_the_service_runs(served, capsys):
     assert "from-cli" in capsys.readouterr().out
     with open_store(url) as st:
         assert list(st.decisions()["batch_id"]) == ["B-2"]
+
+
+def test_while_a_command_holds_the_store_the_service_answers_503_then_recovers(small_model, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from recovery.service.app import create_app
+
+    url, data_dir, tokens = build_world(tmp_path, BATCHES[:1], (("admin", "*", "admin"),))
+    app = create_app(url, small_model[1], data_dir=data_dir)
+    app.state.service.store.lock_timeout = 0.5      # the default, 30 s, is too long for a test
+    path = url[len("duckdb://"):]
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom recovery.data.store import open_store\n"
+                               f"with open_store('duckdb://{path}'):\n"
+                               "    print('holding', flush=True)\n    sys.stdin.readline()\n"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=dict(os.environ,
+                                                                           PYTHONPATH=os.pathsep.join(sys.path)))
+    try:
+        assert holder.stdout.readline().strip() == "holding"     # the service let go of the file for it
+        with TestClient(app) as c:
+            r = c.get("/api/batches", headers=auth(tokens["admin"]))
+            assert r.status_code == 503 and r.headers["Retry-After"] == "5"
+            assert "has held its lock" in r.json()["detail"] and str(tmp_path) not in r.text
+            holder.stdin.write("done\n")
+            holder.stdin.flush()
+            holder.wait(60)
+            assert c.get("/api/batches", headers=auth(tokens["admin"])).status_code == 200
+    finally:
+        holder.kill()
+        holder.wait(30)
