@@ -29,12 +29,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from recovery.data.store import StoreError, default_url
+    from recovery.data.store import StoreError, default_url, shown_path
     from recovery.service.app import create_app
 
     try:
         app = create_app(args.store or default_url(), args.model, data_dir=args.data_dir, seed=args.seed)
-    except (StoreError, FileNotFoundError, ValueError) as exc:
+    except FileNotFoundError as exc:
+        # the file's name, not the server's absolute path
+        raise UserError(f"--model {shown_path(args.model)}: no such file "
+                        f"'{shown_path(exc.filename) if exc.filename else ''}'") from None
+    except (StoreError, ValueError) as exc:
         raise UserError(str(exc)) from None
     svc = app.state.service
     print(f"serving '{svc.process.name}' with model {svc.model_version} from {svc.store.location} "

@@ -17,7 +17,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--store", default=None, help="store URL (default: $RECOVERY_STORE or the user data folder)")
     tsub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     c = tsub.add_parser("create", help="create a token and print it once")
-    c.add_argument("--partner", required=True, help="partner id, or '*' for an admin over all partners")
+    c.add_argument("--partner", required=True,
+                   help="partner id, or '*' for an admin over all partners; it must be known: a partner "
+                        "of a process stored in the store (ingesting data stores it) or of --process, "
+                        "or one whose data (by a mapping) is in the store")
+    c.add_argument("--process", help="also accept the partners of this process (built-in name or TOML "
+                                     "file), for a store that holds no data yet")
     c.add_argument("--role", required=True, choices=["partner", "engineer", "admin"])
     c.add_argument("--name", help="who holds it (shown in the audit trail)")
     c.add_argument("--store", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
@@ -35,12 +40,32 @@ def run(args: argparse.Namespace) -> int:
     from recovery.data.store import StoreError, default_url, open_store
     from recovery.service.auth import create_token
 
+    from recovery.commands._common import load_process_arg
+    from recovery.data.ids import check_id
+
+    if args.action == "create":
+        # checked before the store is opened: a wrong name costs no wait for the store's lock
+        for flag, value in (("--partner", args.partner if args.partner != "*" else None),
+                            ("--name", args.name)):
+            reason = check_id(value) if value is not None else None
+            if reason:
+                raise UserError(f"{flag}: not an acceptable id: it {reason}")
+        extra = load_process_arg(args.process) if args.process else None
     try:
         store = open_store(args.store or default_url())
     except StoreError as exc:
         raise UserError(str(exc)) from None
     with store:
         if args.action == "create":
+            known = store.known_partners()
+            if extra is not None:
+                for pt in extra.partners:
+                    known.setdefault(pt.id, f"process '{extra.name}'")
+            if args.partner != "*" and args.partner not in known:
+                listed = ", ".join(f"{p} ({w})" for p, w in sorted(known.items())) or "none"
+                raise UserError(f"unknown partner '{args.partner}': no process or ingested data in store "
+                                f"{store.name} knows it (known: {listed}); check the spelling, ingest its "
+                                f"data first, or name its process with --process")
             try:
                 tid, token = create_token(store, partner=args.partner, role=args.role, name=args.name)
             except ValueError as exc:

@@ -31,6 +31,21 @@ Tables (all append-only except ``processes``, which only gains rows):
 ``recommendations``  plans proposed for a batch
 ``decisions``        what the engineer did with a recommendation
 
+Sharing a DuckDB file between processes: DuckDB lets one process at a time open
+the file. Every opener waits for the lock (``lock_timeout``, default 30 s) and,
+while it waits, leaves a ``<file>.waiting.<pid>.*`` marker next to the store. A
+store opened with ``shared=True`` (the service) holds the file only while it
+works: it closes the connection when it has been idle for a moment or as soon
+as it sees another process's marker, and reopens it on the next use. So
+``recovery tokens`` and ``recovery ingest`` run while ``recovery serve`` does;
+the service's requests wait (then answer 503) while such a command holds the
+file. PostgreSQL needs none of this.
+
+Service tables: ``tokens``, ``audit`` (append-only), ``handovers`` (a batch handed
+to a partner), ``decision_heads`` (the final decision per batch and step, the
+one row that changes: it points at the superseding decision) and
+``idempotency`` (the first answer to a request with an ``Idempotency-Key``).
+
 Dialect differences are kept to three small shims: parameter markers, bulk
 insert (DuckDB reads a registered DataFrame; PostgreSQL gets ``COPY``) and
 how a result set becomes a DataFrame.
@@ -41,6 +56,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
+import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -53,9 +71,14 @@ import pandas as pd
 from simulators.definition import BUILTIN_PROCESSES, Process, parse_process
 from simulators.schema import COLUMNS
 
-__all__ = ["Store", "StoreError", "open_store", "default_url", "ENV_VAR", "IngestRecord"]
+__all__ = ["Store", "StoreError", "open_store", "default_url", "ENV_VAR", "IngestRecord", "shown_path"]
 
 ENV_VAR = "RECOVERY_STORE"
+
+#: How long an opener waits for another process to release a DuckDB file (s).
+LOCK_TIMEOUT = 30.0
+#: A shared store closes its DuckDB connection after this long without use (s).
+SHARED_IDLE = 0.5
 
 #: A bar-less (batch-level) row gets this bar key, so the uniqueness key has no NULL in it
 #: (NULL never equals NULL in SQL, and PostgreSQL cannot use an index on IS NOT DISTINCT FROM).
@@ -84,7 +107,8 @@ def default_url() -> str:
     return f"duckdb://{Path(user_data_dir('recovery')) / 'recovery.duckdb'}"
 
 
-def open_store(url: str | None = None) -> "Store":
+def open_store(url: str | None = None, *, shared: bool = False,
+               lock_timeout: float = LOCK_TIMEOUT) -> "Store":
     """Open (and create if needed) the store at ``url``.
 
     Parameters
@@ -92,6 +116,13 @@ def open_store(url: str | None = None) -> "Store":
     url : str, optional
         ``duckdb:///path/file.duckdb``, ``duckdb://:memory:`` or
         ``postgresql://user:pass@host:port/db``. Default: :func:`default_url`.
+    shared : bool
+        DuckDB file only: hold the file's lock only while working, and give it
+        up when another process waits for it (see the module docstring). For
+        long-running processes (the service).
+    lock_timeout : float
+        Seconds to wait for another process to release a DuckDB file before
+        :class:`StoreError`.
 
     Returns
     -------
@@ -105,7 +136,7 @@ def open_store(url: str | None = None) -> "Store":
     ...     st.counts()["observations"]
     0
     """
-    return Store(url or default_url())
+    return Store(url or default_url(), shared=shared, lock_timeout=lock_timeout)
 
 
 @dataclass(frozen=True)
@@ -195,6 +226,18 @@ def _ddl(dialect: str) -> list[str]:
             id BIGINT PRIMARY KEY, recorded_at TIMESTAMPTZ NOT NULL, actor TEXT NOT NULL,
             partner TEXT, role TEXT, action TEXT NOT NULL, batch_id TEXT,
             model_version TEXT, input_hash TEXT, payload TEXT)""",
+        """CREATE TABLE IF NOT EXISTS handovers (
+            id BIGINT PRIMARY KEY, process TEXT NOT NULL, batch_id TEXT NOT NULL,
+            partner TEXT NOT NULL, actor TEXT NOT NULL, created_at TIMESTAMPTZ NOT NULL)""",
+        # The primary key makes "one final decision per batch and step" hold across
+        # processes too (two service workers on one PostgreSQL), not only per lock.
+        """CREATE TABLE IF NOT EXISTS decision_heads (
+            process TEXT NOT NULL, batch_id TEXT NOT NULL, after_step BIGINT NOT NULL,
+            decision_id BIGINT NOT NULL, PRIMARY KEY (process, batch_id, after_step))""",
+        """CREATE TABLE IF NOT EXISTS idempotency (
+            token_id BIGINT NOT NULL, key TEXT NOT NULL, request_sha256 TEXT NOT NULL,
+            status BIGINT, response TEXT, created_at TIMESTAMPTZ NOT NULL,
+            PRIMARY KEY (token_id, key))""",
         "CREATE INDEX IF NOT EXISTS links_child ON links (process, child_batch, child_bar)",
     ]
 
@@ -223,57 +266,111 @@ class Store:
     rows to one partner's (the service uses it for access control).
     """
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, *, shared: bool = False, lock_timeout: float = LOCK_TIMEOUT):
         self.url = url
+        self.lock_timeout = float(lock_timeout)
+        self._con = None
+        self._mutex = threading.RLock()     # one connection, one user at a time
+        self._depth = 0                     # nesting of session()
+        self._last_used = 0.0
+        self._closed = False
+        self._in_tx = False
+        self._path = None                   # the DuckDB file, when there is one
+        self._staged: dict[str, Any] = {}    # sessions held by _stage
         if url.startswith("duckdb://"):
             self.dialect = "duckdb"
-            self._open_duckdb(url[len("duckdb://"):])
+            path = url[len("duckdb://"):]
+            if path != ":memory:":
+                p = Path(path).expanduser().absolute()
+                self._path = str(p)
+                self.location = str(p)
+                self.name = shown_path(p)
+                try:
+                    p.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise StoreError(f"store {self.name}: cannot create its folder: "
+                                     f"{exc.strerror}") from None
+            else:
+                self.location = self.name = ":memory:"
         elif url.startswith(("postgresql://", "postgres://")):
             self.dialect = "postgresql"
-            self._open_postgresql(url)
+            self.location = self.name = _redact(url)
         else:
-            raise StoreError(f"store URL '{url}': expected duckdb:///path/file.duckdb or "
+            raise StoreError(f"store URL '{_redact(url)}': expected duckdb:///path/file.duckdb or "
                              f"postgresql://user:pass@host/db")
-        self._in_tx = False
+        self.shared = bool(shared) and self._path is not None
         with self.transaction():
             for stmt in _ddl(self.dialect):
                 self._exec(stmt)
+        if self.shared:
+            self._stop = threading.Event()
+            threading.Thread(target=self._release_when_idle, daemon=True,
+                             name=f"store-release-{self.name}").start()
 
     # ---- engines ----------------------------------------------------------
-    def _open_duckdb(self, path: str) -> None:
-        import duckdb
+    def _connect(self) -> None:
+        if self.dialect == "postgresql":
+            import psycopg
 
-        if path != ":memory:":
-            p = Path(path).expanduser()
             try:
-                p.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise StoreError(f"store {self.url}: cannot create {p.parent}: {exc}") from None
-            path = str(p)
-            self.location = str(p)
-        else:
-            self.location = ":memory:"
-        try:
-            self._con = duckdb.connect(path)
-        except duckdb.Error as exc:
-            raise StoreError(f"store {self.url}: {exc}") from None
+                self._con = psycopg.connect(self.url, autocommit=True)
+            except psycopg.Error as exc:
+                raise StoreError(f"store {self.name}: cannot connect: {exc}") from None
+            self._con.execute("SET TIME ZONE 'UTC'")
+            return
+        self._con = _connect_duckdb(self._path or ":memory:", self.name, self.lock_timeout,
+                                    give_way=self.shared)
         # Spill to disk instead of growing: ingest must stay near 1 GiB for 1e6 rows.
         self._con.execute("SET memory_limit = '512MB'")
         self._con.execute("SET preserve_insertion_order = false")
 
-    def _open_postgresql(self, url: str) -> None:
-        import psycopg
+    def _disconnect(self) -> None:
+        con, self._con = self._con, None
+        if con is not None:
+            con.close()
 
-        try:
-            self._con = psycopg.connect(url, autocommit=True)
-        except psycopg.Error as exc:
-            raise StoreError(f"store {_redact(url)}: cannot connect: {exc}") from None
-        self._con.execute("SET TIME ZONE 'UTC'")
-        self.location = _redact(url)
+    @contextmanager
+    def session(self) -> Iterator["Store"]:
+        """Hold the connection (and, for a shared DuckDB file, its lock) for a block of work.
+
+        Nesting joins the outer session. Every method opens one for itself, so
+        callers need this only to make several calls one unit (the service does
+        it per request step), or to keep DuckDB's registered frames alive
+        across calls.
+        """
+        with self._mutex:
+            if self._con is None:
+                if self._closed:
+                    raise StoreError(f"store {self.name} is closed")
+                self._connect()
+            self._depth += 1
+            try:
+                yield self
+            finally:
+                self._depth -= 1
+                self._last_used = time.monotonic()
+                if self._depth == 0 and self.shared and _others_waiting(self._path):
+                    self._disconnect()
+
+    def _release_when_idle(self) -> None:
+        """Shared DuckDB file: close the connection when idle or when another process waits."""
+        while not self._stop.wait(0.02):
+            if not self._mutex.acquire(blocking=False):
+                continue
+            try:
+                if self._con is not None and self._depth == 0 and (
+                        time.monotonic() - self._last_used > SHARED_IDLE or _others_waiting(self._path)):
+                    self._disconnect()
+            finally:
+                self._mutex.release()
 
     def close(self) -> None:
         """Close the connection."""
-        self._con.close()
+        with self._mutex:
+            self._closed = True
+            if self.shared:
+                self._stop.set()
+            self._disconnect()
 
     def __enter__(self) -> "Store":
         return self
@@ -289,13 +386,19 @@ class Store:
         return sql.replace("?", "%s") if self.dialect == "postgresql" else sql
 
     def _exec(self, sql: str, params: Sequence[Any] = ()) -> None:
-        self._con.execute(self._sql(sql), tuple(params))
+        with self.session():
+            self._con.execute(self._sql(sql), tuple(params))
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         """Small result sets of plain values (no timestamps: DuckDB needs pytz for those)."""
-        return self._con.execute(self._sql(sql), tuple(params)).fetchall()
+        with self.session():
+            return self._con.execute(self._sql(sql), tuple(params)).fetchall()
 
     def _frame(self, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:
+        with self.session():
+            return self._frame_in_session(sql, params)
+
+    def _frame_in_session(self, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:
         if self.dialect == "duckdb":
             import warnings
 
@@ -321,6 +424,10 @@ class Store:
     def _insert_frame(self, table: str, df: pd.DataFrame, columns: list[str]) -> None:
         if not len(df):
             return
+        with self.session():
+            self._insert_frame_in_session(table, df, columns)
+
+    def _insert_frame_in_session(self, table: str, df: pd.DataFrame, columns: list[str]) -> None:
         df = df[columns]
         if self.dialect == "duckdb":
             self._con.register("_recovery_insert", df)
@@ -344,7 +451,13 @@ class Store:
                 cp.write(buf.getvalue())
 
     def _stage(self, name: str, df: pd.DataFrame) -> None:
-        """Make ``df`` queryable as table ``name`` until :meth:`_unstage`."""
+        """Make ``df`` queryable as table ``name`` until :meth:`_unstage`.
+
+        A session is held in between: a registered frame lives on one connection.
+        """
+        hold = self.session()
+        hold.__enter__()
+        self._staged[name] = hold
         if self.dialect == "duckdb":
             self._con.register(name, df)
             return
@@ -354,32 +467,36 @@ class Store:
         self._insert_frame(name, df, list(df.columns))
 
     def _unstage(self, name: str) -> None:
-        if self.dialect == "duckdb":
-            self._con.unregister(name)
-        else:
-            self._exec(f"DROP TABLE IF EXISTS {name}")
+        try:
+            if self.dialect == "duckdb":
+                self._con.unregister(name)
+            else:
+                self._exec(f"DROP TABLE IF EXISTS {name}")
+        finally:
+            self._staged.pop(name).__exit__(None, None, None)
 
     @contextmanager
     def transaction(self) -> Iterator["Store"]:
         """All writes inside commit together or not at all (nesting joins the outer one)."""
-        if self._in_tx:
-            yield self
-            return
-        self._in_tx = True
-        try:
-            if self.dialect == "duckdb":
-                self._con.execute("BEGIN TRANSACTION")
-                try:
-                    yield self
-                except BaseException:
-                    self._con.execute("ROLLBACK")
-                    raise
-                self._con.execute("COMMIT")
-            else:
-                with self._con.transaction():
-                    yield self
-        finally:
-            self._in_tx = False
+        with self.session():
+            if self._in_tx:
+                yield self
+                return
+            self._in_tx = True
+            try:
+                if self.dialect == "duckdb":
+                    self._con.execute("BEGIN TRANSACTION")
+                    try:
+                        yield self
+                    except BaseException:
+                        self._con.execute("ROLLBACK")
+                        raise
+                    self._con.execute("COMMIT")
+                else:
+                    with self._con.transaction():
+                        yield self
+            finally:
+                self._in_tx = False
 
     def next_id(self) -> int:
         """A fresh id from the store's sequence (ids are unique across tables)."""
@@ -411,7 +528,7 @@ class Store:
             (name, digest) if digest else (name,))
         if not rows:
             known = sorted({r[0] for r in self._rows("SELECT name FROM processes")})
-            raise StoreError(f"store {self.location}: no process '{name}'; stored: {known}")
+            raise StoreError(f"store {self.name}: no process '{name}'; stored: {known}")
         return parse_process(rows[0][0], rows[0][1] or name)
 
     def process_names(self) -> list[str]:
@@ -584,7 +701,8 @@ class Store:
     def counts(self) -> dict[str, int]:
         """Rows per table (tests use it to show a failed ingest changed nothing)."""
         tables = ["processes", "ingests", "observations", "links", "variables", "quarantine",
-                  "model_versions", "recommendations", "decisions", "tokens", "audit"]
+                  "model_versions", "recommendations", "decisions", "tokens", "audit", "handovers",
+                  "decision_heads", "idempotency"]
         return {t: int(self._rows(f"SELECT COUNT(*) FROM {t}")[0][0]) for t in tables}
 
     def _filters(self, *, partner=None, process=None, batch_ids=None, alias="o"):
@@ -655,9 +773,10 @@ class Store:
 
     def add_decision(self, *, batch_id: str, engineer: str, decision: str,
                      recommendation_id: int | None = None, plan: dict | None = None,
-                     comment: str = "", partner: str | None = None) -> int:
-        """Record what an engineer decided (``accepted``, ``modified``, ``rejected``...); returns its id."""
-        did = self.next_id()
+                     comment: str = "", partner: str | None = None, decision_id: int | None = None) -> int:
+        """Record what an engineer decided (``accepted``, ``modified``, ``rejected``...); returns its id
+        (``decision_id`` when given: one the caller drew from :meth:`next_id`)."""
+        did = self.next_id() if decision_id is None else int(decision_id)
         self._exec("INSERT INTO decisions (id, recommendation_id, batch_id, engineer, decision, plan, "
                    "comment, partner, decided_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                    (did, recommendation_id, str(batch_id), engineer, decision,
@@ -667,6 +786,126 @@ class Store:
     def decisions(self, *, partner: str | None = None) -> pd.DataFrame:
         """Decisions, oldest first; ``plan`` parsed from JSON."""
         return self._list("decisions", "decided_at", ["plan"], partner=partner)
+
+    def claim_decision(self, *, process: str, batch_id: str, after_step: int, decision_id: int,
+                       supersedes: int | None = None) -> int | None:
+        """Make ``decision_id`` the final decision of the batch after ``after_step``.
+
+        Without ``supersedes`` this succeeds only when the batch has no final
+        decision at that step yet; with it, only when ``supersedes`` is the
+        current one (compare-and-swap, so of two concurrent supersessions of the
+        same decision one wins). Call it in the transaction that stores the decision.
+
+        Returns
+        -------
+        int or None
+            None when the claim succeeded; otherwise the id of the current final
+            decision (-1 when there is none, so nothing to supersede).
+        """
+        key = (process, str(batch_id), int(after_step))
+        if supersedes is None:
+            got = self._rows("INSERT INTO decision_heads (process, batch_id, after_step, decision_id) "
+                             "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING decision_id",
+                             (*key, int(decision_id)))
+        else:
+            got = self._rows("UPDATE decision_heads SET decision_id = ? WHERE process = ? AND batch_id = ? "
+                             "AND after_step = ? AND decision_id = ? RETURNING decision_id",
+                             (int(decision_id), *key, int(supersedes)))
+        if got:
+            return None
+        cur = self._rows("SELECT decision_id FROM decision_heads WHERE process = ? AND batch_id = ? "
+                         "AND after_step = ?", key)
+        return int(cur[0][0]) if cur else -1
+
+    def final_decisions(self, process: str, batch_ids: Iterable[str] | None = None) -> pd.DataFrame:
+        """``batch_id, after_step, decision_id`` of every final decision (see :meth:`claim_decision`)."""
+        where, params = self._filters(process=process, batch_ids=batch_ids, alias="h")
+        df = self._frame(f"SELECT h.batch_id, h.after_step, h.decision_id FROM decision_heads h{where} "
+                         "ORDER BY h.batch_id, h.after_step", params)
+        if not len(df):
+            return pd.DataFrame({"batch_id": pd.Series([], dtype=str), "after_step": pd.Series([], dtype="int64"),
+                                 "decision_id": pd.Series([], dtype="int64")})
+        return df.astype({"batch_id": str, "after_step": "int64", "decision_id": "int64"})
+
+    # ---- idempotency keys --------------------------------------------------
+    def claim_idempotency_key(self, *, token_id: int, key: str,
+                              request_sha256: str) -> tuple[str, int | None, dict | None] | None:
+        """Claim ``key`` for this token's request; call it inside the request's transaction.
+
+        Returns
+        -------
+        tuple or None
+            None when the key is new (now claimed: store the answer with
+            :meth:`finish_idempotency_key` in the same transaction); otherwise
+            ``(request_sha256, status, response)`` of the request that claimed it
+            first. On PostgreSQL a concurrent claim of the same key waits here
+            until the first transaction ends.
+        """
+        got = self._rows("INSERT INTO idempotency (token_id, key, request_sha256, created_at) "
+                         "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING key",
+                         (int(token_id), key, request_sha256, _now()))
+        if got:
+            return None
+        return self.idempotency_answer(token_id=token_id, key=key)
+
+    def idempotency_answer(self, *, token_id: int,
+                           key: str) -> tuple[str, int | None, dict | None] | None:
+        """``(request_sha256, status, response)`` stored for a token's key, or None."""
+        rows = self._rows("SELECT request_sha256, status, response FROM idempotency "
+                          "WHERE token_id = ? AND key = ?", (int(token_id), key))
+        if not rows:
+            return None
+        sha, status, response = rows[0]
+        return sha, (int(status) if status is not None else None), \
+            (json.loads(response) if response is not None else None)
+
+    def finish_idempotency_key(self, *, token_id: int, key: str, status: int, response: dict) -> None:
+        """Keep the answer to a claimed key (replays return it)."""
+        self._exec("UPDATE idempotency SET status = ?, response = ? WHERE token_id = ? AND key = ?",
+                   (int(status), json.dumps(response, default=str), int(token_id), key))
+
+    # ---- hand-overs and partners -------------------------------------------
+    def add_handover(self, *, process: str, batch_id: str, partner: str, actor: str) -> int:
+        """Record that ``batch_id`` was handed to ``partner`` (it may then read and append); returns the id."""
+        hid = self.next_id()
+        self._exec("INSERT INTO handovers (id, process, batch_id, partner, actor, created_at) "
+                   "VALUES (?, ?, ?, ?, ?, ?)", (hid, process, str(batch_id), partner, actor, _now()))
+        return hid
+
+    def handovers(self, process: str, batch_ids: Iterable[str] | None = None) -> pd.DataFrame:
+        """``batch_id, partner`` of every hand-over (a pair may repeat)."""
+        where, params = self._filters(process=process, batch_ids=batch_ids, alias="h")
+        df = self._frame(f"SELECT h.batch_id, h.partner FROM handovers h{where} ORDER BY h.id", params)
+        if not len(df):
+            return pd.DataFrame({"batch_id": pd.Series([], dtype=str), "partner": pd.Series([], dtype=str)})
+        return df.astype(str)
+
+    def batch_owners(self, process: str, batch_ids: Iterable[str] | None = None) -> pd.DataFrame:
+        """``batch_id, partner``: partners with step data in a batch, and those it was handed to
+        (one query: the service asks it on every request)."""
+        w1, p1 = self._filters(process=process, batch_ids=batch_ids, alias="o")
+        w2, p2 = self._filters(process=process, batch_ids=batch_ids, alias="h")
+        df = self._frame(f"SELECT DISTINCT o.batch_id, o.partner FROM observations o{w1} UNION "
+                         f"SELECT h.batch_id, h.partner FROM handovers h{w2}", [*p1, *p2])
+        if not len(df):
+            return pd.DataFrame({"batch_id": pd.Series([], dtype=str), "partner": pd.Series([], dtype=str)})
+        return df.astype(str)
+
+    def known_partners(self) -> dict[str, str]:
+        """Partners the store knows, each with where from (a stored process, or ingested data).
+
+        Mapping files name their partner; ingesting one records it, so mapped
+        partners are known once their first file is in.
+        """
+        out: dict[str, str] = {}
+        for text, source in self._rows("SELECT definition, source FROM processes"):
+            proc = parse_process(text, source or "stored process")
+            for pt in proc.partners:
+                out.setdefault(pt.id, f"process '{proc.name}'")
+        for (pt,) in self._rows("SELECT DISTINCT partner FROM observations UNION "
+                                "SELECT DISTINCT partner FROM ingests WHERE partner IS NOT NULL"):
+            out.setdefault(str(pt), "ingested data")
+        return out
 
     # ---- API tokens (hashes only) ------------------------------------------
     def add_token(self, *, token_hash: str, partner: str, role: str, name: str | None = None) -> int:
@@ -706,9 +945,29 @@ class Store:
                     json.dumps(payload or {}, default=str)))
         return aid
 
-    def audit(self, *, partner: str | None = None, batch_ids: Iterable[str] | None = None) -> pd.DataFrame:
-        """The audit trail, oldest first; ``payload`` parsed from JSON."""
-        return self._list("audit", "recorded_at", ["payload"], partner=partner, batch_ids=batch_ids)
+    def audit(self, *, partner: str | None = None, batch_ids: Iterable[str] | None = None,
+              or_batch_ids: Iterable[str] | None = None) -> pd.DataFrame:
+        """The audit trail, oldest first; ``payload`` parsed from JSON.
+
+        Parameters
+        ----------
+        partner : str, optional
+            Only entries made by this partner's tokens...
+        batch_ids : iterable of str, optional
+            Only entries about these batches.
+        or_batch_ids : iterable of str, optional
+            ...or about these batches, whoever made them (what a partner sees:
+            its own entries and every entry about the batches it owns).
+        """
+        if or_batch_ids is None or partner is None:
+            return self._list("audit", "recorded_at", ["payload"], partner=partner, batch_ids=batch_ids)
+        ids = [str(b) for b in or_batch_ids]
+        cond = "t.partner = ?" + (f" OR t.batch_id IN ({', '.join('?' * len(ids))})" if ids else "")
+        extra, params = self._filters(batch_ids=batch_ids, alias="t")
+        extra = extra.replace(" WHERE ", " AND ", 1)
+        df = self._frame(f"SELECT * FROM audit t WHERE ({cond}){extra} ORDER BY t.id",
+                         [partner, *ids, *params])
+        return self._parsed(df, "recorded_at", ["payload"])
 
     def batch_partners(self, process: str, batch_ids: Iterable[str] | None = None) -> pd.DataFrame:
         """(batch_id, partner, last_step) for every partner with step data of a batch."""
@@ -719,6 +978,10 @@ class Store:
     def _list(self, table, time_col, json_cols, **filters) -> pd.DataFrame:
         where, params = self._filters(alias="t", **filters)
         df = self._frame(f"SELECT * FROM {table} t{where} ORDER BY t.id", params)
+        return self._parsed(df, time_col, json_cols)
+
+    @staticmethod
+    def _parsed(df: pd.DataFrame, time_col: str, json_cols: list[str]) -> pd.DataFrame:
         if len(df):
             df[time_col] = _utc(df[time_col])
             for c in json_cols:
@@ -785,3 +1048,88 @@ def _redact(url: str) -> str:
         netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
         return urlunsplit(parts._replace(netloc=netloc))
     return url
+
+
+def shown_path(path) -> str:
+    """A path as messages show it: relative to the working folder when inside it, else its name.
+
+    Messages reach API clients and logs; absolute paths would tell them about the
+    server's layout.
+    """
+    p = Path(path)
+    try:
+        return str(p.absolute().relative_to(Path.cwd()))
+    except ValueError:
+        return p.name
+
+
+_WAITING = ".waiting."
+
+
+def _others_waiting(path: str | None) -> bool:
+    """Whether another live process has left a marker that it waits for ``path``'s lock."""
+    if path is None:
+        return False
+    p = Path(path)
+    try:
+        markers = [m for m in p.parent.iterdir() if m.name.startswith(p.name + _WAITING)]
+    except OSError:
+        return False
+    for m in markers:
+        pid = m.name[len(p.name + _WAITING):].split(".", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:      # left by a process that died: clear it
+            m.unlink(missing_ok=True)
+            continue
+        except PermissionError:         # alive, but another user's
+            pass
+        return True
+    return False
+
+
+def _connect_duckdb(path: str, name: str, timeout: float, *, give_way: bool):
+    """``duckdb.connect(path)``, waiting up to ``timeout`` s for another process's lock.
+
+    While it waits it leaves a marker (``<file>.waiting.<pid>.<n>``) that tells a
+    shared store (the service) to let go. A shared opener (``give_way``) itself
+    waits while others have markers, so a command is not starved by a busy service.
+    """
+    import duckdb
+
+    if path == ":memory:":
+        return duckdb.connect(path)
+    deadline = time.monotonic() + timeout
+    marker: Path | None = None
+    delay = 0.002
+    try:
+        while True:
+            if give_way and time.monotonic() < deadline and _others_waiting(path):
+                time.sleep(0.005)
+                continue
+            try:
+                return duckdb.connect(path)
+            except duckdb.IOException as exc:
+                text = str(exc)
+                if "lock" not in text.lower():
+                    raise StoreError(f"store {name}: {text.replace(path, name)}") from None
+                if time.monotonic() >= deadline:
+                    pid = re.search(r"PID (\d+)", text)
+                    holder = f"process {pid.group(1)}" if pid else "another process"
+                    raise StoreError(f"store {name}: {holder} has held its lock for more than "
+                                     f"{timeout:g} s (a long 'recovery ingest'?); try again later") from None
+            except duckdb.Error as exc:
+                raise StoreError(f"store {name}: {str(exc).replace(path, name)}") from None
+            if marker is None and not give_way:
+                marker = Path(f"{path}{_WAITING}{os.getpid()}.{threading.get_ident()}")
+                try:
+                    marker.touch()
+                except OSError:         # a read-only folder: wait without announcing
+                    marker = None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+    finally:
+        if marker is not None:
+            marker.unlink(missing_ok=True)

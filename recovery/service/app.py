@@ -3,10 +3,22 @@
 ``create_app(store_url, model_dir)`` builds a FastAPI application (OpenAPI at
 ``/docs`` and ``/openapi.json``) over one store and one fitted causal model.
 Every ``/api`` endpoint needs ``Authorization: Bearer <token>`` (see
-:mod:`recovery.service.auth`); a partner's token sees only batches with step
-data at that partner's steps, and another partner's batch answers exactly as
-an unknown one (404). The web page is ``/`` with its assets under ``/static``,
-all served from the package (no CDN).
+:mod:`recovery.service.auth`). The ownership rule, the same for reading and
+writing: a batch belongs to the partners with step data in it and to those an
+engineer handed it to (``POST /api/batches/{id}/handover``); an admin token
+owns every batch. A partner's token reads and appends to its batches only;
+another partner's batch answers exactly as an unknown one (404). It appends
+rows of the steps its partner runs only, and only the partner that runs the
+process's first step may start a batch (the batch id is born there), so no
+partner can take over a batch by writing to it. Every write to a batch (step
+rows, refused attempts, hand-overs, decisions) is in the audit trail its owners
+see. The web page is ``/`` with its assets under ``/static``, all served from
+the package (no CDN).
+
+Decisions: one final decision per batch and recommendation step. Another one
+answers 409 unless its body names the decision it supersedes (audited); a
+request with an ``Idempotency-Key`` header is answered once and replays get the
+first answer without storing anything.
 
 Data path: appended rows go through :func:`recovery.data.ingest.ingest` (the
 same validation as ``recovery ingest``; rejected rows are kept in quarantine
@@ -22,21 +34,22 @@ import hashlib
 import json
 import math
 import threading
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import pandas as pd
 
-from recovery.service.auth import Principal, authenticate, create_token
+from recovery.data.ids import check_id
+from recovery.service.auth import ALL_PARTNERS, Principal, authenticate, create_token
 
 __all__ = ["Service", "create_app", "MAX_BODY_BYTES", "STATUSES"]
 
 MAX_BODY_BYTES = 2 * 1024 * 1024
+INT64 = (-(2 ** 63), 2 ** 63 - 1)
 MAX_ROWS = 20_000
 STATUSES = ("on track", "at risk", "recoverable", "scrap recommended", "finished")
 STATIC = Path(__file__).parent / "static"
@@ -56,6 +69,14 @@ class Refused(Exception):
 
 class BadRequest(ValueError):
     """The request is well-formed JSON but its content cannot be accepted."""
+
+
+class Conflict(Exception):
+    """The batch already has a final decision (409); ``current`` is its id (-1: none)."""
+
+    def __init__(self, message: str, current: int):
+        super().__init__(message)
+        self.current = current
 
 
 @dataclass
@@ -87,7 +108,8 @@ class Service:
         from recovery.data.store import open_store
         from recovery.pipeline import load_model
 
-        self.store = open_store(store_url)
+        # shared: a DuckDB file stays usable by `recovery tokens` and `recovery ingest`
+        self.store = open_store(store_url, shared=True)
         self.model = load_model(model_dir)
         self.process = self.model.graph_.process
         self.model_version = self.model.version_.id
@@ -99,22 +121,25 @@ class Service:
         self.data_dir = Path(data_dir)
         (self.data_dir / "inbox").mkdir(parents=True, exist_ok=True)
         (self.data_dir / "quarantine").mkdir(parents=True, exist_ok=True)
-        self._db = threading.RLock()        # one store connection: one user at a time
+        self._db = self.store.session       # one store connection: one user at a time
         self._plan = threading.Lock()       # recommendations are CPU-bound: one at a time
         self._cache: dict[str, _Cached] = {}
         self._partners = tuple(pt.id for pt in self.process.partners)
         self._step_partner = {s.index: s.partner for s in self.process.steps}
+        # Batch ids are born at the first step: only its partner starts batches.
+        self._first_partner = self.process.steps[0].partner
 
     # ---- access ------------------------------------------------------------
     def authenticate(self, header: str | None) -> Principal | None:
-        with self._db:
+        with self._db():
             return authenticate(self.store, header)
 
     def _owners(self, batch_ids: list[str] | None = None) -> dict[str, set[str]]:
-        with self._db:
-            bp = self.store.batch_partners(self.process.name, batch_ids)
+        """batch -> its owners: partners with step data in it, and those it was handed to."""
+        with self._db():
+            bo = self.store.batch_owners(self.process.name, batch_ids)
         out: dict[str, set[str]] = {}
-        for b, pt in zip(bp["batch_id"].astype(str), bp["partner"].astype(str)):
+        for b, pt in zip(bo["batch_id"], bo["partner"]):
             out.setdefault(b, set()).add(pt)
         return out
 
@@ -130,7 +155,7 @@ class Service:
 
     # ---- data --------------------------------------------------------------
     def history(self, batch_id: str) -> pd.DataFrame:
-        with self._db:
+        with self._db():
             return self.store.read_steps(process=self.process.name, batch_ids=[batch_id])
 
     def _input_hash(self, history: pd.DataFrame) -> str:
@@ -178,7 +203,7 @@ class Service:
             cached = _Cached(key, rec, error, predicted, status)
             self._cache[batch_id] = cached
             if rec is not None:
-                with self._db:
+                with self._db():
                     self.store.add_recommendation(
                         process=self.process.name, batch_id=batch_id, after_step=rec.step, agent=rec.agent,
                         plan={r["lever"]: r["value"] for r in rec.plan},
@@ -210,9 +235,6 @@ class Service:
             st = r.get("step")
             if not who.all_partners and self._step_partner.get(st, who.partner) != who.partner:
                 raise Refused(f"row {i}: step {st} is run by partner '{self._step_partner[st]}', not by you")
-        # A partner may append its own steps to any batch id, new or not: the id
-        # travels with the goods at hand-over, and the answer is the same either
-        # way, so it says nothing about other partners' batches.
         frame = pd.DataFrame([{**r, "batch_id": batch_id} for r in rows])
         for c, default in (("bar_id", None), ("timestamp", None), ("value", None)):
             if c not in frame:
@@ -228,23 +250,79 @@ class Service:
         frame = frame[[c for c in cols if c in frame] + [c for c in frame if c not in cols]]
         frame.to_parquet(kept, index=False)
         try:
-            with self._db:
+            # One session: the ownership check and the write see the same store.
+            with self._db():
+                if not self._may_write(who, batch_id):
+                    self.store.add_audit(actor=who.actor, partner=who.partner, role=who.role,
+                                         action="append_refused", batch_id=batch_id,
+                                         model_version=self.model_version, input_hash=_sha256_file(kept),
+                                         payload={"rows": len(rows), "file": self._shown(kept)})
+                    raise NotFound(batch_id)
                 res = ingest(kept, store=self.store, process=self.process,
                              quarantine=self.data_dir / "quarantine" / f"{name}.csv")
                 self.store.add_audit(actor=who.actor, partner=who.partner, role=who.role, action="append",
                                      batch_id=batch_id, model_version=self.model_version,
                                      input_hash=_sha256_file(kept),
                                      payload={"rows": len(rows), "accepted": res.accepted,
-                                              "rejected": res.rejected, "file": str(kept)})
+                                              "rejected": res.rejected, "file": self._shown(kept)})
         except IngestError as exc:
-            raise BadRequest(str(exc)) from None
+            raise BadRequest(self._shown(str(exc))) from None
         answer = res.to_json()
-        answer["received"] = str(kept)
+        answer["quarantine"] = self._shown(answer["quarantine"]) if answer["quarantine"] else None
+        for r in answer["reasons"]:
+            r["reason"] = self._shown(r["reason"])
+        answer["received"] = self._shown(kept)
         if res.rejected:
             answer["message"] = (f"{res.rejected} of {res.rows} rows rejected (kept with their reasons in "
-                                 f"{res.quarantine}); {res.accepted} accepted rows were stored")
+                                 f"{answer['quarantine']}); {res.accepted} accepted rows were stored")
             return 422, answer
         return 200, answer
+
+    def _may_write(self, who: Principal, batch_id: str) -> bool:
+        """The ownership rule for writes (call it in the session of the write).
+
+        The caller's partner must own the batch (step data in it, or handed to
+        it), or the batch must not exist yet and the caller's partner run the
+        first step, where batch ids are born. A partner at a later step gets a
+        batch by hand-over, so nobody can claim another partner's batch, or a
+        batch id before its real owner uses it, by writing to it.
+        """
+        if who.all_partners:
+            return True
+        owners = self._owners([batch_id]).get(batch_id)
+        if owners:
+            return who.partner in owners
+        return who.partner == self._first_partner
+
+    def _shown(self, text) -> str:
+        """``text`` (a path or a message) with the service's data folder left out."""
+        text = str(text)
+        for base in {str(self.data_dir), str(self.data_dir.resolve())}:
+            text = text.replace(base + "/", "")
+        return text
+
+    def handover(self, who: Principal, batch_id: str, partner: str, comment: str = "") -> tuple[int, dict]:
+        """Hand a batch to another partner (it may then read and append); engineer or admin.
+
+        Returns (201, answer) when recorded, (200, answer) when the partner owns the batch already.
+        """
+        if not who.can_decide:
+            raise Refused("your role may not hand batches over (engineer or admin needed)")
+        if partner not in self._partners:
+            raise BadRequest(f"unknown partner '{partner}'; the process has {', '.join(self._partners)}")
+        with self._db():
+            self.check_visible(who, batch_id)
+            with self.store.transaction():
+                if partner in self._owners([batch_id]).get(batch_id, ()):
+                    return 200, {"batch_id": batch_id, "partner": partner, "handover_id": None,
+                                 "message": f"partner '{partner}' owns batch {batch_id} already"}
+                hid = self.store.add_handover(process=self.process.name, batch_id=batch_id,
+                                              partner=partner, actor=who.actor)
+                aid = self.store.add_audit(actor=who.actor, partner=who.partner, role=who.role,
+                                           action="handover", batch_id=batch_id,
+                                           model_version=self.model_version,
+                                           payload={"to": partner, "handover_id": hid, "comment": comment})
+        return 201, {"batch_id": batch_id, "partner": partner, "handover_id": hid, "audit_id": aid}
 
     # ---- answers -----------------------------------------------------------
     def recommendation(self, who: Principal, batch_id: str, history: pd.DataFrame | None = None) -> dict:
@@ -257,7 +335,7 @@ class Service:
             body.update({"recommendation": None, "message": a.error})
         else:
             body.update({"recommendation": a.rec.to_dict(), "predicted": a.predicted})
-        with self._db:
+        with self._db():
             self.store.add_audit(actor=who.actor, partner=who.partner, role=who.role,
                                  action="recommendation_shown", batch_id=batch_id,
                                  model_version=self.model_version, input_hash=a.input_hash,
@@ -297,7 +375,7 @@ class Service:
         out = []
         owners = self._owners()
         ids = self.visible_batches(who, owners)
-        with self._db:
+        with self._db():
             steps = self.store.read_steps(process=self.process.name, batch_ids=ids)
         empty = steps.iloc[:0]
         by_batch = {str(b): g for b, g in steps.groupby(steps["batch_id"].astype(str), sort=False)}
@@ -313,10 +391,27 @@ class Service:
         return out
 
     def decide(self, who: Principal, batch_id: str, decision: str, comment: str,
-               plan: dict[str, float] | None) -> dict:
+               plan: dict[str, float] | None, *, supersedes: int | None = None,
+               idempotency_key: str | None = None) -> tuple[int, dict]:
+        """Record an engineer's decision; returns (HTTP status, answer).
+
+        One decision per batch and recommendation step is final: another one
+        raises :class:`Conflict` unless ``supersedes`` names the current final
+        one. With ``idempotency_key`` (per token) the first answer is kept and a
+        replay of the same request returns it and stores nothing; the same key
+        with another request is refused.
+        """
         if not who.can_decide:
             raise Refused("your role may not record decisions (engineer or admin needed)")
         self.check_visible(who, batch_id)
+        request_sha = hashlib.sha256(json.dumps(
+            {"batch_id": batch_id, "decision": decision, "comment": comment, "plan": plan,
+             "supersedes": supersedes}, sort_keys=True).encode()).hexdigest()
+        if idempotency_key is not None:
+            with self._db():
+                first = self.store.idempotency_answer(token_id=who.token_id, key=idempotency_key)
+            if first is not None:
+                return self._replay(idempotency_key, request_sha, first)
         a = self.assess(batch_id)
         if a.rec is None:
             raise BadRequest(f"batch {batch_id} has no recommendation to decide on: {a.error}")
@@ -350,24 +445,76 @@ class Service:
             raise BadRequest(f"a plan goes only with 'modify', not with '{decision}'")
         elif decision == "accept":
             final = {r["lever"]: r["value"] for r in a.rec.plan}
-        with self._db:
-            with self.store.transaction():
-                did = self.store.add_decision(batch_id=batch_id, engineer=who.actor, decision=decision,
-                                              plan=final, comment=comment, partner=who.partner)
-                aid = self.store.add_audit(
+        st = self.store
+        with self._db():
+            with st.transaction():
+                if idempotency_key is not None:
+                    # claimed in the decision's transaction: a concurrent twin waits or sees it
+                    first = st.claim_idempotency_key(token_id=who.token_id, key=idempotency_key,
+                                                     request_sha256=request_sha)
+                    if first is not None:
+                        return self._replay(idempotency_key, request_sha, first)
+                did = st.next_id()
+                current = st.claim_decision(process=self.process.name, batch_id=batch_id,
+                                            after_step=a.rec.step, decision_id=did, supersedes=supersedes)
+                if current is not None:
+                    raise self._conflict(batch_id, a.rec.step, current, supersedes)
+                st.add_decision(batch_id=batch_id, engineer=who.actor, decision=decision, plan=final,
+                                comment=comment, partner=who.partner, decision_id=did)
+                aid = st.add_audit(
                     actor=who.actor, partner=who.partner, role=who.role, action="decision",
                     batch_id=batch_id, model_version=self.model_version, input_hash=a.input_hash,
                     payload={"decision": decision, "comment": comment, "plan": final, "decision_id": did,
+                             "after_step": a.rec.step, "supersedes": supersedes,
                              "recommended": a.rec.decision, "recommended_plan": a.rec.plan})
-        return {"decision_id": did, "audit_id": aid, "batch_id": batch_id, "decision": decision,
-                "plan": final, "input_hash": a.input_hash, "model_version": self.model_version}
+                if supersedes is not None:
+                    st.add_audit(actor=who.actor, partner=who.partner, role=who.role,
+                                 action="decision_superseded", batch_id=batch_id,
+                                 model_version=self.model_version, input_hash=a.input_hash,
+                                 payload={"decision_id": supersedes, "superseded_by": did,
+                                          "after_step": a.rec.step, "comment": comment})
+                answer = {"decision_id": did, "audit_id": aid, "batch_id": batch_id, "decision": decision,
+                          "plan": final, "after_step": a.rec.step, "supersedes": supersedes,
+                          "input_hash": a.input_hash, "model_version": self.model_version}
+                if idempotency_key is not None:
+                    st.finish_idempotency_key(token_id=who.token_id, key=idempotency_key, status=201,
+                                              response=answer)
+        return 201, answer
+
+    @staticmethod
+    def _replay(key: str, request_sha: str, first: tuple) -> tuple[int, dict]:
+        sha, status, answer = first
+        if sha != request_sha:
+            raise BadRequest(f"Idempotency-Key '{key}' was used for a different request; "
+                             f"use a new key for a new request")
+        if status is None:       # cannot happen inside one transaction; said plainly if it does
+            raise Conflict(f"the request with Idempotency-Key '{key}' is still being processed", -1)
+        return status, answer
+
+    @staticmethod
+    def _conflict(batch_id: str, step: int, current: int, supersedes: int | None) -> Conflict:
+        if supersedes is None:
+            return Conflict(f"batch {batch_id} already has a final decision after step {step} "
+                            f"(decision {current}); to replace it, send \"supersedes\": {current}", current)
+        if current < 0:
+            return Conflict(f"batch {batch_id} has no final decision after step {step} to supersede; "
+                            f"send the decision without \"supersedes\"", current)
+        return Conflict(f"decision {supersedes} is not the final decision of batch {batch_id} after step "
+                        f"{step} (decision {current} is); to replace that one, send \"supersedes\": "
+                        f"{current}", current)
 
     def audit(self, who: Principal, batch_id: str | None = None) -> list[dict]:
-        if batch_id is not None:
-            self.check_visible(who, batch_id)
-        with self._db:
-            df = self.store.audit(partner=None if who.all_partners else who.partner,
-                                  batch_ids=[batch_id] if batch_id else None)
+        """The audit trail the caller may see: its own entries and every entry about
+        the batches it owns, whoever made them (another owner's appends and
+        decisions, hand-overs, refused writes)."""
+        with self._db():
+            if batch_id is not None:
+                self.check_visible(who, batch_id)
+                df = self.store.audit(batch_ids=[batch_id])
+            elif who.all_partners:
+                df = self.store.audit()
+            else:
+                df = self.store.audit(partner=who.partner, or_batch_ids=self.visible_batches(who))
         return [_jsonable(r) for r in df.to_dict("records")]
 
     def labelled_decisions(self, who: Principal) -> list[dict]:
@@ -376,14 +523,16 @@ class Service:
         ``outcome`` is the final inspection's verdict once its readings are
         stored: ``rejected`` when a sample mean lies outside its final band
         (the gate rule of every inspection, as the simulator applies it),
-        ``accepted`` otherwise; ``pending`` before that.
+        ``accepted`` otherwise; ``pending`` before that. ``final`` is False for
+        a decision another one superseded (what was done is the final one).
         """
         from recovery.causal.queries import view
 
         if not who.can_decide:
             raise Refused("engineer or admin role needed")
-        with self._db:
+        with self._db():
             dec = self.store.decisions(partner=None if who.all_partners else who.partner)
+            final = set(self.store.final_decisions(self.process.name)["decision_id"].tolist())
         p = self.process
         outcomes: dict[str, str] = {}      # a batch decided on many times is read once
         for b in dec["batch_id"].astype(str).unique() if len(dec) else ():
@@ -391,12 +540,13 @@ class Service:
             outcomes[b] = "pending"
             if ((h["kind"] == "measurement") & (h["step"] == p.n_steps)).any():
                 outcomes[b] = "rejected" if view(self.model, h, b).flags[-1] else "accepted"
-        return [_jsonable({**r, "outcome": outcomes[str(r["batch_id"])]}) for r in dec.to_dict("records")]
+        return [_jsonable({**r, "outcome": outcomes[str(r["batch_id"])], "final": int(r["id"]) in final})
+                for r in dec.to_dict("records")]
 
     def new_token(self, who: Principal, partner: str, role: str, name: str | None) -> dict:
         if who.role != "admin":
             raise Refused("admin role needed")
-        with self._db:
+        with self._db():
             tid, token = create_token(self.store, partner=partner, role=role, name=name,
                                       partners=self._partners)
             self.store.add_audit(actor=who.actor, partner=who.partner, role=who.role, action="token_created",
@@ -406,7 +556,7 @@ class Service:
     def revoke_token(self, who: Principal, token_id: int) -> bool:
         if who.role != "admin":
             raise Refused("admin role needed")
-        with self._db:
+        with self._db():
             done = self.store.revoke_token(token_id)
             if done:
                 self.store.add_audit(actor=who.actor, partner=who.partner, role=who.role,
@@ -468,19 +618,40 @@ def _jsonable(d: dict) -> dict:
 # HTTP
 # ---------------------------------------------------------------------------
 
-from pydantic import BaseModel, ConfigDict, Field  # noqa: E402 (the HTTP part only)
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field  # noqa: E402 (the HTTP part only)
+
+
+def _valid_id(value: str) -> str:
+    reason = check_id(value)
+    if reason is not None:
+        raise ValueError(f"not an acceptable id: it {reason}")
+    return value
+
+
+def _valid_unit(value: str) -> str:
+    return _valid_id(value) if value else value
+
+
+def _valid_partner(value: str) -> str:
+    return value if value == ALL_PARTNERS else _valid_id(value)
+
+
+#: Batch, factory, partner and variable ids: the rule of :func:`recovery.data.ids.check_id`.
+Id = Annotated[str, AfterValidator(_valid_id)]
+#: Integers the store keeps as BIGINT.
+Int64 = Annotated[int, Field(ge=INT64[0], le=INT64[1])]
 
 
 class Row(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    batch_id: str | None = None
-    bar_id: int | None = None
-    step: int
-    factory: str = Field(max_length=100)
-    partner: str = Field(max_length=100)
-    variable: str = Field(max_length=100)
+    batch_id: Id | None = None
+    bar_id: Int64 | None = None
+    step: Int64
+    factory: Id
+    partner: Id
+    variable: Id
     value: float | None = None
-    unit: str = Field(max_length=50)
+    unit: Annotated[str, Field(max_length=50), AfterValidator(_valid_unit)]
     kind: Literal["measurement", "lever", "context"]
     timestamp: datetime | None = None
 
@@ -494,19 +665,31 @@ class DecisionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     decision: Literal["accept", "reject", "modify"]
     comment: str = Field(default="", max_length=4000)
-    plan: dict[str, float] | None = None
+    plan: dict[Id, float] | None = None
+    supersedes: Int64 | None = Field(default=None, description="id of the final decision this one replaces")
+
+
+class HandoverIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    partner: Id
+    comment: str = Field(default="", max_length=4000)
 
 
 class TokenIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    partner: str = Field(max_length=100)
+    partner: Annotated[str, AfterValidator(_valid_partner)]
     role: Literal["partner", "engineer", "admin"]
-    name: str | None = Field(default=None, max_length=200)
+    name: Id | None = None
 
 
 class _BodyLimit:
     """ASGI middleware: refuse request bodies above ``limit`` bytes with 413,
-    whether announced by Content-Length or streamed."""
+    whether announced by Content-Length or streamed (chunked).
+
+    The body is read whole (at most ``limit`` bytes) before the app sees the
+    request: an error raised while the app reads it would reach FastAPI's body
+    parser, which answers any such error with 400.
+    """
 
     def __init__(self, app, limit: int):
         self.app, self.limit = app, limit
@@ -517,25 +700,27 @@ class _BodyLimit:
         for k, v in scope.get("headers", []):
             if k == b"content-length" and v.isdigit() and int(v) > self.limit:
                 return await _too_large(send, self.limit)
-        seen = 0
-
-        async def limited():
-            nonlocal seen
+        chunks, seen, more = [], 0, True
+        while more:
             msg = await receive()
-            if msg["type"] == "http.request":
-                seen += len(msg.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge()
-            return msg
+            if msg["type"] != "http.request":       # the client left: nothing to answer
+                return
+            body = msg.get("body", b"")
+            seen += len(body)
+            if seen > self.limit:
+                return await _too_large(send, self.limit)
+            chunks.append(body)
+            more = msg.get("more_body", False)
+        replayed = False
 
-        try:
-            return await self.app(scope, limited, send)
-        except _TooLarge:
-            return await _too_large(send, self.limit)
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
 
-
-class _TooLarge(Exception):
-    pass
+        return await self.app(scope, replay, send)
 
 
 async def _too_large(send, limit):
@@ -547,9 +732,11 @@ async def _too_large(send, limit):
 
 def create_app(store_url: str, model_dir: str | Path, *, data_dir: str | Path | None = None, seed: int = 0):
     """The FastAPI application (see the module docstring)."""
-    from fastapi import Depends, FastAPI, Header, HTTPException, Query
+    from fastapi import Depends, FastAPI, Header, HTTPException, Path as PathParam, Query
     from fastapi.responses import FileResponse, JSONResponse
     from fastapi.staticfiles import StaticFiles
+
+    from recovery.data.store import StoreError
 
     svc = Service(store_url, model_dir, data_dir=data_dir, seed=seed)
     app = FastAPI(title="recovery", version="1",
@@ -557,6 +744,11 @@ def create_app(store_url: str, model_dir: str | Path, *, data_dir: str | Path | 
                               "audit trail. Authenticate with `Authorization: Bearer <token>` "
                               "(`recovery tokens create`).")
     app.state.service = svc
+
+    @app.exception_handler(StoreError)
+    def store_busy(request, exc):
+        # the store is locked by a command (a long ingest) or unreachable: the client may retry
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
 
     def principal(authorization: str | None = Header(default=None)) -> Principal:
         who = svc.authenticate(authorization)
@@ -573,6 +765,8 @@ def create_app(store_url: str, model_dir: str | Path, *, data_dir: str | Path | 
             raise HTTPException(exc.status, str(exc)) from None
         except BadRequest as exc:
             raise HTTPException(422, str(exc)) from None
+        except Conflict as exc:
+            return JSONResponse({"detail": str(exc), "current_decision_id": exc.current}, status_code=409)
 
     @app.get("/health", tags=["service"])
     def health():
@@ -590,24 +784,37 @@ def create_app(store_url: str, model_dir: str | Path, *, data_dir: str | Path | 
         return svc.batches(who, status)
 
     @app.get("/api/batches/{batch_id}", tags=["batches"])
-    def get_batch(batch_id: str, who: Principal = Depends(principal)):
+    def get_batch(batch_id: Id, who: Principal = Depends(principal)):
         return guard(svc.batch_view, who, batch_id)
 
     @app.get("/api/batches/{batch_id}/recommendation", tags=["batches"])
-    def get_recommendation(batch_id: str, who: Principal = Depends(principal)):
+    def get_recommendation(batch_id: Id, who: Principal = Depends(principal)):
         return guard(svc.recommendation, who, batch_id)
 
     @app.post("/api/batches/{batch_id}/steps", tags=["batches"])
-    def append_steps(batch_id: str, body: Steps, who: Principal = Depends(principal)):
-        code, answer = guard(svc.append, who, batch_id, [r.model_dump() for r in body.rows])
-        return JSONResponse(answer, status_code=code)
+    def append_steps(batch_id: Id, body: Steps, who: Principal = Depends(principal)):
+        """Append step rows. Only to batches your partner owns (or, for the partner of the
+        first step, a new batch), and only rows of steps your partner runs."""
+        res = guard(svc.append, who, batch_id, [r.model_dump() for r in body.rows])
+        return res if isinstance(res, JSONResponse) else JSONResponse(res[1], status_code=res[0])
+
+    @app.post("/api/batches/{batch_id}/handover", tags=["batches"], status_code=201)
+    def post_handover(batch_id: Id, body: HandoverIn, who: Principal = Depends(principal)):
+        """Hand a batch you own to another partner (engineer or admin); audited."""
+        res = guard(svc.handover, who, batch_id, body.partner, body.comment)
+        return res if isinstance(res, JSONResponse) else JSONResponse(res[1], status_code=res[0])
 
     @app.post("/api/batches/{batch_id}/decision", tags=["batches"], status_code=201)
-    def post_decision(batch_id: str, body: DecisionIn, who: Principal = Depends(principal)):
-        return guard(svc.decide, who, batch_id, body.decision, body.comment, body.plan)
+    def post_decision(batch_id: Id, body: DecisionIn, who: Principal = Depends(principal),
+                      idempotency_key: Id | None = Header(default=None, alias="Idempotency-Key")):
+        """Record a decision. 409 when the batch has a final decision after this step, unless
+        ``supersedes`` names it; an ``Idempotency-Key`` replay returns the first answer."""
+        res = guard(lambda *a: svc.decide(*a, supersedes=body.supersedes, idempotency_key=idempotency_key),
+                    who, batch_id, body.decision, body.comment, body.plan)
+        return res if isinstance(res, JSONResponse) else JSONResponse(res[1], status_code=res[0])
 
     @app.get("/api/audit", tags=["audit"])
-    def get_audit(batch_id: str | None = None, who: Principal = Depends(principal)):
+    def get_audit(batch_id: Id | None = None, who: Principal = Depends(principal)):
         return guard(svc.audit, who, batch_id)
 
     @app.get("/api/decisions/export", tags=["audit"])
@@ -622,7 +829,7 @@ def create_app(store_url: str, model_dir: str | Path, *, data_dir: str | Path | 
             raise HTTPException(422, str(exc)) from None
 
     @app.delete("/api/tokens/{token_id}", tags=["tokens"])
-    def delete_token(token_id: int, who: Principal = Depends(principal)):
+    def delete_token(token_id: int = PathParam(ge=0, le=INT64[1]), who: Principal = Depends(principal)):
         if not guard(svc.revoke_token, who, token_id):
             raise HTTPException(404, f"no live token {token_id}")
         return {"revoked": token_id}

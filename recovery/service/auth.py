@@ -3,9 +3,11 @@
 A token is a random string shown once when it is created; the store keeps only
 its SHA-256. Roles:
 
-- ``partner``: sees and appends step data of its own partner's batches;
-- ``engineer``: as ``partner``, and records decisions on recommendations;
-- ``admin``: sees every partner's batches, records decisions, manages tokens.
+- ``partner``: reads and appends step data of the batches its partner owns
+  (see :mod:`recovery.service.app` for the ownership rule);
+- ``engineer``: as ``partner``, and records decisions on recommendations and
+  hands its batches over to other partners;
+- ``admin``: owns every batch, records decisions, manages tokens.
 
 A token belongs to one partner (``*`` for an admin that spans all of them).
 """

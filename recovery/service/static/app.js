@@ -1,7 +1,8 @@
 // The engineers' page: plain JS and SVG, no external library, no network beyond this service.
 "use strict";
 
-const state = { token: sessionStorage.getItem("recovery-token") || "", batch: null, view: null };
+const state = { token: sessionStorage.getItem("recovery-token") || "", batch: null, view: null,
+                supersedes: null };
 const $ = (id) => document.getElementById(id);
 
 async function api(path, options = {}) {
@@ -11,7 +12,10 @@ async function api(path, options = {}) {
   try { body = await res.json(); } catch (e) { body = null; }
   if (!res.ok) {
     const detail = body && body.detail ? (typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail)) : res.statusText;
-    throw new Error(res.status + ": " + detail);
+    const err = new Error(res.status + ": " + detail);
+    err.status = res.status;
+    err.body = body;
+    throw err;
   }
   return body;
 }
@@ -51,6 +55,7 @@ async function loadList() {
 
 async function loadBatch(id) {
   state.batch = id;
+  state.supersedes = null;
   $("decision-message").textContent = "";
   $("batch").hidden = false;
   $("batch-title").textContent = "Batch " + id + " (loading...)";
@@ -179,13 +184,29 @@ async function decide(kind) {
     body.plan = {};
     for (const inp of document.querySelectorAll("input.plan-value")) body.plan[inp.dataset.lever] = Number(inp.value);
   }
+  // Replacing a final decision is explicit: only after the service said which one is final.
+  if (state.supersedes !== null) body.supersedes = state.supersedes;
   const msg = $("decision-message");
+  // One key per click: a retried or duplicated request is stored once.
+  const key = (window.crypto && crypto.randomUUID) ? crypto.randomUUID()
+    : Date.now().toString(36) + "-" + Math.random().toString(36).slice(2);
   try {
     const r = await api("/api/batches/" + encodeURIComponent(state.batch) + "/decision", {
-      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+      method: "POST", headers: { "Content-Type": "application/json", "Idempotency-Key": key },
+      body: JSON.stringify(body) });
+    state.supersedes = null;
     msg.className = "message ok";
-    msg.textContent = `Decision recorded: ${r.decision} (decision ${r.decision_id}, audit entry ${r.audit_id})`;
-  } catch (e) { msg.className = "message"; msg.textContent = e.message; }
+    msg.textContent = `Decision recorded: ${r.decision} (decision ${r.decision_id}, audit entry ${r.audit_id})` +
+      (r.supersedes !== null && r.supersedes !== undefined ? `, replacing decision ${r.supersedes}` : "");
+  } catch (e) {
+    msg.className = "message";
+    msg.textContent = e.message;
+    if (e.status === 409 && e.body && e.body.current_decision_id >= 0) {
+      state.supersedes = e.body.current_decision_id;
+      msg.textContent = `409: batch ${state.batch} already has a final decision ` +
+        `(decision ${state.supersedes}). Decide again to replace it.`;
+    }
+  }
 }
 
 $("login").addEventListener("submit", (ev) => {

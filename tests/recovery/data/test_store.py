@@ -122,6 +122,80 @@ class TestStore:
         assert len(store.decisions()) == 2
         assert not hasattr(store, "delete_decision") and not hasattr(store, "update_decision")
 
+    def test_one_final_decision_per_batch_and_step_swapped_only_by_naming_it(self, store):
+        key = dict(process="p", batch_id="B-1", after_step=3)
+        assert store.claim_decision(**key, decision_id=10) is None
+        assert store.claim_decision(**key, decision_id=11) == 10                 # taken: 10 is final
+        assert store.claim_decision(**key, decision_id=12, supersedes=99) == 10  # stale: refused
+        assert store.claim_decision(**key, decision_id=13, supersedes=10) is None
+        assert store.claim_decision(**dict(key, after_step=6), decision_id=14, supersedes=10) == -1
+        assert store.claim_decision(**dict(key, batch_id="B-2"), decision_id=15) is None
+        heads = store.final_decisions("p")
+        assert heads.values.tolist() == [["B-1", 3, 13], ["B-2", 3, 15]]
+
+    def test_an_idempotency_key_is_claimed_once_per_token(self, store):
+        assert store.claim_idempotency_key(token_id=1, key="k", request_sha256="a") is None
+        assert store.claim_idempotency_key(token_id=1, key="k", request_sha256="b") == ("a", None, None)
+        store.finish_idempotency_key(token_id=1, key="k", status=201, response={"decision_id": 5})
+        assert store.idempotency_answer(token_id=1, key="k") == ("a", 201, {"decision_id": 5})
+        assert store.claim_idempotency_key(token_id=2, key="k", request_sha256="b") is None
+        # claimed in a transaction that fails: the key is free again
+        with pytest.raises(RuntimeError):
+            with store.transaction():
+                assert store.claim_idempotency_key(token_id=3, key="k", request_sha256="c") is None
+                raise RuntimeError("the request failed")
+        assert store.idempotency_answer(token_id=3, key="k") is None
+
+    def test_owners_are_data_partners_and_handovers_and_partners_are_known(self, store, small_history):
+        path, df = small_history
+        ingest(path, store=store, process="small")
+        b = str(df["batch_id"].iloc[0])
+        owners = store.batch_owners("small-chromed-rod", [b])
+        data = set(df.loc[df["batch_id"] == b, "partner"])
+        assert set(owners["partner"]) == data
+        store.add_handover(process="small-chromed-rod", batch_id="B-new", partner="B", actor="token:1")
+        assert store.batch_owners("small-chromed-rod", ["B-new"]).values.tolist() == [["B-new", "B"]]
+        assert store.handovers("small-chromed-rod").values.tolist() == [["B-new", "B"]]
+        assert store.known_partners() == {"A": "process 'small-chromed-rod'", "B": "process 'small-chromed-rod'"}
+
+    def test_audit_of_a_partner_shows_its_entries_and_those_about_its_batches(self, store):
+        store.add_audit(actor="t1", action="append", partner="A", batch_id="B-1")
+        store.add_audit(actor="t2", action="append", partner="B", batch_id="B-1")   # B wrote to A's batch
+        store.add_audit(actor="t2", action="append", partner="B", batch_id="B-2")
+        store.add_audit(actor="t1", action="token_created", partner="A")
+        got = store.audit(partner="A", or_batch_ids=["B-1"])
+        assert list(zip(got["partner"], got["batch_id"].fillna("-"))) == [("A", "B-1"), ("B", "B-1"), ("A", "-")]
+        assert len(store.audit(partner="A", or_batch_ids=[])) == 2
+
+
+def _other_process(code: str) -> str:
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    return r.stdout + r.stderr
+
+
+def test_a_shared_duckdb_store_lets_another_process_in_and_reopens_after(tmp_path):
+    path = tmp_path / "s.duckdb"
+    with open_store(f"duckdb://{path}", shared=True) as st:
+        st.add_audit(actor="service", action="x")             # the connection is open: the file is locked
+        out = _other_process("from recovery.data.store import open_store\n"
+                             f"with open_store('duckdb://{path}', lock_timeout=60) as o:\n"
+                             "    o.add_audit(actor='cli', action='y')\n    print('cli got in')")
+        assert "cli got in" in out, out
+        assert st.audit()["actor"].tolist() == ["service", "cli"]   # reopened, sees the other's write
+
+
+def test_a_store_held_by_another_process_times_out_with_a_clear_error(tmp_path):
+    path = tmp_path / "s.duckdb"
+    with open_store(f"duckdb://{path}"):                     # not shared: held until closed
+        out = _other_process("from recovery.data.store import open_store, StoreError\n"
+                             f"try:\n    open_store('duckdb://{path}', shared=True, lock_timeout=0.5)\n"
+                             "except StoreError as e:\n    print(e)")
+    assert "has held its lock for more than 0.5 s" in out, out
+    assert not list(tmp_path.glob("s.duckdb.waiting.*"))    # no marker left behind
+
 
 def test_bad_store_url_is_clear():
     with pytest.raises(StoreError, match="expected duckdb:///path/file.duckdb or postgresql://"):

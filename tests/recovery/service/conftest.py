@@ -21,26 +21,33 @@ def flagged_history(sim, n, fault, seed):
     return observations_frame(sim.process, cond, res.obs, res.plan, upto_step=upto)
 
 
-@pytest.fixture(scope="session")
-def service_world(small_model, tmp_path_factory):
-    """(store_url, model_dir, data_dir, tokens): tokens by name -> token string."""
+TOKENS = (("admin", "*", "admin"), ("eng_a", "A", "engineer"), ("viewer_a", "A", "partner"),
+          ("eng_b", "B", "engineer"))
+
+
+def build_world(d, batches=BATCHES, token_spec=TOKENS):
+    """(store_url, data_dir, tokens) of a DuckDB store in ``d`` with ``batches`` and ``token_spec`` tokens."""
     import pandas as pd
 
-    _, model_dir = small_model
-    d = tmp_path_factory.mktemp("service")
     url = f"duckdb://{d / 'store.duckdb'}"
     sim = Simulator("small")
-    hist = pd.concat([flagged_history(sim, n, f, 40 + n) for n, f in BATCHES])
+    hist = pd.concat([flagged_history(sim, n, f, 40 + n) for n, f in batches])
     src = d / "history.parquet"
     hist.to_parquet(src, index=False)
     with open_store(url) as st:
         res = ingest(src, store=st, process="small", quarantine=d / "q.csv")
         assert res.rejected == 0
         tokens = {}
-        for name, partner, role in (("admin", "*", "admin"), ("eng_a", "A", "engineer"),
-                                    ("viewer_a", "A", "partner"), ("eng_b", "B", "engineer")):
+        for name, partner, role in token_spec:
             tokens[name] = create_token(st, partner=partner, role=role, name=name)[1]
-    return url, model_dir, d / "data", tokens
+    return url, d / "data", tokens
+
+
+@pytest.fixture(scope="session")
+def service_world(small_model, tmp_path_factory):
+    """(store_url, model_dir, data_dir, tokens): tokens by name -> token string."""
+    url, data_dir, tokens = build_world(tmp_path_factory.mktemp("service"))
+    return url, small_model[1], data_dir, tokens
 
 
 @pytest.fixture(scope="session")

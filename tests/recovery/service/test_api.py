@@ -16,9 +16,7 @@ pytestmark = pytest.mark.filterwarnings("ignore")
 
 
 def counts(app):
-    svc = app.state.service
-    with svc._db:
-        return svc.store.counts()
+    return app.state.service.store.counts()
 
 
 def test_health_needs_no_token_but_the_api_does(client, tokens):
@@ -137,7 +135,7 @@ def _rows(df):
     return out
 
 
-def test_appended_steps_are_validated_like_ingestion(client, tokens, app):
+def test_appended_steps_are_validated_like_ingestion(client, tokens, app, service_world):
     svc = app.state.service
     new, _ = _continuation(2, "furnace_over_temperature", 42, 6, 7)   # step 7 (partner A)
     rows = _rows(new)
@@ -153,8 +151,10 @@ def test_appended_steps_are_validated_like_ingestion(client, tokens, app):
     assert body["accepted"] == len(rows) and body["rejected"] == 2
     assert {x["column"] for x in body["reasons"]} >= {"variable", "step"}
     assert all("row" in x for x in body["reasons"])
-    assert body["quarantine"] and pd.read_csv(body["quarantine"]).shape[0] == 2   # rejects kept
-    assert pd.read_parquet(body["received"]).shape[0] == len(rows) + 2            # payload kept whole
+    data_dir = service_world[2]     # answers name files relative to it, never by absolute path
+    assert body["quarantine"] and pd.read_csv(data_dir / body["quarantine"]).shape[0] == 2   # rejects kept
+    assert pd.read_parquet(data_dir / body["received"]).shape[0] == len(rows) + 2         # payload kept whole
+    assert str(data_dir) not in r.text and "/tmp" not in r.text
     after = counts(app)
     assert after["observations"] > before["observations"]
     assert svc.history("B-2")["step"].max() == 7
@@ -166,8 +166,12 @@ def test_appended_steps_are_validated_like_ingestion(client, tokens, app):
 def test_export_labels_decisions_with_the_simulated_outcome(client, tokens, app):
     h = auth(tokens["admin"])
     rec = client.get("/api/batches/B-4/recommendation", headers=h).json()["recommendation"]
+    # B-4 has a final decision after this step already (the modify test's): accepting needs "supersedes"
     r = client.post("/api/batches/B-4/decision", headers=h, json={"decision": "accept"})
-    assert r.status_code == 201
+    assert r.status_code == 409
+    current = r.json()["current_decision_id"]
+    r = client.post("/api/batches/B-4/decision", headers=h, json={"decision": "accept", "supersedes": current})
+    assert r.status_code == 201 and r.json()["supersedes"] == current
     p = Simulator("small").process
     plan = p.nominal_plan()
     for x in rec["plan"]:
@@ -180,6 +184,8 @@ def test_export_labels_decisions_with_the_simulated_outcome(client, tokens, app)
     want = "rejected" if truth.flags[0, -1] else "accepted"
     assert want == ("accepted" if truth.accepted[0] else "rejected")
     assert labels and all(x["outcome"] == want for x in labels)
+    # the modify decision was superseded by the accept: only that one is final
+    assert [(x["decision"], x["final"]) for x in labels] == [("modify", False), ("accept", True)]
     assert client.get("/api/decisions/export", headers=auth(tokens["viewer_a"])).status_code == 403
 
 
@@ -203,7 +209,11 @@ def test_tokens_cli(tmp_path, capsys):
     from recovery.cli import main
 
     url = f"duckdb://{tmp_path / 's.duckdb'}"
-    assert main(["tokens", "--store", url, "create", "--partner", "A", "--role", "engineer", "--name", "ana"]) == 0
+    # an empty store knows no partner: the process names them
+    assert main(["tokens", "--store", url, "create", "--partner", "A", "--role", "engineer", "--name", "ana"]) == 2
+    assert "unknown partner 'A'" in capsys.readouterr().err
+    assert main(["tokens", "--store", url, "create", "--partner", "A", "--role", "engineer", "--name", "ana",
+                 "--process", "small"]) == 0
     out = capsys.readouterr().out
     token = out.strip().splitlines()[-1]
     assert token.startswith("rcv_")
@@ -220,7 +230,7 @@ def test_tokens_cli(tmp_path, capsys):
         assert authenticate(st, f"Bearer {token}") is None
 
 
-def test_fifty_concurrent_clients_lose_no_decision(live, tokens, app):
+def test_fifty_concurrent_clients_get_one_final_decision_per_batch(live, tokens, app):
     import concurrent.futures
 
     import httpx
@@ -239,18 +249,20 @@ def test_fifty_concurrent_clients_lose_no_decision(live, tokens, app):
 
     with concurrent.futures.ThreadPoolExecutor(50) as ex:
         res = list(ex.map(one, range(50)))
-    assert all(a == 200 and b == 201 for a, b, _ in res)
-    ids = [d for _, _, d in res]
-    assert len(set(ids)) == 50
+    # neither batch had a decision after its current step: per batch one client wins, 24 get 409
+    assert all(a == 200 for a, _, _ in res)
+    assert sorted(b for _, b, _ in res) == [201] * 2 + [409] * 48
+    won = {i % 2: d for i, (_, b, d) in enumerate(res) if b == 201}
+    assert len(won) == 2
     after = counts(app)
-    assert after["decisions"] == before["decisions"] + 50
-    dec = svc.store.decisions()
-    comments = set(dec["comment"])
-    assert {f"client {i}" for i in range(50)} <= comments
+    assert after["decisions"] == before["decisions"] + 2
+    dec = svc.store.decisions().set_index("id")
     trail = svc.store.audit()
     assert trail["id"].is_unique
-    got = trail[(trail["action"] == "decision")]["payload"].map(lambda p: p["comment"])
-    assert {f"client {i}" for i in range(50)} <= set(got)
+    got = trail[(trail["action"] == "decision")]
+    for d in won.values():
+        assert dec.loc[d, "comment"] in {f"client {i}" for i in range(50)}
+        assert (got["payload"].map(lambda p: p["decision_id"]) == d).sum() == 1
 
 
 def test_the_service_runs_on_postgresql(postgresql_url, small_model, tmp_path):

@@ -115,10 +115,21 @@ def test_engineer_reviews_a_batch_and_accepts_the_plan(browser, live, tokens, ap
         if np.isfinite(hi[i]):
             assert max(ticks) >= hi[i] - tol, (name, ticks)
 
+    # B-1 has a final decision after this step (made here, or by the API tests before):
+    # the page says so and replaces it only when the engineer decides again
+    first = client.post("/api/batches/B-1/decision", headers=auth(tokens["eng_a"]),
+                        json={"decision": "reject", "comment": "decided before the page"})
+    assert first.status_code in (201, 409)
+    current = first.json().get("decision_id", first.json().get("current_decision_id"))
     before = len(svc.store.decisions())
     browser.find_element(By.ID, "comment").send_keys("browser test: plan accepted")
     browser.find_element(By.ID, "accept").click()
+    _wait(browser, lambda d: _text(d, "decision-message").startswith("409"))
+    assert f"decision {current}" in _text(browser, "decision-message")
+    assert len(svc.store.decisions()) == before
+    browser.find_element(By.ID, "accept").click()
     _wait(browser, lambda d: "Decision recorded" in _text(d, "decision-message"))
+    assert f"replacing decision {current}" in _text(browser, "decision-message")
     browser.save_screenshot(str(ARTIFACTS / "batch-B-1-accepted.png"))
     dec = svc.store.decisions()
     assert len(dec) == before + 1
@@ -127,6 +138,8 @@ def test_engineer_reviews_a_batch_and_accepts_the_plan(browser, live, tokens, ap
     assert last["comment"] == "browser test: plan accepted"
     trail = svc.store.audit(batch_ids=["B-1"])
     assert (trail["action"] == "decision").any() and (trail["action"] == "recommendation_shown").any()
+    sup = trail[trail["action"] == "decision_superseded"].iloc[-1]["payload"]
+    assert sup["decision_id"] == current and sup["superseded_by"] == int(last["id"])
 
 
 def test_out_of_bounds_edit_is_refused_on_the_page(browser, live, tokens, app):
