@@ -1136,32 +1136,23 @@ class _Tally:
 def _chunk(ch: _Chunk, plan: _Plan, store: Store, iid: int, checks1, checks2, schema1, schema2,
            tally: _Tally, qw, path: Path) -> None:
     p = plan.process
+    n_rows = len(ch.rows)
     c = _parse(plan.build(ch), plan)
     c.index = pd.RangeIndex(len(c))
     f1 = _failures(c, checks1, schema1, plan.sources)
     bad_rows = set(f1["row"].tolist())
     ok = ~c["_row"].isin(bad_rows)
 
-    # -- against the store: genealogy, duplicates, conflicts ------------------
+    # -- against the store and earlier rows: genealogy, duplicates, conflicts ---
     d = c[ok].copy()
     d["pos"] = np.arange(len(d), dtype=np.int64)
     d.index = pd.RangeIndex(len(d))
     d["process"] = p.name
-    if plan.genealogy_step is not None:
-        parents = pd.DataFrame({"pos": d["pos"], "batch_id": d["parent_batch"].astype(str),
-                                "bar_key": d["parent_bar_key"], "step": plan.genealogy_step})
-        parents = parents[d["parent_batch"].notna().to_numpy()]
-        found = set(store.parts_at_step(p.name, parents)["pos"].tolist())
-        # parents delivered in this very chunk count too
-        here = d.loc[d["step"] == plan.genealogy_step, ["batch_id", "bar_key"]]
-        here_keys = set(zip(here["batch_id"].astype(str), here["bar_key"]))
-        local = [(b, k) in here_keys for b, k in zip(d["parent_batch"].astype(str), d["parent_bar_key"])]
-        d["parent_found"] = d["pos"].isin(found) | np.asarray(local, dtype=bool)
     key = ["process", "batch_id", "bar_key", "step", "variable", "kind"]
     keys = d[["pos"] + key].astype({"batch_id": str, "variable": str, "kind": str,
                                     "step": "int64", "process": str})
     hits = store.stored_values(keys)
-    d["stored"] = False
+    d["in_store"] = False
     d["stored_value"] = np.nan
     d["stored_source"] = ""
     d["stored_row"] = 0
@@ -1170,25 +1161,32 @@ def _chunk(ch: _Chunk, plan: _Plan, store: Store, iid: int, checks1, checks2, sc
         hits = hits.drop_duplicates("pos").set_index("pos")
         sel = d["pos"].isin(hits.index)
         hp = d.loc[sel, "pos"]
-        d.loc[sel, "stored"] = True
+        d.loc[sel, "in_store"] = True
         d.loc[sel, "stored_value"] = hits.loc[hp, "value"].to_numpy()
         d.loc[sel, "stored_source"] = hits.loc[hp, "source_path"].to_numpy()
         d.loc[sel, "stored_row"] = hits.loc[hp, "source_row"].to_numpy()
         d.loc[sel, "stored_here"] = (hits.loc[hp, "ingest_id"] == iid).to_numpy()
-    # an earlier row of this chunk with the same key counts as stored
-    first = d[~d["stored"]].drop_duplicates(key, keep="first")
-    later = ~d["stored"] & ~d["pos"].isin(first["pos"])
-    if later.any():
-        ref = d.loc[later, key].merge(first[key + ["value", "_row"]], on=key, how="left")
-        d.loc[later, "stored"] = True
-        d.loc[later, "stored_value"] = ref["value"].to_numpy()
-        d.loc[later, "stored_row"] = ref["_row"].to_numpy()
-        d.loc[later, "stored_here"] = True
-    a, b = d["value"].to_numpy(), d["stored_value"].to_numpy()
-    with np.errstate(invalid="ignore"):
-        same = (np.abs(a - b) <= 1e-12 * np.maximum(1.0, np.abs(b))) | (np.isnan(a) & np.isnan(b))
-    d["same"] = same
-    f2 = _failures(d, checks2, schema2, plan.sources)
+    if plan.genealogy_step is not None:
+        d["parent_batch"] = d["parent_batch"].astype("string")
+        parents = pd.DataFrame({"pos": d["pos"], "batch_id": d["parent_batch"].astype(str),
+                                "bar_key": d["parent_bar_key"], "step": plan.genealogy_step})
+        parents = parents[d["parent_batch"].notna().to_numpy()]
+        d["parent_in_store"] = d["pos"].isin(set(store.parts_at_step(p.name, parents)["pos"].tolist()))
+    # Rows are judged as if one at a time, in file order: a row is compared only
+    # with the store and with the rows *accepted* before it, so a row rejected later
+    # (for a conflict or its genealogy) never makes a later row a duplicate or a
+    # conflict, and the verdicts do not depend on the chunk size (the rows accepted
+    # in earlier chunks are in the store). A row's verdict depends only on earlier
+    # rows, so iterating "verdicts given the accepted set" settles, row by row, in
+    # at most one pass per row; in practice in one or two.
+    accepted = set(d["_row"].tolist())
+    for _ in range(n_rows + 1):
+        _resolve(d, key, accepted, plan)
+        f2 = _failures(d, checks2, schema2, plan.sources)
+        now_accepted = set(d["_row"].tolist()) - set(f2["row"].tolist())
+        if now_accepted == accepted:
+            break
+        accepted = now_accepted
 
     # -- verdicts per source row ---------------------------------------------
     f2["prio"] += len(checks1)
@@ -1197,7 +1195,6 @@ def _chunk(ch: _Chunk, plan: _Plan, store: Store, iid: int, checks1, checks2, sc
     rejected = set(first_fail["row"].tolist())
     keep = d[~d["_row"].isin(rejected)]
     dup = keep.groupby("_row")["stored"].all()
-    n_rows = len(ch.rows)
     n_rej = len(rejected)
     n_dup = int(dup.sum())
     tally.rows += n_rows
@@ -1243,6 +1240,43 @@ def _chunk(ch: _Chunk, plan: _Plan, store: Store, iid: int, checks1, checks2, sc
         room = MAX_REASONS - len(tally.reasons)
         for row, col, reason in q[["row", "column", "reason"]].head(max(room, 0)).itertuples(index=False):
             tally.reasons.append(Reason(int(row), str(col), str(reason)))
+
+
+def _resolve(d: pd.DataFrame, key: list[str], accepted: set, plan: _Plan) -> None:
+    """Compare each candidate with the store and with the candidates of the rows in
+    ``accepted`` that come before its own row; sets ``stored``, ``stored_value``,
+    ``stored_row``, ``stored_here``, ``same`` (and ``parent_found``) in place."""
+    row = d["_row"].to_numpy()
+    acc = d["_row"].isin(accepted).to_numpy()
+    # the first accepted candidate of each key not in the store sets the value
+    fresh = d[~d["in_store"].to_numpy() & acc].sort_values("_row", kind="stable") \
+        .drop_duplicates(key, keep="first")[key + ["value", "_row"]] \
+        .rename(columns={"value": "ref_value", "_row": "ref_row"})
+    ref = d[key].merge(fresh, on=key, how="left")
+    ref_row = ref["ref_row"].to_numpy(dtype="float64")
+    earlier = ~d["in_store"].to_numpy() & (ref_row < row)   # NaN (no reference) compares False
+    d["stored"] = d["in_store"].to_numpy() | earlier
+    d["ref_value"] = ref["ref_value"].to_numpy(dtype="float64")
+    d["stored_value"] = np.where(earlier, d["ref_value"], d["stored_value"])
+    d["stored_row"] = np.where(earlier, np.nan_to_num(ref_row).astype(np.int64), d["stored_row"])
+    d["stored_here"] = np.where(earlier, True, d["stored_here"])
+    a, b = d["value"].to_numpy(), d["stored_value"].to_numpy()
+    with np.errstate(invalid="ignore"):
+        d["same"] = (np.abs(a - b) <= 1e-12 * np.maximum(1.0, np.abs(b))) | (np.isnan(a) & np.isnan(b))
+    if plan.genealogy_step is None:
+        return
+    # a parent counts when stored, delivered by an accepted earlier row, or by the row itself
+    at = d[d["step"].to_numpy() == plan.genealogy_step]
+    part = ["batch_id", "bar_key"]
+    first = at[at["_row"].isin(accepted)].groupby(part, as_index=False)["_row"].min() \
+        .rename(columns={"batch_id": "parent_batch", "bar_key": "parent_bar_key", "_row": "first_row"})
+    own = at[part + ["_row"]].drop_duplicates() \
+        .rename(columns={"batch_id": "parent_batch", "bar_key": "parent_bar_key"}).assign(own=True)
+    pk = d[["parent_batch", "parent_bar_key", "_row"]]
+    f = pk.merge(first, on=["parent_batch", "parent_bar_key"], how="left")
+    o = pk.merge(own, on=["parent_batch", "parent_bar_key", "_row"], how="left")
+    d["parent_found"] = d["parent_in_store"].to_numpy() \
+        | (f["first_row"].to_numpy(dtype="float64") < row) | o["own"].fillna(False).to_numpy(dtype=bool)
 
 
 def _ns(ts: pd.Series) -> pd.Series:
