@@ -584,26 +584,67 @@ def _split_ids(raw: pd.Series, pattern: re.Pattern | None) -> tuple[pd.Series, p
     return batch, bar
 
 
-def _times(raw: pd.Series, fmt: str, zone: str) -> tuple[pd.Series, pd.Series]:
-    """(parsed local time or NaT, UTC time or NaT)."""
+#: Timestamps are stored in nanoseconds; outside these (a day inside pandas' limits,
+#: so a time-zone shift cannot cross them) they are refused, not a crash.
+TS_MIN = pd.Timestamp("1677-09-23")
+TS_MAX = pd.Timestamp("2262-04-10")
+# width of the zero-padded strptime fields a text can end in
+_FIELD_WIDTH = {"d": 2, "m": 2, "H": 2, "M": 2, "S": 2, "y": 2, "I": 2, "Y": 4, "j": 3}
+
+
+def _in_range(s: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """(times inside [TS_MIN, TS_MAX] as nanoseconds, NaT elsewhere; True where outside)."""
+    v = s.dt.as_unit("us")
+    lo, hi = (TS_MIN, TS_MAX) if v.dt.tz is None else (TS_MIN.tz_localize("UTC"), TS_MAX.tz_localize("UTC"))
+    out = ((v < lo) | (v > hi)).fillna(False).astype(bool)
+    return v.mask(out).dt.as_unit("ns"), out
+
+
+def _cut_short(text: pd.Series, fmt: str) -> pd.Series:
+    """True where a timestamp's text ends in a field with too few digits for the format,
+    as a file cut inside its last timestamp leaves it ('2026-03-0', '08:00:0', '+00:0').
+
+    The parsers accept those (strptime reads '0' for %S, pandas' ISO 8601 reader
+    reads '08:0'), so without this the row would be stored at the wrong time.
+    """
+    tail = text.str.extract(r"(?P<sep>[^0-9]?)(?P<digits>[0-9]+)$")
+    n = tail["digits"].str.len()
+    if fmt == "ISO8601":
+        # ISO 8601 fields have 2 or 4 digits; only a fraction of a second has any number
+        cut = (n % 2 == 1) & ~tail["sep"].isin([".", ","])
+    else:
+        last = re.search(r"%([a-zA-Z])$", fmt)
+        width = _FIELD_WIDTH.get(last.group(1)) if last else None
+        if width is None:
+            return pd.Series(False, index=text.index)
+        cut = n < width
+    return cut.fillna(False).astype(bool)
+
+
+def _times(raw: pd.Series, fmt: str, zone: str) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """(parsed local time or NaT, UTC time or NaT, True where outside [TS_MIN, TS_MAX])."""
     if isinstance(raw.dtype, pd.DatetimeTZDtype):
-        utc = raw.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
-        return utc, utc
+        utc, out = _in_range(raw.dt.tz_convert("UTC"))
+        utc = utc.astype("datetime64[ns, UTC]")
+        return utc, utc, out
     if raw.dtype.kind == "M":
-        local = raw.astype("datetime64[ns]")
+        local, out = _in_range(raw)
     else:
         text = _text(raw)
-        local = pd.to_datetime(text, format=fmt, errors="coerce", utc=fmt == "ISO8601")
+        local, out = _in_range(pd.to_datetime(text, format=fmt, errors="coerce", utc=fmt == "ISO8601"))
         if isinstance(local.dtype, pd.DatetimeTZDtype):
             # ISO 8601 with offsets: already an instant; without, read as the zone's clock
             has_offset = text.str.contains(r"(?:Z|[+-]\d\d:?\d\d)$", regex=True).fillna(False)
-            naive = pd.to_datetime(text.where(~has_offset), format=fmt, errors="coerce")
+            # utc=True and dropped again: pandas may read an offset the pattern above does
+            # not ('+0', a cut text, refused by _cut_short); a mixed result would not localize
+            naive, _ = _in_range(pd.to_datetime(text.where(~has_offset), format=fmt, errors="coerce",
+                                                utc=True).dt.tz_localize(None))
             zoned = naive.dt.tz_localize(zone, ambiguous="NaT", nonexistent="NaT").dt.tz_convert("UTC")
             utc = local.where(has_offset, zoned).astype("datetime64[ns, UTC]")
-            return local.where(has_offset, naive.dt.tz_localize("UTC")), utc
+            return local.where(has_offset, naive.dt.tz_localize("UTC")), utc, out
     local = local.astype("datetime64[ns]")
     utc = local.dt.tz_localize(zone, ambiguous="NaT", nonexistent="NaT").dt.tz_convert("UTC")
-    return local, utc.astype("datetime64[ns, UTC]")
+    return local, utc.astype("datetime64[ns, UTC]"), out
 
 
 def _units(src: pd.Series, target: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series, pd.Series]:
@@ -727,8 +768,11 @@ def _parse(c: pd.DataFrame, plan: _Plan) -> pd.DataFrame:
     c["lo"], c["hi"], c["lever_step"] = lo, hi, lstep
     if plan.ts_format is not None or "factory_raw" in c:
         fmt = plan.ts_format or "ISO8601"
-        c["ts_local"], c["timestamp"] = _times(c["ts_raw"], fmt, plan.ts_zone)
+        c["ts_local"], c["timestamp"], c["ts_out"] = _times(c["ts_raw"], fmt, plan.ts_zone)
+        typed = c["ts_raw"].dtype.kind == "M" or isinstance(c["ts_raw"].dtype, pd.DatetimeTZDtype)
+        c["ts_cut"] = False if typed else _cut_short(c["ts_raw"].astype("string"), fmt)
     else:
+        c["ts_out"], c["ts_cut"] = False, False
         c["ts_local"] = pd.Series(pd.NaT, index=c.index, dtype="datetime64[ns]")
         c["timestamp"] = pd.Series(pd.NaT, index=c.index, dtype="datetime64[ns, UTC]")
     if plan.genealogy_step is not None:
@@ -857,8 +901,14 @@ def _row_checks(plan: _Plan, now: pd.Timestamp) -> list[_Check]:
             checks.append(_Check("timestamp_missing", "timestamp", lambda d: d["ts_raw"].notna(),
                                  lambda d: ["timestamp is missing"] * len(d)))
         checks += [
+            _Check("timestamp_range", "timestamp", lambda d: ~d["ts_out"].astype(bool),
+                   lambda d: [f"timestamp '{t}' is outside the supported range {TS_MIN:%Y-%m-%d} to "
+                              f"{TS_MAX:%Y-%m-%d} (an export placeholder?)" for t in d["ts_raw"]]),
             _Check("timestamp_format", "timestamp", lambda d: d["ts_raw"].isna() | d["ts_local"].notna(),
                    lambda d: [f"timestamp '{t}' does not match the format '{fmt}'" for t in d["ts_raw"]]),
+            _Check("timestamp_cut", "timestamp", lambda d: d["ts_local"].isna() | ~d["ts_cut"].astype(bool),
+                   lambda d: [f"timestamp '{t}' is cut short: its last field has too few digits for "
+                              f"the format '{fmt}'" for t in d["ts_raw"]]),
             _Check("timestamp_local", "timestamp", lambda d: d["ts_local"].isna() | d["timestamp"].notna(),
                    lambda d: [f"timestamp '{t}' does not exist or is ambiguous in {zone} "
                               f"(daylight-saving change)" for t in d["ts_raw"]]),

@@ -82,3 +82,69 @@ def test_a_duplicate_of_an_accepted_row_is_a_duplicate(tmp_path, chunk_rows):
             (3, "conflicts with value 16.1 mm on line 2 of this file"),
             (5, "conflicts with value 0.04 mm on line 2 of this file")]
         assert st.counts()["observations"] == 2
+
+
+# ---- timestamps: out of range or cut short ----------------------------------------
+
+@pytest.fixture(scope="module")
+def schema_rows():
+    from simulators.process import Simulator
+
+    return Simulator("small").simulate(2, seed=5, explore=1.0).observations
+
+
+def test_out_of_range_timestamps_are_rejected_not_a_crash(tmp_path, schema_rows):
+    df = schema_rows
+    text = df.assign(timestamp=df["timestamp"].astype(str))
+    text.loc[1, "timestamp"] = "9999-12-31"
+    text.loc[2, "timestamp"] = "2300-01-05 12:00:00+00:00"
+    text.to_csv(tmp_path / "h.csv", index=False)
+    typed = df.assign(timestamp=df["timestamp"].astype("datetime64[us, UTC]"))
+    typed.loc[0, "timestamp"] = pd.Timestamp("9999-12-31", tz="UTC")
+    typed.to_parquet(tmp_path / "h.parquet")
+    with open_store(f"duckdb://{tmp_path / 's.duckdb'}") as st:
+        r = ingest(tmp_path / "h.csv", store=st, process="small", quarantine=tmp_path / "q.csv")
+        assert counts(r) == (len(df), len(df) - 2, 2, 0)
+        assert [(x.row, x.column, x.reason) for x in r.reasons] == [
+            (3, "timestamp", "timestamp '9999-12-31' is outside the supported range 1677-09-23 to "
+                             "2262-04-10 (an export placeholder?)"),
+            (4, "timestamp", "timestamp '2300-01-05 12:00:00+00:00' is outside the supported range "
+                             "1677-09-23 to 2262-04-10 (an export placeholder?)")]
+        assert [q["timestamp"] for q in quarantine_rows(r.quarantine)] == ["9999-12-31",
+                                                                          "2300-01-05 12:00:00+00:00"]
+        assert st.counts()["observations"] == len(df) - 2
+    with open_store(f"duckdb://{tmp_path / 't.duckdb'}") as st:
+        r = ingest(tmp_path / "h.parquet", store=st, process="small", quarantine=tmp_path / "q2.csv")
+        assert counts(r) == (len(df), len(df) - 1, 1, 0)
+        assert (r.reasons[0].row, r.reasons[0].column) == (1, "timestamp")
+        assert "outside the supported range" in r.reasons[0].reason
+
+
+def test_out_of_range_timestamp_through_a_mapping(tmp_path):
+    m = write(tmp_path / "m.toml", BASE + '[timestamp]\ncolumn = "t"\nformat = "%d.%m.%Y %H:%M:%S"\n'
+              + DIAMETER)
+    f = write(tmp_path / "f.csv", "b,bar,t,d\nR-1,0,05.01.2026 08:00:00,16.1\n"
+                                  "R-1,1,31.12.9999 00:00:00,16.1\nR-1,2,01.01.2300 00:00:00,16.1\n")
+    with open_store(f"duckdb://{tmp_path / 's.duckdb'}") as st:
+        r = ingest(f, store=st, mapping=m, quarantine=tmp_path / "q.csv")
+        assert counts(r) == (3, 1, 2, 0)
+        assert [(x.row, x.column) for x in r.reasons] == [(3, "t"), (4, "t")]
+
+
+@pytest.mark.parametrize("fmt, good, cut", [
+    ("ISO8601", "2026-03-05T08:45:00+00:00", ["2026-03-0", "2026-03-05T08:4", "2026-03-05T08:45:0",
+                                              "2026-03-05T08:45:00+0", "2026-03-05T08:45:00+00:0"]),
+    ("%d.%m.%Y %H:%M:%S", "05.03.2026 08:45:05", ["05.03.2026 08:45:0"]),
+    ("%Y-%m-%d %H:%M", "2026-03-05 08:45", ["2026-03-05 08:4"]),
+])
+def test_a_timestamp_cut_short_is_refused(tmp_path, fmt, good, cut):
+    m = write(tmp_path / "m.toml", BASE + f'[timestamp]\ncolumn = "t"\nformat = "{fmt}"\n' + DIAMETER)
+    for k, c in enumerate(cut):
+        # the file ends inside its last timestamp (no newline after it)
+        f = write(tmp_path / f"f{k}.csv", f"b,bar,d,t\nR-1,0,16.1,{good}\nR-1,1,16.1,{c}")
+        with open_store(f"duckdb://{tmp_path / f's{k}.duckdb'}") as st:
+            r = ingest(f, store=st, mapping=m, quarantine=tmp_path / f"q{k}.csv")
+            assert counts(r) == (2, 1, 1, 0), c
+            assert (r.reasons[0].row, r.reasons[0].column) == (3, "t")
+            assert r.reasons[0].reason.startswith(f"timestamp '{c}' "), r.reasons[0].reason
+            assert len(st.read_steps()) == 1
