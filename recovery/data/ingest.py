@@ -775,10 +775,35 @@ def _parse(c: pd.DataFrame, plan: _Plan) -> pd.DataFrame:
         c["ts_out"], c["ts_cut"] = False, False
         c["ts_local"] = pd.Series(pd.NaT, index=c.index, dtype="datetime64[ns]")
         c["timestamp"] = pd.Series(pd.NaT, index=c.index, dtype="datetime64[ns, UTC]")
+    c["id_problem"] = _id_problems(c["batch_id"])
+    c["variable_problem"] = _id_problems(c["variable"])
     if plan.genealogy_step is not None:
         c["parent_batch"], c["parent_bar"] = _split_ids(c["parent_raw"], plan.pattern)
         c["parent_bar_key"] = c["parent_bar"].fillna(NO_BAR).astype("int64")
+        c["parent_problem"] = _id_problems(c["parent_batch"].astype("string"))
     return c
+
+
+def _id_problems(ids: pd.Series) -> pd.Series:
+    """:func:`recovery.data.ids.check_id` per value (<NA> where fine or missing), once per distinct id."""
+    from recovery.data.ids import check_id
+
+    s = ids.astype("string")
+    uniq = s.dropna().unique()
+    why = {v: check_id(v) for v in uniq}
+    return s.map({v: r for v, r in why.items() if r is not None}).astype("string")
+
+
+def _show(v: object, limit: int = 40) -> str:
+    """A cell for a message: escapes (NUL, right-to-left marks) visible, long text shortened."""
+    import unicodedata
+
+    t = str(v)
+    if len(t) > limit:
+        t = t[:limit] + "..."
+    return "".join(ch if ch.isprintable() and unicodedata.bidirectional(ch) not in ("R", "AL")
+                   and not unicodedata.category(ch).startswith("C") else f"\\u{ord(ch):04x}"
+                   for ch in t)
 
 
 # ---------------------------------------------------------------------------
@@ -805,19 +830,19 @@ def _row_checks(plan: _Plan, now: pd.Timestamp) -> list[_Check]:
 
     def id_msg(d):
         return [f"{idname} is missing" if pd.isna(r) else
-                f"part id '{r}' does not match the pattern {pat}" for r in d["id_raw"]]
+                f"part id '{_show(r)}' does not match the pattern {pat}" for r in d["id_raw"]]
 
     def var_msg(d):
         out = []
         for v, k, kn in zip(d["variable_raw"], d["kind"], d.get("var_known", pd.Series(True, index=d.index))):
             if not kn:
-                out.append(f"variable '{v}' is not in the mapping")
+                out.append(f"variable '{_show(v)}' is not in the mapping")
             elif pd.isna(v):
                 out.append("variable is missing")
             elif k == "lever":
-                out.append(f"unknown lever '{v}' for process '{p.name}'")
+                out.append(f"unknown lever '{_show(v)}' for process '{p.name}'")
             else:
-                out.append(f"unknown characteristic '{v}' for process '{p.name}'")
+                out.append(f"unknown characteristic '{_show(v)}' for process '{p.name}'")
         return out
 
     def value_text(d):
@@ -837,33 +862,37 @@ def _row_checks(plan: _Plan, now: pd.Timestamp) -> list[_Check]:
     checks = [
         _Check("id", "id", lambda d: d["batch_id"].notna() & (d["batch_id"].str.len() > 0).fillna(False),
                id_msg),
+        _Check("id_valid", "id", lambda d: d["id_problem"].isna(),
+               lambda d: [f"batch id '{_show(v)}' {r}" for v, r in zip(d["batch_id"], d["id_problem"])]),
         _Check("bar", "bar", lambda d: (d["bar_raw"].isna() | d["bar_id"].notna())
                & (d["bar_id"].fillna(0) >= 0),
-               lambda d: [f"bar id '{r}' is not a whole number >= 0" for r in d["bar_raw"]]),
+               lambda d: [f"bar id '{_show(r)}' is not a whole number >= 0" for r in d["bar_raw"]]),
         _Check("ids_agree", "id", lambda d: d["ids_agree"].astype(bool),
                lambda d: [f"part ids disagree across the row's id columns: {a}" for a in d["ids_all"]]),
         _Check("kind", "kind", lambda d: d["kind"].isin(list(KINDS_OF_ROW)).fillna(False)
                | ~d.get("var_known", pd.Series(True, index=d.index)),
-               lambda d: [f"kind '{k}' is not one of {', '.join(KINDS_OF_ROW)}" for k in d["kind_raw"]]),
+               lambda d: [f"kind '{_show(k)}' is not one of {', '.join(KINDS_OF_ROW)}" for k in d["kind_raw"]]),
+        _Check("variable_valid", "variable", lambda d: d["variable_problem"].isna(),
+               lambda d: [f"variable '{_show(v)}' {r}" for v, r in zip(d["variable"], d["variable_problem"])]),
         _Check("variable", "variable",
                lambda d: d.get("var_known", True) & d["variable"].notna()
                & (~d["is_meas"] | d["char_known"]) & (~d["is_lever"] | d["lever_known"]), var_msg),
         _Check("step", "step", lambda d: d["step"].between(1, p.n_steps).fillna(False),
-               lambda d: [f"step '{r}' is not a whole number" if pd.isna(s) else
+               lambda d: [f"step '{_show(r)}' is not a whole number" if pd.isna(s) else
                           f"unknown step {s}: process '{p.name}' has steps 1..{p.n_steps}"
                           for r, s in zip(d["step_raw"], d["step"])]),
         _Check("lever_step", "step",
                lambda d: ~(d["is_lever"] & d["lever_known"]) | (d["lever_step"] == d["step"].fillna(-1)),
-               lambda d: [f"lever '{v}' acts at step {ls}, not {s}"
+               lambda d: [f"lever '{_show(v)}' acts at step {ls}, not {s}"
                           for v, ls, s in zip(d["variable"], d["lever_step"], d["step"])]),
     ]
     if plan.mapping is None:
         checks += [
             _Check("factory", "factory", lambda d: (d["factory"] == d["exp_factory"]).fillna(False),
-                   lambda d: [f"factory '{f}' does not run step {s} ({e} does)"
+                   lambda d: [f"factory '{_show(f)}' does not run step {s} ({e} does)"
                               for f, s, e in zip(d["factory"], d["step"], d["exp_factory"])]),
             _Check("partner", "partner", lambda d: (d["partner"] == d["exp_partner"]).fillna(False),
-                   lambda d: [f"partner '{f}' does not own step {s} ({e} does)"
+                   lambda d: [f"partner '{_show(f)}' does not own step {s} ({e} does)"
                               for f, s, e in zip(d["partner"], d["step"], d["exp_partner"])]),
         ]
     else:
@@ -871,21 +900,21 @@ def _row_checks(plan: _Plan, now: pd.Timestamp) -> list[_Check]:
         mp, facs = plan.mapping.partner, list(plan.mapping.factories)
         checks += [
             _Check("partner", "step", lambda d: (d["exp_partner"] == mp).fillna(False),
-                   lambda d: [f"step {s} ({p.step(int(s)).name}) is run by partner '{e}', not '{mp}'"
+                   lambda d: [f"step {s} ({p.step(int(s)).name}) is run by partner '{_show(e)}', not '{mp}'"
                               for s, e in zip(d["step"], d["exp_partner"])]),
             _Check("factory", "step",
                    lambda d: (d["exp_factory"].isin(facs) if facs else d["exp_factory"].notna()).fillna(False),
-                   lambda d: [f"step {s} ({p.step(int(s)).name}) runs in factory '{e}', which the "
+                   lambda d: [f"step {s} ({p.step(int(s)).name}) runs in factory '{_show(e)}', which the "
                               f"mapping's factories {facs} do not list"
                               for s, e in zip(d["step"], d["exp_factory"])]),
         ]
     checks += [
         _Check("unit_missing", "unit", lambda d: d["unit_raw"].notna(), lambda d: ["unit is missing"] * len(d)),
         _Check("unit_known", "unit", lambda d: d["unit_known"] | d["unit_raw"].isna(),
-               lambda d: [f"unknown unit '{u}'" for u in d["unit_raw"]]),
+               lambda d: [f"unknown unit '{_show(u)}'" for u in d["unit_raw"]]),
         _Check("unit_convertible", "unit",
                lambda d: d["unit_convertible"] | ~d["unit_known"] | d["unit"].isna(),
-               lambda d: [f"unit '{u}' cannot be converted to '{t}', the process's unit of {v}"
+               lambda d: [f"unit '{_show(u)}' cannot be converted to '{_show(t)}', the process's unit of {v}"
                           for u, t, v in zip(d["unit_raw"], d["unit"], d["variable"])]),
         _Check("value_missing", "value", lambda d: ~mv(d) | d["value_present"],
                lambda d: ["value is missing"] * len(d)),
@@ -893,7 +922,7 @@ def _row_checks(plan: _Plan, now: pd.Timestamp) -> list[_Check]:
         _Check("value_number", "value",
                lambda d: ~d["value_present"] | np.isfinite(d["value_num"])
                | (~mv(d) & d["value_text"].str.lower().isin(list(_NAN_WORDS)).fillna(False)),
-               lambda d: [f"value '{t}' is not a finite number" for t in value_text(d)]),
+               lambda d: [f"value '{_show(t)}' is not a finite number" for t in value_text(d)]),
     ]
     if plan.ts_format is not None or plan.mapping is None:
         fmt, zone = plan.ts_format or "ISO8601", plan.ts_zone
@@ -902,19 +931,23 @@ def _row_checks(plan: _Plan, now: pd.Timestamp) -> list[_Check]:
                                  lambda d: ["timestamp is missing"] * len(d)))
         checks += [
             _Check("timestamp_range", "timestamp", lambda d: ~d["ts_out"].astype(bool),
-                   lambda d: [f"timestamp '{t}' is outside the supported range {TS_MIN:%Y-%m-%d} to "
+                   lambda d: [f"timestamp '{_show(t)}' is outside the supported range {TS_MIN:%Y-%m-%d} to "
                               f"{TS_MAX:%Y-%m-%d} (an export placeholder?)" for t in d["ts_raw"]]),
             _Check("timestamp_format", "timestamp", lambda d: d["ts_raw"].isna() | d["ts_local"].notna(),
-                   lambda d: [f"timestamp '{t}' does not match the format '{fmt}'" for t in d["ts_raw"]]),
+                   lambda d: [f"timestamp '{_show(t)}' does not match the format '{fmt}'" for t in d["ts_raw"]]),
             _Check("timestamp_cut", "timestamp", lambda d: d["ts_local"].isna() | ~d["ts_cut"].astype(bool),
-                   lambda d: [f"timestamp '{t}' is cut short: its last field has too few digits for "
+                   lambda d: [f"timestamp '{_show(t)}' is cut short: its last field has too few digits for "
                               f"the format '{fmt}'" for t in d["ts_raw"]]),
             _Check("timestamp_local", "timestamp", lambda d: d["ts_local"].isna() | d["timestamp"].notna(),
-                   lambda d: [f"timestamp '{t}' does not exist or is ambiguous in {zone} "
+                   lambda d: [f"timestamp '{_show(t)}' does not exist or is ambiguous in {zone} "
                               f"(daylight-saving change)" for t in d["ts_raw"]]),
             _Check("timestamp_future", "timestamp", lambda d: ~(d["timestamp"] > now).fillna(False),
                    lambda d: [f"timestamp {t.isoformat()} is in the future" for t in d["timestamp"]]),
         ]
+    if plan.genealogy_step is not None:
+        checks.append(_Check("parent_valid", "parent", lambda d: d["parent_problem"].isna(),
+                             lambda d: [f"parent batch id '{_show(v)}' {r}"
+                                        for v, r in zip(d["parent_batch"], d["parent_problem"])]))
     checks.append(_Check("range", "value",
                          lambda d: ~(mv(d) & np.isfinite(d["value"]))
                          | ((d["value"] >= d["lo"]) & (d["value"] <= d["hi"])), range_msg))

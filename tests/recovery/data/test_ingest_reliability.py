@@ -148,3 +148,52 @@ def test_a_timestamp_cut_short_is_refused(tmp_path, fmt, good, cut):
             assert (r.reasons[0].row, r.reasons[0].column) == (3, "t")
             assert r.reasons[0].reason.startswith(f"timestamp '{c}' "), r.reasons[0].reason
             assert len(st.read_steps()) == 1
+
+
+# ---- ids ----------------------------------------------------------------------------
+
+def test_check_id_rule():
+    from recovery.data.ids import MAX_ID_LENGTH, check_id
+
+    assert check_id("B-0042") is None and check_id("Ovalität-7") is None and check_id("x" * 64) is None
+    assert MAX_ID_LENGTH == 64
+    assert check_id("x" * 65) == "is longer than 64 characters (65)"
+    assert check_id("") == "is empty"
+    assert check_id(" B-1") == "has leading or trailing whitespace"
+    assert check_id("B-\x001") == "contains the non-printable character U+0000"
+    assert check_id("B-\u202e1") == "contains the non-printable character U+202E"    # RLO, category Cf
+    assert check_id("B\u05d0") == "contains the right-to-left or bidirectional character U+05D0"
+    assert check_id("B\u2028x") == "contains the non-printable character U+2028"
+    assert check_id(42) == "is not text (int)"
+
+
+def test_bad_ids_are_rejected_with_the_reason(tmp_path):
+    m = write(tmp_path / "m.toml", BASE + DIAMETER)
+    f = tmp_path / "f.csv"
+    f.write_text("b,bar,d\nR-1,0,16.10\nR-\x002,0,16.1\nR-\u202e3,0,16.1\n" + "X" * 65 + ",0,16.1\n",
+                 encoding="utf-8")
+    with open_store(f"duckdb://{tmp_path / 's.duckdb'}") as st:
+        r = ingest(f, store=st, mapping=m, quarantine=tmp_path / "q.csv")
+        assert counts(r) == (4, 1, 3, 0)
+        assert [(x.row, x.column, x.reason) for x in r.reasons] == [
+            (3, "b", "batch id 'R-\\u00002' contains the non-printable character U+0000"),
+            (4, "b", "batch id 'R-\\u202e3' contains the non-printable character U+202E"),
+            (5, "b", f"batch id '{'X' * 40}...' is longer than 64 characters (65)")]
+        assert st.read_steps()["batch_id"].tolist() == ["R-1"]
+        # the quarantine keeps the cells as they were
+        assert [q["b"] for q in quarantine_rows(r.quarantine)] == ["R-\x002", "R-\u202e3", "X" * 65]
+
+
+def test_bad_ids_and_variables_in_a_schema_file(tmp_path, schema_rows):
+    df = schema_rows.copy()
+    df["batch_id"] = df["batch_id"].astype(object)
+    df.loc[0, "batch_id"] = "B\u05d01"
+    ev = df.index[df["kind"] == "context"][1]
+    df.loc[ev, "variable"] = "season\x00day"
+    df.to_parquet(tmp_path / "h.parquet")
+    with open_store(f"duckdb://{tmp_path / 's.duckdb'}") as st:
+        r = ingest(tmp_path / "h.parquet", store=st, process="small", quarantine=tmp_path / "q.csv")
+        assert [(x.row, x.column, x.reason) for x in r.reasons] == [
+            (1, "batch_id", "batch id 'B\\u05d01' contains the right-to-left or bidirectional "
+                            "character U+05D0"),
+            (ev + 1, "variable", "variable 'season\\u0000day' contains the non-printable character U+0000")]
