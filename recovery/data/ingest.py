@@ -58,7 +58,7 @@ from simulators.definition import Process, load_process
 from simulators.schema import COLUMNS, KINDS_OF_ROW
 
 __all__ = ["ingest", "ingest_folder", "IngestResult", "FolderIngestResult", "IngestError", "Reason",
-           "PLAUSIBLE_WIDTHS", "MAX_REASONS", "default_quarantine_dir"]
+           "PLAUSIBLE_WIDTHS", "MAX_REASONS", "default_quarantine_dir", "neutralise_cell"]
 
 #: Band widths beyond a characteristic's band at which a measurement is implausible.
 PLAUSIBLE_WIDTHS = 10.0
@@ -1026,6 +1026,71 @@ def _failures(c: pd.DataFrame, checks: list[_Check], schema, sources: list[_Sour
 
 
 # ---------------------------------------------------------------------------
+# The quarantine file
+# ---------------------------------------------------------------------------
+
+# A spreadsheet runs a cell starting with one of these as a formula
+# (=HYPERLINK(...), +cmd|..., @SUM(...)); OWASP's CSV-injection advice: prefix a quote.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# ... except plain numbers, so negative values stay numbers for the reader
+_PLAIN_NUMBER = re.compile(r"[+-]?\d+(?:[.,]\d+)*(?:[eE][+-]?\d+)?")
+_HOST = re.sub(r"[^A-Za-z0-9_-]", "_", __import__("socket").gethostname()) or "host"
+_PARTIAL = re.compile(r"^\..+\.(?P<host>[A-Za-z0-9_-]+)\.(?P<pid>\d+)\.partial$")
+
+
+def neutralise_cell(cell: object) -> object:
+    """A quarantine cell safe to open in a spreadsheet.
+
+    Text starting with ``= + - @``, a tab or a carriage return gets a leading
+    ``'`` (OWASP CSV injection), so ``=HYPERLINK(...)`` is shown, not run; plain
+    numbers such as ``-16,1`` are left as they are. Other cells are unchanged.
+
+    Examples
+    --------
+    >>> print(neutralise_cell('=HYPERLINK("http://x","y")'))
+    '=HYPERLINK("http://x","y")
+    >>> neutralise_cell("-16,1")
+    '-16,1'
+    """
+    if isinstance(cell, str) and cell.startswith(_FORMULA_START) and not _PLAIN_NUMBER.fullmatch(cell):
+        return "'" + cell
+    return cell
+
+
+class _QuarantineWriter:
+    """csv.writer whose text cells are neutralised (:func:`neutralise_cell`)."""
+
+    def __init__(self, f):
+        self._w = csv.writer(f)
+
+    def writerow(self, cells: list) -> None:
+        self._w.writerow([neutralise_cell(c) for c in cells])
+
+
+def _remove_stale_partials(folder: Path) -> None:
+    """Remove the temporary quarantine files that ingests killed on this machine left.
+
+    A temporary file is named ``.<name>.<host>.<pid>.partial``; it is stale when
+    its process is gone (files of other hosts, on a shared folder, are left alone).
+    ``<name>.partial`` files of earlier versions, which had no owner, go too.
+    """
+    for f in folder.glob("*.partial"):
+        m = _PARTIAL.match(f.name)
+        if m is None:
+            if f.name.endswith(".csv.partial"):
+                f.unlink(missing_ok=True)
+            continue
+        if m["host"] != _HOST:
+            continue
+        try:
+            os.kill(int(m["pid"]), 0)
+        except ProcessLookupError:
+            f.unlink(missing_ok=True)
+        except (PermissionError, OverflowError):
+            pass  # alive under another user (or no such pid at all): not ours to judge
+
+
+# ---------------------------------------------------------------------------
 # The ingest
 # ---------------------------------------------------------------------------
 
@@ -1153,8 +1218,9 @@ def ingest(source: str | Path, *, store: Store, mapping: str | Path | PartnerMap
     sha = _sha256(path)
     qpath = Path(quarantine) if quarantine else (
         default_quarantine_dir() / f"{path.stem}.{started:%Y%m%dT%H%M%S}.{sha[:8]}.quarantine.csv")
-    qtmp = qpath.with_name(qpath.name + ".partial")
     qpath.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_partials(qpath.parent)
+    qtmp = qpath.with_name(f".{qpath.name}.{_HOST}.{os.getpid()}.partial")
 
     tally = _Tally()
     bar = tqdm(total=reader.total, unit="B" if isinstance(reader, _CsvReader) else "row",
@@ -1169,7 +1235,7 @@ def ingest(source: str | Path, *, store: Store, mapping: str | Path | PartnerMap
                 source_sha256=sha, source_bytes=size, mapping_path=str(m.path) if m else None,
                 mapping_sha256=m.sha256 if m else None, partner=m.partner if m else None,
                 ingested_at=started))
-            qw = csv.writer(qf)
+            qw = _QuarantineWriter(qf)
             qw.writerow(["row", "column", "reason"] + reader.layout.labels)
             for chunk in reader.chunks(chunk_rows, bar.update):
                 _chunk(chunk, plan, store, iid, checks1, checks2, schema1, schema2, tally, qw, path)
@@ -1180,6 +1246,11 @@ def ingest(source: str | Path, *, store: Store, mapping: str | Path | PartnerMap
                                 rejected=tally.rejected, duplicates=tally.duplicates)
             if tally.rejected:
                 store.add_quarantine(iid, str(qpath.resolve()), tally.rejected)
+                # renamed before the store commits: a crash in between leaves a quarantine
+                # file of an ingest that never happened (re-run writes it again), never an
+                # ingest whose rejected rows are nowhere
+                qf.flush()
+                os.fsync(qf.fileno())
                 qf.close()
                 os.replace(qtmp, qpath)
                 renamed = True

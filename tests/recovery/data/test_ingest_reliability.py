@@ -197,3 +197,51 @@ def test_bad_ids_and_variables_in_a_schema_file(tmp_path, schema_rows):
             (1, "batch_id", "batch id 'B\\u05d01' contains the right-to-left or bidirectional "
                             "character U+05D0"),
             (ev + 1, "variable", "variable 'season\\u0000day' contains the non-printable character U+0000")]
+
+
+# ---- the quarantine file -------------------------------------------------------------
+
+def test_quarantine_cells_cannot_run_as_spreadsheet_formulas(tmp_path):
+    from recovery.data.ingest import neutralise_cell
+
+    m = write(tmp_path / "m.toml", BASE + DIAMETER)
+    f = write(tmp_path / "f.csv", 'b,bar,d\nR-1,0,16.10\n"=HYPERLINK(""http://evil"",""x"")",0,abc\n'
+                                  "R-2,0,=1+1\nR-3,0,@SUM(A1)\nR-4,0,-17e9\nR-5,0,+cmd|' /C calc'!A0\n")
+    with open_store(f"duckdb://{tmp_path / 's.duckdb'}") as st:
+        r = ingest(f, store=st, mapping=m, quarantine=tmp_path / "q.csv")
+    assert counts(r) == (6, 1, 5, 0)
+    q = quarantine_rows(r.quarantine)
+    assert [x["b"] for x in q] == ['\'=HYPERLINK("http://evil","x")', "R-2", "R-3", "R-4", "R-5"]
+    # a plain negative number stays a number; formulas are shown, not run
+    assert [x["d"] for x in q] == ["abc", "'=1+1", "'@SUM(A1)", "-17e9", "'+cmd|' /C calc'!A0"]
+    # the reasons stay readable (they quote the cell as it was)
+    assert q[1]["reason"] == "value '=1+1' is not a finite number"
+    assert all(not x["reason"].startswith("'") for x in q)
+    for cell in ["=1", "+1x", "-x", "@a", "\tx", "\rx"]:
+        assert neutralise_cell(cell) == "'" + cell
+    for cell in ["-1", "+2.5", "-16,1", "1e-3", "B-1", "", 3.0, None]:
+        assert neutralise_cell(cell) == cell
+
+
+def test_stale_partial_quarantine_files_are_removed_and_none_is_left(tmp_path):
+    import subprocess
+    import sys
+
+    from recovery.data.ingest import _HOST
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    qdir = tmp_path / "quarantine"
+    qdir.mkdir()
+    stale = qdir / f".old.quarantine.csv.{_HOST}.{dead.pid}.partial"
+    legacy = qdir / "older.quarantine.csv.partial"
+    other_host = qdir / f".x.quarantine.csv.otherhost.{dead.pid}.partial"
+    alive = qdir / f".y.quarantine.csv.{_HOST}.{__import__('os').getpid()}.partial"
+    for p in (stale, legacy, other_host, alive):
+        p.write_text("row,column,reason\n")
+    m = write(tmp_path / "m.toml", BASE + DIAMETER)
+    f = write(tmp_path / "f.csv", "b,bar,d\nR-1,0,16.10\nR-2,0,abc\n")
+    with open_store(f"duckdb://{tmp_path / 's.duckdb'}") as st:
+        r = ingest(f, store=st, mapping=m, quarantine=qdir / "f.quarantine.csv")
+    assert r.rejected == 1 and r.quarantine == (qdir / "f.quarantine.csv").resolve()
+    assert sorted(p.name for p in qdir.iterdir()) == sorted(["f.quarantine.csv", other_host.name, alive.name])
