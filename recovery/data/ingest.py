@@ -594,10 +594,9 @@ _FIELD_WIDTH = {"d": 2, "m": 2, "H": 2, "M": 2, "S": 2, "y": 2, "I": 2, "Y": 4, 
 
 def _in_range(s: pd.Series) -> tuple[pd.Series, pd.Series]:
     """(times inside [TS_MIN, TS_MAX] as nanoseconds, NaT elsewhere; True where outside)."""
-    v = s.dt.as_unit("us")
-    lo, hi = (TS_MIN, TS_MAX) if v.dt.tz is None else (TS_MIN.tz_localize("UTC"), TS_MAX.tz_localize("UTC"))
-    out = ((v < lo) | (v > hi)).fillna(False).astype(bool)
-    return v.mask(out).dt.as_unit("ns"), out
+    lo, hi = (TS_MIN, TS_MAX) if s.dt.tz is None else (TS_MIN.tz_localize("UTC"), TS_MAX.tz_localize("UTC"))
+    out = ((s < lo) | (s > hi)).fillna(False).astype(bool)
+    return s.mask(out).dt.as_unit("ns"), out
 
 
 def _cut_short(text: pd.Series, fmt: str) -> pd.Series:
@@ -1194,7 +1193,11 @@ def ingest(source: str | Path, *, store: Store, mapping: str | Path | PartnerMap
     from tqdm import tqdm
 
     m = load_mapping(mapping) if isinstance(mapping, (str, Path)) else mapping
-    path = Path(source).resolve()
+    # messages name the file as the user gave it; the store records where it really is
+    path = Path(source)
+    if path.is_symlink() and not path.exists():
+        raise IngestError(f"{path}: is a symbolic link to a missing file ({os.readlink(path)})")
+    real = path.resolve()
     if path.is_dir():
         raise IngestError(f"{path}: is a folder (ingest_folder reads a folder of Parquet parts)")
     if not path.is_file():
@@ -1231,7 +1234,7 @@ def ingest(source: str | Path, *, store: Store, mapping: str | Path | PartnerMap
         with store.transaction(), open(qtmp, "w", encoding="utf-8", newline="") as qf:
             store.register_process(proc)
             iid = store.add_ingest(IngestRecord(
-                process=proc.name, process_digest=proc.digest, source_path=str(path),
+                process=proc.name, process_digest=proc.digest, source_path=str(real),
                 source_sha256=sha, source_bytes=size, mapping_path=str(m.path) if m else None,
                 mapping_sha256=m.sha256 if m else None, partner=m.partner if m else None,
                 ingested_at=started))
@@ -1480,7 +1483,7 @@ def ingest_folder(folder: str | Path, *, store: Store, mapping: str | Path | Par
     """
     from simulators.campaign import campaign_parts
 
-    path = Path(folder).resolve()
+    path = Path(folder)
     if not path.is_dir():
         raise IngestError(f"{path}: no such folder")
     parts = campaign_parts(path)
