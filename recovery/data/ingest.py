@@ -877,7 +877,8 @@ def _row_checks(plan: _Plan, now: pd.Timestamp) -> list[_Check]:
                lambda d: d.get("var_known", True) & d["variable"].notna()
                & (~d["is_meas"] | d["char_known"]) & (~d["is_lever"] | d["lever_known"]), var_msg),
         _Check("step", "step", lambda d: d["step"].between(1, p.n_steps).fillna(False),
-               lambda d: [f"step '{_show(r)}' is not a whole number" if pd.isna(s) else
+               lambda d: ["step is missing" if pd.isna(r) else
+                          f"step '{_show(r)}' is not a whole number" if pd.isna(s) else
                           f"unknown step {s}: process '{p.name}' has steps 1..{p.n_steps}"
                           for r, s in zip(d["step_raw"], d["step"])]),
         _Check("lever_step", "step",
@@ -897,12 +898,15 @@ def _row_checks(plan: _Plan, now: pd.Timestamp) -> list[_Check]:
     else:
         # a mapping's partner delivers only the steps it runs, in the factories it lists
         mp, facs = plan.mapping.partner, list(plan.mapping.factories)
+        # a missing or unknown step is the "step" check's to report
+        no_step = (lambda d: ~d["step"].between(1, p.n_steps).fillna(False))
         checks += [
-            _Check("partner", "step", lambda d: (d["exp_partner"] == mp).fillna(False),
+            _Check("partner", "step", lambda d: no_step(d) | (d["exp_partner"] == mp).fillna(False),
                    lambda d: [f"step {s} ({p.step(int(s)).name}) is run by partner '{_show(e)}', not '{mp}'"
                               for s, e in zip(d["step"], d["exp_partner"])]),
             _Check("factory", "step",
-                   lambda d: (d["exp_factory"].isin(facs) if facs else d["exp_factory"].notna()).fillna(False),
+                   lambda d: no_step(d)
+                   | (d["exp_factory"].isin(facs) if facs else d["exp_factory"].notna()).fillna(False),
                    lambda d: [f"step {s} ({p.step(int(s)).name}) runs in factory '{_show(e)}', which the "
                               f"mapping's factories {facs} do not list"
                               for s, e in zip(d["step"], d["exp_factory"])]),

@@ -245,3 +245,20 @@ def test_stale_partial_quarantine_files_are_removed_and_none_is_left(tmp_path):
         r = ingest(f, store=st, mapping=m, quarantine=qdir / "f.quarantine.csv")
     assert r.rejected == 1 and r.quarantine == (qdir / "f.quarantine.csv").resolve()
     assert sorted(p.name for p in qdir.iterdir()) == sorted(["f.quarantine.csv", other_host.name, alive.name])
+
+
+def test_long_rows_with_an_unknown_variable_or_step_are_rejected_not_a_crash(tmp_path):
+    # found by the fuzzing: the partner check's message looked up the step of a row
+    # whose step was unknown (a variable not in the mapping, a step beyond the process)
+    m = write(tmp_path / "m.toml", '[mapping]\nprocess = "small"\npartner = "A"\nshape = "long"\n'
+              '[ids]\nbatch = "b"\n[long]\nvariable = "m"\nvalue = "w"\nunit = "e"\nstep = "s"\n'
+              '[[variables]]\nsource = "Durchmesser"\nvariable = "diameter"\n')
+    f = write(tmp_path / "f.csv", "b,s,m,w,e\nR-1,3,Durchmesser,16.0,mm\nR-1,3,Härte,40,HRC\n"
+                                  "R-2,99,Durchmesser,16.0,mm\nR-3,,Durchmesser,16.0,mm\n")
+    with open_store(f"duckdb://{tmp_path / 's.duckdb'}") as st:
+        r = ingest(f, store=st, mapping=m, quarantine=tmp_path / "q.csv")
+    assert counts(r) == (4, 1, 3, 0)
+    assert [(x.row, x.column, x.reason) for x in r.reasons] == [
+        (3, "m", "variable 'Härte' is not in the mapping"),
+        (4, "s", "unknown step 99: process 'small-chromed-rod' has steps 1..12"),
+        (5, "s", "step is missing")]
