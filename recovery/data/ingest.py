@@ -27,8 +27,20 @@ Counting
 ``accepted + rejected + duplicates == rows``: a row is a *duplicate* when every
 value it carries is already stored with the same key
 ``(process, batch_id, bar_id, step, variable, kind)`` and the same value, either
-from an earlier ingest or from an earlier row of this file. The same key with a
-different value is a *conflict*, and the row is rejected; the first value wins.
+from an earlier ingest or from an earlier *accepted* row of this file. The same
+key with a different value is a *conflict*, and the row is rejected; the first
+value wins. Rows are judged in file order, each against the store and the rows
+accepted before it (a rejected row is neither a reference for duplicates nor a
+genealogy parent), so the result does not depend on the chunk size.
+
+Quarantine
+----------
+The quarantine CSV has ``row, column, reason`` and the source row's cells as
+read. Cells a spreadsheet would run as a formula (starting with ``= + - @``, tab
+or carriage return, except plain numbers) get a leading ``'``
+(:func:`neutralise_cell`). It is written to ``.<name>.<host>.<pid>.partial`` in
+the same folder and renamed before the store commits; partial files of ingests
+that died are removed at the next ingest into that folder.
 
 Ranges
 ------
