@@ -33,7 +33,7 @@ def _partials(folder):
     return sorted(p.name for p in folder.glob("*.partial"))
 
 
-def test_sigkill_at_random_points_leaves_all_or_nothing(tmp_path, small_history):
+def test_sigkill_at_random_points_leaves_all_or_nothing(tmp_path):
     from simulators.process import Simulator
 
     df = Simulator("small").simulate(30, seed=16, explore=1.0).observations
