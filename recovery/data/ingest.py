@@ -618,6 +618,10 @@ def _cut_short(text: pd.Series, fmt: str) -> pd.Series:
     The parsers accept those (strptime reads '0' for %S, pandas' ISO 8601 reader
     reads '08:0'), so without this the row would be stored at the wrong time.
     """
+    codes, uniq = pd.factorize(text)    # timestamps repeat: look at each distinct text once
+    if len(uniq) < len(text):
+        cut = _cut_short(pd.Series(uniq, dtype="string"), fmt).to_numpy()
+        return pd.Series(np.where(codes >= 0, cut[np.maximum(codes, 0)], False), index=text.index)
     tail = text.str.extract(r"(?P<sep>[^0-9]?)(?P<digits>[0-9]+)$")
     n = tail["digits"].str.len()
     if fmt == "ISO8601":
@@ -1326,19 +1330,19 @@ def _chunk(ch: _Chunk, plan: _Plan, store: Store, iid: int, checks1, checks2, sc
                                     "step": "int64", "process": str})
     hits = store.stored_values(keys)
     d["in_store"] = False
-    d["stored_value"] = np.nan
+    d["db_value"] = np.nan
     d["stored_source"] = ""
-    d["stored_row"] = 0
-    d["stored_here"] = False
+    d["db_row"] = 0
+    d["db_here"] = False
     if len(hits):
         hits = hits.drop_duplicates("pos").set_index("pos")
         sel = d["pos"].isin(hits.index)
         hp = d.loc[sel, "pos"]
         d.loc[sel, "in_store"] = True
-        d.loc[sel, "stored_value"] = hits.loc[hp, "value"].to_numpy()
+        d.loc[sel, "db_value"] = hits.loc[hp, "value"].to_numpy()
         d.loc[sel, "stored_source"] = hits.loc[hp, "source_path"].to_numpy()
-        d.loc[sel, "stored_row"] = hits.loc[hp, "source_row"].to_numpy()
-        d.loc[sel, "stored_here"] = (hits.loc[hp, "ingest_id"] == iid).to_numpy()
+        d.loc[sel, "db_row"] = hits.loc[hp, "source_row"].to_numpy()
+        d.loc[sel, "db_here"] = (hits.loc[hp, "ingest_id"] == iid).to_numpy()
     if plan.genealogy_step is not None:
         d["parent_batch"] = d["parent_batch"].astype("string")
         parents = pd.DataFrame({"pos": d["pos"], "batch_id": d["parent_batch"].astype(str),
@@ -1352,9 +1356,11 @@ def _chunk(ch: _Chunk, plan: _Plan, store: Store, iid: int, checks1, checks2, sc
     # in earlier chunks are in the store). A row's verdict depends only on earlier
     # rows, so iterating "verdicts given the accepted set" settles, row by row, in
     # at most one pass per row; in practice in one or two.
+    codes = keys.groupby(key, sort=False).ngroup().to_numpy(dtype=np.int64) if len(d) else \
+        np.zeros(0, dtype=np.int64)
     accepted = set(d["_row"].tolist())
     for _ in range(n_rows + 1):
-        _resolve(d, key, accepted, plan)
+        _resolve(d, codes, accepted, plan)
         f2 = _failures(d, checks2, schema2, plan.sources)
         now_accepted = set(d["_row"].tolist()) - set(f2["row"].tolist())
         if now_accepted == accepted:
@@ -1415,27 +1421,37 @@ def _chunk(ch: _Chunk, plan: _Plan, store: Store, iid: int, checks1, checks2, sc
             tally.reasons.append(Reason(int(row), str(col), str(reason)))
 
 
-def _resolve(d: pd.DataFrame, key: list[str], accepted: set, plan: _Plan) -> None:
+def _resolve(d: pd.DataFrame, codes: np.ndarray, accepted: set, plan: _Plan) -> None:
     """Compare each candidate with the store and with the candidates of the rows in
     ``accepted`` that come before its own row; sets ``stored``, ``stored_value``,
-    ``stored_row``, ``stored_here``, ``same`` (and ``parent_found``) in place."""
+    ``stored_row``, ``stored_here``, ``same`` (and ``parent_found``) in place.
+
+    ``codes`` numbers the candidates' keys (equal key, equal code); the store's
+    answers are in ``in_store``, ``db_value``, ``db_row`` and ``db_here``.
+    """
     row = d["_row"].to_numpy()
     acc = d["_row"].isin(accepted).to_numpy()
+    in_store = d["in_store"].to_numpy(dtype=bool)
+    value = d["value"].to_numpy(dtype="float64")
     # the first accepted candidate of each key not in the store sets the value
-    fresh = d[~d["in_store"].to_numpy() & acc].sort_values("_row", kind="stable") \
-        .drop_duplicates(key, keep="first")[key + ["value", "_row"]] \
-        .rename(columns={"value": "ref_value", "_row": "ref_row"})
-    ref = d[key].merge(fresh, on=key, how="left")
-    ref_row = ref["ref_row"].to_numpy(dtype="float64")
-    earlier = ~d["in_store"].to_numpy() & (ref_row < row)   # NaN (no reference) compares False
-    d["stored"] = d["in_store"].to_numpy() | earlier
-    d["ref_value"] = ref["ref_value"].to_numpy(dtype="float64")
-    d["stored_value"] = np.where(earlier, d["ref_value"], d["stored_value"])
-    d["stored_row"] = np.where(earlier, np.nan_to_num(ref_row).astype(np.int64), d["stored_row"])
-    d["stored_here"] = np.where(earlier, True, d["stored_here"])
-    a, b = d["value"].to_numpy(), d["stored_value"].to_numpy()
+    never = np.iinfo(np.int64).max
+    first_row = np.full(int(codes.max()) + 1 if len(codes) else 0, never, dtype=np.int64)
+    cand = acc & ~in_store
+    np.minimum.at(first_row, codes[cand], row[cand])
+    ref_row = first_row[codes]
+    at_first = cand & (row == ref_row)
+    first_pos = np.full(len(first_row), -1, dtype=np.int64)
+    first_pos[codes[at_first]] = np.flatnonzero(at_first)
+    ref_pos = first_pos[codes]
+    earlier = ~in_store & (ref_row < row)
+    ref_value = np.where(ref_pos >= 0, value[np.maximum(ref_pos, 0)], np.nan)
+    d["stored"] = in_store | earlier
+    d["stored_value"] = np.where(earlier, ref_value, d["db_value"].to_numpy(dtype="float64"))
+    d["stored_row"] = np.where(earlier, ref_row, d["db_row"].to_numpy(dtype=np.int64))
+    d["stored_here"] = earlier | d["db_here"].to_numpy(dtype=bool)
+    b = d["stored_value"].to_numpy()
     with np.errstate(invalid="ignore"):
-        d["same"] = (np.abs(a - b) <= 1e-12 * np.maximum(1.0, np.abs(b))) | (np.isnan(a) & np.isnan(b))
+        d["same"] = (np.abs(value - b) <= 1e-12 * np.maximum(1.0, np.abs(b))) | (np.isnan(value) & np.isnan(b))
     if plan.genealogy_step is None:
         return
     # a parent counts when stored, delivered by an accepted earlier row, or by the row itself
