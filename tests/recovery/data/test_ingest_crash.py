@@ -52,11 +52,11 @@ def test_sigkill_at_random_points_leaves_all_or_nothing(tmp_path):
     qdir.mkdir()
     url = f"duckdb://{tmp_path / 'store.duckdb'}"
     args = [str(src), "--process", "small", "--store", url, "--quarantine", str(qdir / "q.csv"),
-            "--chunk-rows", "50", "--quiet"]
+            "--chunk-rows", "20", "--quiet"]
     env = dict(os.environ, PYTHONPATH=str(REPO))
     rng = np.random.default_rng(16)
     outcomes = []
-    for delay in rng.uniform(0.0, 0.6, size=KILLS):
+    for delay in rng.uniform(0.0, 0.3, size=KILLS):
         proc = _start(args, env)
         # wait until the ingest is inside its transaction (its temporary quarantine file
         # exists), or over; a kill point is a delay from then
