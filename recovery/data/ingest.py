@@ -582,7 +582,9 @@ def _whole(s: pd.Series) -> pd.Series:
     if s.dtype.kind in "iu" or str(s.dtype) in ("Int64", "Int32", "Int16", "Int8"):
         return s.astype("Int64")
     f = _numbers(s, ".", "")
-    ok = np.isfinite(f) & (f == np.round(f))
+    # from 2**53 on a float is no exact whole number (text 2**53 + 1 reads as 2**53) and
+    # 1e20 would not fit Int64
+    ok = np.isfinite(f) & (f == np.round(f)) & (f.abs() < 2.0 ** 53)
     return f.where(ok).astype("Int64")
 
 

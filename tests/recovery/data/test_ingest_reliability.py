@@ -262,3 +262,21 @@ def test_long_rows_with_an_unknown_variable_or_step_are_rejected_not_a_crash(tmp
         (3, "m", "variable 'Härte' is not in the mapping"),
         (4, "s", "unknown step 99: process 'small-chromed-rod' has steps 1..12"),
         (5, "s", "step is missing")]
+
+
+def test_huge_step_or_bar_numbers_are_rejected_not_a_crash(tmp_path, schema_rows):
+    # 1e20 is a whole float that does not fit Int64: it crashed the cast of the column
+    df = schema_rows.head(4).reset_index(drop=True)
+    df = df.assign(step=[3.0, 3.5, 1e20, float("nan")])
+    df.to_parquet(tmp_path / "h.parquet")
+    m = write(tmp_path / "m.toml", BASE + DIAMETER)
+    f = write(tmp_path / "f.csv", "b,bar,d\nR-1,0,16.1\nR-1,1e20,16.1\nR-1,9007199254740993,16.1\n")
+    with open_store(f"duckdb://{tmp_path / 's.duckdb'}") as st:
+        r = ingest(tmp_path / "h.parquet", store=st, process="small", quarantine=tmp_path / "q.csv")
+        assert [(x.row, x.column, x.reason) for x in r.reasons] == [
+            (2, "step", "step '3.5' is not a whole number"),
+            (3, "step", "step '1e+20' is not a whole number"),
+            (4, "step", "step is missing")]
+        r = ingest(f, store=st, mapping=m, quarantine=tmp_path / "q2.csv")
+        assert counts(r) == (3, 1, 2, 0)
+        assert [(x.row, x.column) for x in r.reasons] == [(3, "bar"), (4, "bar")]
