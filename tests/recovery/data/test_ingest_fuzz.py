@@ -50,7 +50,7 @@ SLOW = settings(max_examples=SLOW_EXAMPLES, deadline=None, database=None,
 IDS = ["R-1", "R-2", "Ä-3"]
 BAD_IDS = ["", "X" * 65, "R\x00", "R\u202e1", "\u05d0-1"]
 BARS = ["0", "1", "2"]
-BAD_BARS = ["x", "-1", "1.5"]
+BAD_BARS = ["x", "-1", "1.5", "1e20"]
 TIMES = ["2026-01-05 08:00:00", "2026-02-01 12:30:15"]
 BAD_TIMES = ["9999-12-31 00:00:00", "2300-01-01 00:00:00", "2026-13-01 00:00:00", "2026-02-30 10:00:00",
              "2026-03-05 08:45:0", "2026-03-29 02:30:00", "2099-01-01 00:00:00", "yesterday", ""]
@@ -253,7 +253,7 @@ def pool():
 
 
 SCHEMA_BAD = {
-    "batch_id": BAD_IDS, "bar_id": ["x", "-1", "1.5"], "step": ["0", "99", "x", ""],
+    "batch_id": BAD_IDS, "bar_id": ["x", "-1", "1.5", "1e20"], "step": ["0", "99", "x", "", "1e20"],
     "factory": ["FZ", ""], "partner": ["Z", ""], "variable": ["nope", "season\x00day", ""],
     "value": BAD_TEXT, "unit": ["kg", "zz", ""], "kind": ["measure", ""],
     "timestamp": ["9999-12-31", "2026-03-0", "2026-01-05T08:4", "2026-01-05 08:00:00+00:0", "garbage",
