@@ -404,7 +404,8 @@ def read_campaign(path: str | Path, columns: list[str] | None = None) -> pd.Data
         raise FileNotFoundError(f"{path}: the folder holds no .parquet files")
     broken = [p for p in parts if not p.exists()]
     if broken:
-        raise FileNotFoundError(f"{broken[0]}: is a symbolic link to a missing file ({os.readlink(broken[0])})")
+        raise FileNotFoundError(f"{broken[0]}: is a symbolic link to a missing file "
+                                f"({os.readlink(broken[0])})")
     frames = [pd.read_parquet(p, columns=columns) for p in parts]
     return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 

@@ -888,9 +888,11 @@ def _row_checks(plan: _Plan, now: pd.Timestamp) -> list[_Check]:
                lambda d: [f"part ids disagree across the row's id columns: {a}" for a in d["ids_all"]]),
         _Check("kind", "kind", lambda d: d["kind"].isin(list(KINDS_OF_ROW)).fillna(False)
                | ~d.get("var_known", pd.Series(True, index=d.index)),
-               lambda d: [f"kind '{_show(k)}' is not one of {', '.join(KINDS_OF_ROW)}" for k in d["kind_raw"]]),
+               lambda d: [f"kind '{_show(k)}' is not one of {', '.join(KINDS_OF_ROW)}"
+                          for k in d["kind_raw"]]),
         _Check("variable_valid", "variable", lambda d: d["variable_problem"].isna(),
-               lambda d: [f"variable '{_show(v)}' {r}" for v, r in zip(d["variable"], d["variable_problem"])]),
+               lambda d: [f"variable '{_show(v)}' {r}"
+                          for v, r in zip(d["variable"], d["variable_problem"])]),
         _Check("variable", "variable",
                lambda d: d.get("var_known", True) & d["variable"].notna()
                & (~d["is_meas"] | d["char_known"]) & (~d["is_lever"] | d["lever_known"]), var_msg),
@@ -955,7 +957,8 @@ def _row_checks(plan: _Plan, now: pd.Timestamp) -> list[_Check]:
                    lambda d: [f"timestamp '{_show(t)}' is outside the supported range {TS_MIN:%Y-%m-%d} to "
                               f"{TS_MAX:%Y-%m-%d} (an export placeholder?)" for t in d["ts_raw"]]),
             _Check("timestamp_format", "timestamp", lambda d: d["ts_raw"].isna() | d["ts_local"].notna(),
-                   lambda d: [f"timestamp '{_show(t)}' does not match the format '{fmt}'" for t in d["ts_raw"]]),
+                   lambda d: [f"timestamp '{_show(t)}' does not match the format '{fmt}'"
+                              for t in d["ts_raw"]]),
             _Check("timestamp_cut", "timestamp", lambda d: d["ts_local"].isna() | ~d["ts_cut"].astype(bool),
                    lambda d: [f"timestamp '{_show(t)}' is cut short: its last field has too few digits for "
                               f"the format '{fmt}'" for t in d["ts_raw"]]),
@@ -1453,7 +1456,8 @@ def _resolve(d: pd.DataFrame, codes: np.ndarray, accepted: set, plan: _Plan) -> 
     d["stored_here"] = earlier | d["db_here"].to_numpy(dtype=bool)
     b = d["stored_value"].to_numpy()
     with np.errstate(invalid="ignore"):
-        d["same"] = (np.abs(value - b) <= 1e-12 * np.maximum(1.0, np.abs(b))) | (np.isnan(value) & np.isnan(b))
+        d["same"] = ((np.abs(value - b) <= 1e-12 * np.maximum(1.0, np.abs(b)))
+                     | (np.isnan(value) & np.isnan(b)))
     if plan.genealogy_step is None:
         return
     # a parent counts when stored, delivered by an accepted earlier row, or by the row itself
