@@ -157,14 +157,13 @@ def test_check_id_rule():
 
     assert check_id("B-0042") is None and check_id("Ovalität-7") is None and check_id("x" * 64) is None
     assert MAX_ID_LENGTH == 64
-    assert check_id("x" * 65) == "is longer than 64 characters (65)"
+    assert check_id("x" * 65) == "is 65 characters long (at most 64)"
     assert check_id("") == "is empty"
     assert check_id(" B-1") == "has leading or trailing whitespace"
-    assert check_id("B-\x001") == "contains the non-printable character U+0000"
-    assert check_id("B-\u202e1") == "contains the non-printable character U+202E"    # RLO, category Cf
-    assert check_id("B\u05d0") == "contains the right-to-left or bidirectional character U+05D0"
-    assert check_id("B\u2028x") == "contains the non-printable character U+2028"
-    assert check_id(42) == "is not text (int)"
+    assert check_id("B-\x001") == "contains the control character U+0000 at position 3"
+    assert check_id("B-\u202e1") == "contains the format (invisible or bidi) character U+202E at position 3"
+    assert check_id("B\u2028x") == "contains the line separator character U+2028 at position 2"
+    assert check_id(42) == "is a int, not text"
 
 
 def test_bad_ids_are_rejected_with_the_reason(tmp_path):
@@ -176,9 +175,10 @@ def test_bad_ids_are_rejected_with_the_reason(tmp_path):
         r = ingest(f, store=st, mapping=m, quarantine=tmp_path / "q.csv")
         assert counts(r) == (4, 1, 3, 0)
         assert [(x.row, x.column, x.reason) for x in r.reasons] == [
-            (3, "b", "batch id 'R-\\u00002' contains the non-printable character U+0000"),
-            (4, "b", "batch id 'R-\\u202e3' contains the non-printable character U+202E"),
-            (5, "b", f"batch id '{'X' * 40}...' is longer than 64 characters (65)")]
+            (3, "b", "batch id 'R-\\u00002' contains the control character U+0000 at position 3"),
+            (4, "b", "batch id 'R-\\u202e3' contains the format (invisible or bidi) character U+202E "
+                     "at position 3"),
+            (5, "b", f"batch id '{'X' * 40}...' is 65 characters long (at most 64)")]
         assert st.read_steps()["batch_id"].tolist() == ["R-1"]
         # the quarantine keeps the cells as they were
         assert [q["b"] for q in quarantine_rows(r.quarantine)] == ["R-\x002", "R-\u202e3", "X" * 65]
@@ -187,16 +187,17 @@ def test_bad_ids_are_rejected_with_the_reason(tmp_path):
 def test_bad_ids_and_variables_in_a_schema_file(tmp_path, schema_rows):
     df = schema_rows.copy()
     df["batch_id"] = df["batch_id"].astype(object)
-    df.loc[0, "batch_id"] = "B\u05d01"
+    df.loc[0, "batch_id"] = "B\u20661"
     ev = df.index[df["kind"] == "context"][1]
     df.loc[ev, "variable"] = "season\x00day"
     df.to_parquet(tmp_path / "h.parquet")
     with open_store(f"duckdb://{tmp_path / 's.duckdb'}") as st:
         r = ingest(tmp_path / "h.parquet", store=st, process="small", quarantine=tmp_path / "q.csv")
         assert [(x.row, x.column, x.reason) for x in r.reasons] == [
-            (1, "batch_id", "batch id 'B\\u05d01' contains the right-to-left or bidirectional "
-                            "character U+05D0"),
-            (ev + 1, "variable", "variable 'season\\u0000day' contains the non-printable character U+0000")]
+            (1, "batch_id", "batch id 'B\\u20661' contains the format (invisible or bidi) character "
+                            "U+2066 at position 2"),
+            (ev + 1, "variable", "variable 'season\\u0000day' contains the control character U+0000 "
+                                 "at position 7")]
 
 
 # ---- the quarantine file -------------------------------------------------------------
