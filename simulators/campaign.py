@@ -297,12 +297,15 @@ def campaign_parts(folder: str | Path) -> list[Path]:
     """The visible ``*.parquet`` files of a dataset folder, in part order.
 
     Names starting with ``.`` or ``_`` (temporary files, metadata) are skipped,
+    a symbolic link to a missing file is listed (readers then refuse it by name),
     as pyarrow's dataset reader skips them; numbers in names sort as numbers,
     so ``part-100000`` follows ``part-99999``.
     """
     folder = Path(folder)
+    # A symbolic link whose target is gone is a part, not nothing: its reader fails
+    # and names it, instead of the folder silently losing its rows.
     files = [p for p in folder.glob("*.parquet")
-             if p.is_file() and not p.name.startswith((".", "_"))]
+             if (p.is_file() or (p.is_symlink() and not p.exists())) and not p.name.startswith((".", "_"))]
     return sorted(files, key=_natural)
 
 
@@ -399,6 +402,10 @@ def read_campaign(path: str | Path, columns: list[str] | None = None) -> pd.Data
     parts = campaign_parts(path)
     if not parts:
         raise FileNotFoundError(f"{path}: the folder holds no .parquet files")
+    broken = [p for p in parts if not p.exists()]
+    if broken:
+        raise FileNotFoundError(f"{broken[0]}: is a symbolic link to a missing file "
+                                f"({os.readlink(broken[0])})")
     frames = [pd.read_parquet(p, columns=columns) for p in parts]
     return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 

@@ -5,11 +5,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import traceback
 from pathlib import Path
 
 from recovery.cli import UserError
 from recovery.commands._common import positive_int
+
+
+EXIT_STATUSES = """\
+exit status:
+  0  every row accepted (or already stored: duplicates)
+  1  some rows rejected and written to the quarantine file (0 with --allow-rejects)
+  2  the file, a part of the folder, the mapping or the store cannot be used
+     (in a folder, the other parts are still stored)
+  3  internal error: a bug; one line is printed, --debug or RECOVERY_DEBUG=1
+     prints the traceback
+"""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,9 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "store the accepted rows with their provenance, write rejected rows with "
                     "their reasons to a quarantine CSV, and print a summary. FILE may be a folder "
                     "of Parquet part files (as 'recovery simulate --out FOLDER' writes): each part "
-                    "is ingested as its own source file, in name order. Exits 1 when any row was "
-                    "rejected (unless --allow-rejects), 2 when a file cannot be read (in a folder, "
-                    "the other parts are still stored).")
+                    "is ingested as its own source file, in name order. Quarantine cells that a "
+                    "spreadsheet would run as a formula (starting with = + - @) get a leading '.",
+        epilog=EXIT_STATUSES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("file", metavar="FILE", help="CSV or Parquet file, or a folder of Parquet parts")
     p.add_argument("--mapping", help="the partner's mapping (TOML; see docs/partner-data.md); "
                                      "not needed for files already in the step-data schema")
@@ -44,17 +57,39 @@ def register(sub: argparse._SubParsersAction) -> None:
                         'folder, "quarantine" is a list, each reason has a "file" and "files" holds '
                         'one object per part')
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--debug", action="store_true",
+                   help="on an internal error (exit 3), print the full traceback")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.mapping and args.process:
+        raise UserError("--process is for schema files; a mapping names its own process")
+    try:
+        return _run(args)
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the one place a bug becomes exit 3, not a traceback
+        if args.debug or os.environ.get("RECOVERY_DEBUG"):
+            traceback.print_exc()
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        print(f"recovery ingest: internal error: {type(exc).__name__}: {_one_line(exc)} "
+              f"(at {Path(where.filename).name}:{where.lineno}; the file being ingested was rolled "
+              f"back; please report it, with --debug for the traceback)", file=sys.stderr)
+        return 3
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 300 else text[:300] + "..."
+
+
+def _run(args: argparse.Namespace) -> int:
     from recovery.data.ingest import IngestError, ingest, ingest_folder
     from recovery.data.mapping import MappingError
     from recovery.data.store import StoreError, open_store
     from simulators.definition import ProcessDefinitionError
 
-    if args.mapping and args.process:
-        raise UserError("--process is for schema files; a mapping names its own process")
     folder = Path(args.file).is_dir()
     engine = ingest_folder if folder else ingest
     try:
@@ -65,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
             where = store.location
     except (IngestError, MappingError, StoreError, ProcessDefinitionError) as exc:
         raise UserError(str(exc)) from None
+    except OSError as exc:  # unreadable file, quarantine folder not writable, disk full
+        raise UserError(f"{exc.filename or args.file}: {exc.strerror or exc}") from None
     if args.json:
         print(json.dumps(res.to_json(), indent=1))
     elif folder:

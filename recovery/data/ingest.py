@@ -27,8 +27,20 @@ Counting
 ``accepted + rejected + duplicates == rows``: a row is a *duplicate* when every
 value it carries is already stored with the same key
 ``(process, batch_id, bar_id, step, variable, kind)`` and the same value, either
-from an earlier ingest or from an earlier row of this file. The same key with a
-different value is a *conflict*, and the row is rejected; the first value wins.
+from an earlier ingest or from an earlier *accepted* row of this file. The same
+key with a different value is a *conflict*, and the row is rejected; the first
+value wins. Rows are judged in file order, each against the store and the rows
+accepted before it (a rejected row is neither a reference for duplicates nor a
+genealogy parent), so the result does not depend on the chunk size.
+
+Quarantine
+----------
+The quarantine CSV has ``row, column, reason`` and the source row's cells as
+read. Cells a spreadsheet would run as a formula (starting with ``= + - @``, tab
+or carriage return, except plain numbers) get a leading ``'``
+(:func:`neutralise_cell`). It is written to ``.<name>.<host>.<pid>.partial`` in
+the same folder and renamed before the store commits; partial files of ingests
+that died are removed at the next ingest into that folder.
 
 Ranges
 ------
@@ -58,7 +70,7 @@ from simulators.definition import Process, load_process
 from simulators.schema import COLUMNS, KINDS_OF_ROW
 
 __all__ = ["ingest", "ingest_folder", "IngestResult", "FolderIngestResult", "IngestError", "Reason",
-           "PLAUSIBLE_WIDTHS", "MAX_REASONS", "default_quarantine_dir"]
+           "PLAUSIBLE_WIDTHS", "MAX_REASONS", "default_quarantine_dir", "neutralise_cell"]
 
 #: Band widths beyond a characteristic's band at which a measurement is implausible.
 PLAUSIBLE_WIDTHS = 10.0
@@ -570,7 +582,9 @@ def _whole(s: pd.Series) -> pd.Series:
     if s.dtype.kind in "iu" or str(s.dtype) in ("Int64", "Int32", "Int16", "Int8"):
         return s.astype("Int64")
     f = _numbers(s, ".", "")
-    ok = np.isfinite(f) & (f == np.round(f))
+    # from 2**53 on a float is no exact whole number (text 2**53 + 1 reads as 2**53) and
+    # 1e20 would not fit Int64
+    ok = np.isfinite(f) & (f == np.round(f)) & (f.abs() < 2.0 ** 53)
     return f.where(ok).astype("Int64")
 
 
@@ -584,26 +598,70 @@ def _split_ids(raw: pd.Series, pattern: re.Pattern | None) -> tuple[pd.Series, p
     return batch, bar
 
 
-def _times(raw: pd.Series, fmt: str, zone: str) -> tuple[pd.Series, pd.Series]:
-    """(parsed local time or NaT, UTC time or NaT)."""
+#: Timestamps are stored in nanoseconds; outside these (a day inside pandas' limits,
+#: so a time-zone shift cannot cross them) they are refused, not a crash.
+TS_MIN = pd.Timestamp("1677-09-23")
+TS_MAX = pd.Timestamp("2262-04-10")
+# width of the zero-padded strptime fields a text can end in
+_FIELD_WIDTH = {"d": 2, "m": 2, "H": 2, "M": 2, "S": 2, "y": 2, "I": 2, "Y": 4, "j": 3}
+
+
+def _in_range(s: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """(times inside [TS_MIN, TS_MAX] as nanoseconds, NaT elsewhere; True where outside)."""
+    lo, hi = (TS_MIN, TS_MAX) if s.dt.tz is None else (TS_MIN.tz_localize("UTC"), TS_MAX.tz_localize("UTC"))
+    out = ((s < lo) | (s > hi)).fillna(False).astype(bool)
+    return s.mask(out).dt.as_unit("ns"), out
+
+
+def _cut_short(text: pd.Series, fmt: str) -> pd.Series:
+    """True where a timestamp's text ends in a field with too few digits for the format,
+    as a file cut inside its last timestamp leaves it ('2026-03-0', '08:00:0', '+00:0').
+
+    The parsers accept those (strptime reads '0' for %S, pandas' ISO 8601 reader
+    reads '08:0'), so without this the row would be stored at the wrong time.
+    """
+    codes, uniq = pd.factorize(text)    # timestamps repeat: look at each distinct text once
+    if len(uniq) < len(text):
+        cut = _cut_short(pd.Series(uniq, dtype="string"), fmt).to_numpy()
+        return pd.Series(np.where(codes >= 0, cut[np.maximum(codes, 0)], False), index=text.index)
+    tail = text.str.extract(r"(?P<sep>[^0-9]?)(?P<digits>[0-9]+)$")
+    n = tail["digits"].str.len()
+    if fmt == "ISO8601":
+        # ISO 8601 fields have 2 or 4 digits; only a fraction of a second has any number
+        cut = (n % 2 == 1) & ~tail["sep"].isin([".", ","])
+    else:
+        last = re.search(r"%([a-zA-Z])$", fmt)
+        width = _FIELD_WIDTH.get(last.group(1)) if last else None
+        if width is None:
+            return pd.Series(False, index=text.index)
+        cut = n < width
+    return cut.fillna(False).astype(bool)
+
+
+def _times(raw: pd.Series, fmt: str, zone: str) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """(parsed local time or NaT, UTC time or NaT, True where outside [TS_MIN, TS_MAX])."""
     if isinstance(raw.dtype, pd.DatetimeTZDtype):
-        utc = raw.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
-        return utc, utc
+        utc, out = _in_range(raw.dt.tz_convert("UTC"))
+        utc = utc.astype("datetime64[ns, UTC]")
+        return utc, utc, out
     if raw.dtype.kind == "M":
-        local = raw.astype("datetime64[ns]")
+        local, out = _in_range(raw)
     else:
         text = _text(raw)
-        local = pd.to_datetime(text, format=fmt, errors="coerce", utc=fmt == "ISO8601")
+        local, out = _in_range(pd.to_datetime(text, format=fmt, errors="coerce", utc=fmt == "ISO8601"))
         if isinstance(local.dtype, pd.DatetimeTZDtype):
             # ISO 8601 with offsets: already an instant; without, read as the zone's clock
             has_offset = text.str.contains(r"(?:Z|[+-]\d\d:?\d\d)$", regex=True).fillna(False)
-            naive = pd.to_datetime(text.where(~has_offset), format=fmt, errors="coerce")
+            # utc=True and dropped again: pandas may read an offset the pattern above does
+            # not ('+0', a cut text, refused by _cut_short); a mixed result would not localize
+            naive, _ = _in_range(pd.to_datetime(text.where(~has_offset), format=fmt, errors="coerce",
+                                                utc=True).dt.tz_localize(None))
             zoned = naive.dt.tz_localize(zone, ambiguous="NaT", nonexistent="NaT").dt.tz_convert("UTC")
             utc = local.where(has_offset, zoned).astype("datetime64[ns, UTC]")
-            return local.where(has_offset, naive.dt.tz_localize("UTC")), utc
+            return local.where(has_offset, naive.dt.tz_localize("UTC")), utc, out
     local = local.astype("datetime64[ns]")
     utc = local.dt.tz_localize(zone, ambiguous="NaT", nonexistent="NaT").dt.tz_convert("UTC")
-    return local, utc.astype("datetime64[ns, UTC]")
+    return local, utc.astype("datetime64[ns, UTC]"), out
 
 
 def _units(src: pd.Series, target: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series, pd.Series]:
@@ -727,14 +785,42 @@ def _parse(c: pd.DataFrame, plan: _Plan) -> pd.DataFrame:
     c["lo"], c["hi"], c["lever_step"] = lo, hi, lstep
     if plan.ts_format is not None or "factory_raw" in c:
         fmt = plan.ts_format or "ISO8601"
-        c["ts_local"], c["timestamp"] = _times(c["ts_raw"], fmt, plan.ts_zone)
+        c["ts_local"], c["timestamp"], c["ts_out"] = _times(c["ts_raw"], fmt, plan.ts_zone)
+        typed = c["ts_raw"].dtype.kind == "M" or isinstance(c["ts_raw"].dtype, pd.DatetimeTZDtype)
+        c["ts_cut"] = False if typed else _cut_short(c["ts_raw"].astype("string"), fmt)
     else:
+        c["ts_out"], c["ts_cut"] = False, False
         c["ts_local"] = pd.Series(pd.NaT, index=c.index, dtype="datetime64[ns]")
         c["timestamp"] = pd.Series(pd.NaT, index=c.index, dtype="datetime64[ns, UTC]")
+    c["id_problem"] = _id_problems(c["batch_id"])
+    c["variable_problem"] = _id_problems(c["variable"])
     if plan.genealogy_step is not None:
         c["parent_batch"], c["parent_bar"] = _split_ids(c["parent_raw"], plan.pattern)
         c["parent_bar_key"] = c["parent_bar"].fillna(NO_BAR).astype("int64")
+        c["parent_problem"] = _id_problems(c["parent_batch"].astype("string"))
     return c
+
+
+def _id_problems(ids: pd.Series) -> pd.Series:
+    """:func:`recovery.data.ids.check_id` per value (<NA> where fine or missing), once per distinct id."""
+    from recovery.data.ids import check_id
+
+    s = ids.astype("string")
+    uniq = s.dropna().unique()
+    why = {v: check_id(v) for v in uniq}
+    return s.map({v: r for v, r in why.items() if r is not None}).astype("string")
+
+
+def _show(v: object, limit: int = 40) -> str:
+    """A cell for a message: escapes (NUL, right-to-left marks) visible, long text shortened."""
+    import unicodedata
+
+    t = str(v)
+    if len(t) > limit:
+        t = t[:limit] + "..."
+    return "".join(ch if ch.isprintable() and unicodedata.bidirectional(ch) not in ("R", "AL")
+                   and not unicodedata.category(ch).startswith("C") else f"\\u{ord(ch):04x}"
+                   for ch in t)
 
 
 # ---------------------------------------------------------------------------
@@ -761,19 +847,19 @@ def _row_checks(plan: _Plan, now: pd.Timestamp) -> list[_Check]:
 
     def id_msg(d):
         return [f"{idname} is missing" if pd.isna(r) else
-                f"part id '{r}' does not match the pattern {pat}" for r in d["id_raw"]]
+                f"part id '{_show(r)}' does not match the pattern {pat}" for r in d["id_raw"]]
 
     def var_msg(d):
         out = []
         for v, k, kn in zip(d["variable_raw"], d["kind"], d.get("var_known", pd.Series(True, index=d.index))):
             if not kn:
-                out.append(f"variable '{v}' is not in the mapping")
+                out.append(f"variable '{_show(v)}' is not in the mapping")
             elif pd.isna(v):
                 out.append("variable is missing")
             elif k == "lever":
-                out.append(f"unknown lever '{v}' for process '{p.name}'")
+                out.append(f"unknown lever '{_show(v)}' for process '{p.name}'")
             else:
-                out.append(f"unknown characteristic '{v}' for process '{p.name}'")
+                out.append(f"unknown characteristic '{_show(v)}' for process '{p.name}'")
         return out
 
     def value_text(d):
@@ -793,55 +879,65 @@ def _row_checks(plan: _Plan, now: pd.Timestamp) -> list[_Check]:
     checks = [
         _Check("id", "id", lambda d: d["batch_id"].notna() & (d["batch_id"].str.len() > 0).fillna(False),
                id_msg),
+        _Check("id_valid", "id", lambda d: d["id_problem"].isna(),
+               lambda d: [f"batch id '{_show(v)}' {r}" for v, r in zip(d["batch_id"], d["id_problem"])]),
         _Check("bar", "bar", lambda d: (d["bar_raw"].isna() | d["bar_id"].notna())
                & (d["bar_id"].fillna(0) >= 0),
-               lambda d: [f"bar id '{r}' is not a whole number >= 0" for r in d["bar_raw"]]),
+               lambda d: [f"bar id '{_show(r)}' is not a whole number >= 0" for r in d["bar_raw"]]),
         _Check("ids_agree", "id", lambda d: d["ids_agree"].astype(bool),
                lambda d: [f"part ids disagree across the row's id columns: {a}" for a in d["ids_all"]]),
         _Check("kind", "kind", lambda d: d["kind"].isin(list(KINDS_OF_ROW)).fillna(False)
                | ~d.get("var_known", pd.Series(True, index=d.index)),
-               lambda d: [f"kind '{k}' is not one of {', '.join(KINDS_OF_ROW)}" for k in d["kind_raw"]]),
+               lambda d: [f"kind '{_show(k)}' is not one of {', '.join(KINDS_OF_ROW)}"
+                          for k in d["kind_raw"]]),
+        _Check("variable_valid", "variable", lambda d: d["variable_problem"].isna(),
+               lambda d: [f"variable '{_show(v)}' {r}"
+                          for v, r in zip(d["variable"], d["variable_problem"])]),
         _Check("variable", "variable",
                lambda d: d.get("var_known", True) & d["variable"].notna()
                & (~d["is_meas"] | d["char_known"]) & (~d["is_lever"] | d["lever_known"]), var_msg),
         _Check("step", "step", lambda d: d["step"].between(1, p.n_steps).fillna(False),
-               lambda d: [f"step '{r}' is not a whole number" if pd.isna(s) else
+               lambda d: ["step is missing" if pd.isna(r) else
+                          f"step '{_show(r)}' is not a whole number" if pd.isna(s) else
                           f"unknown step {s}: process '{p.name}' has steps 1..{p.n_steps}"
                           for r, s in zip(d["step_raw"], d["step"])]),
         _Check("lever_step", "step",
                lambda d: ~(d["is_lever"] & d["lever_known"]) | (d["lever_step"] == d["step"].fillna(-1)),
-               lambda d: [f"lever '{v}' acts at step {ls}, not {s}"
+               lambda d: [f"lever '{_show(v)}' acts at step {ls}, not {s}"
                           for v, ls, s in zip(d["variable"], d["lever_step"], d["step"])]),
     ]
     if plan.mapping is None:
         checks += [
             _Check("factory", "factory", lambda d: (d["factory"] == d["exp_factory"]).fillna(False),
-                   lambda d: [f"factory '{f}' does not run step {s} ({e} does)"
+                   lambda d: [f"factory '{_show(f)}' does not run step {s} ({e} does)"
                               for f, s, e in zip(d["factory"], d["step"], d["exp_factory"])]),
             _Check("partner", "partner", lambda d: (d["partner"] == d["exp_partner"]).fillna(False),
-                   lambda d: [f"partner '{f}' does not own step {s} ({e} does)"
+                   lambda d: [f"partner '{_show(f)}' does not own step {s} ({e} does)"
                               for f, s, e in zip(d["partner"], d["step"], d["exp_partner"])]),
         ]
     else:
         # a mapping's partner delivers only the steps it runs, in the factories it lists
         mp, facs = plan.mapping.partner, list(plan.mapping.factories)
+        # a missing or unknown step is the "step" check's to report
+        no_step = (lambda d: ~d["step"].between(1, p.n_steps).fillna(False))
         checks += [
-            _Check("partner", "step", lambda d: (d["exp_partner"] == mp).fillna(False),
-                   lambda d: [f"step {s} ({p.step(int(s)).name}) is run by partner '{e}', not '{mp}'"
+            _Check("partner", "step", lambda d: no_step(d) | (d["exp_partner"] == mp).fillna(False),
+                   lambda d: [f"step {s} ({p.step(int(s)).name}) is run by partner '{_show(e)}', not '{mp}'"
                               for s, e in zip(d["step"], d["exp_partner"])]),
             _Check("factory", "step",
-                   lambda d: (d["exp_factory"].isin(facs) if facs else d["exp_factory"].notna()).fillna(False),
-                   lambda d: [f"step {s} ({p.step(int(s)).name}) runs in factory '{e}', which the "
+                   lambda d: no_step(d)
+                   | (d["exp_factory"].isin(facs) if facs else d["exp_factory"].notna()).fillna(False),
+                   lambda d: [f"step {s} ({p.step(int(s)).name}) runs in factory '{_show(e)}', which the "
                               f"mapping's factories {facs} do not list"
                               for s, e in zip(d["step"], d["exp_factory"])]),
         ]
     checks += [
         _Check("unit_missing", "unit", lambda d: d["unit_raw"].notna(), lambda d: ["unit is missing"] * len(d)),
         _Check("unit_known", "unit", lambda d: d["unit_known"] | d["unit_raw"].isna(),
-               lambda d: [f"unknown unit '{u}'" for u in d["unit_raw"]]),
+               lambda d: [f"unknown unit '{_show(u)}'" for u in d["unit_raw"]]),
         _Check("unit_convertible", "unit",
                lambda d: d["unit_convertible"] | ~d["unit_known"] | d["unit"].isna(),
-               lambda d: [f"unit '{u}' cannot be converted to '{t}', the process's unit of {v}"
+               lambda d: [f"unit '{_show(u)}' cannot be converted to '{_show(t)}', the process's unit of {v}"
                           for u, t, v in zip(d["unit_raw"], d["unit"], d["variable"])]),
         _Check("value_missing", "value", lambda d: ~mv(d) | d["value_present"],
                lambda d: ["value is missing"] * len(d)),
@@ -849,7 +945,7 @@ def _row_checks(plan: _Plan, now: pd.Timestamp) -> list[_Check]:
         _Check("value_number", "value",
                lambda d: ~d["value_present"] | np.isfinite(d["value_num"])
                | (~mv(d) & d["value_text"].str.lower().isin(list(_NAN_WORDS)).fillna(False)),
-               lambda d: [f"value '{t}' is not a finite number" for t in value_text(d)]),
+               lambda d: [f"value '{_show(t)}' is not a finite number" for t in value_text(d)]),
     ]
     if plan.ts_format is not None or plan.mapping is None:
         fmt, zone = plan.ts_format or "ISO8601", plan.ts_zone
@@ -857,14 +953,25 @@ def _row_checks(plan: _Plan, now: pd.Timestamp) -> list[_Check]:
             checks.append(_Check("timestamp_missing", "timestamp", lambda d: d["ts_raw"].notna(),
                                  lambda d: ["timestamp is missing"] * len(d)))
         checks += [
+            _Check("timestamp_range", "timestamp", lambda d: ~d["ts_out"].astype(bool),
+                   lambda d: [f"timestamp '{_show(t)}' is outside the supported range {TS_MIN:%Y-%m-%d} to "
+                              f"{TS_MAX:%Y-%m-%d} (an export placeholder?)" for t in d["ts_raw"]]),
             _Check("timestamp_format", "timestamp", lambda d: d["ts_raw"].isna() | d["ts_local"].notna(),
-                   lambda d: [f"timestamp '{t}' does not match the format '{fmt}'" for t in d["ts_raw"]]),
+                   lambda d: [f"timestamp '{_show(t)}' does not match the format '{fmt}'"
+                              for t in d["ts_raw"]]),
+            _Check("timestamp_cut", "timestamp", lambda d: d["ts_local"].isna() | ~d["ts_cut"].astype(bool),
+                   lambda d: [f"timestamp '{_show(t)}' is cut short: its last field has too few digits for "
+                              f"the format '{fmt}'" for t in d["ts_raw"]]),
             _Check("timestamp_local", "timestamp", lambda d: d["ts_local"].isna() | d["timestamp"].notna(),
-                   lambda d: [f"timestamp '{t}' does not exist or is ambiguous in {zone} "
+                   lambda d: [f"timestamp '{_show(t)}' does not exist or is ambiguous in {zone} "
                               f"(daylight-saving change)" for t in d["ts_raw"]]),
             _Check("timestamp_future", "timestamp", lambda d: ~(d["timestamp"] > now).fillna(False),
                    lambda d: [f"timestamp {t.isoformat()} is in the future" for t in d["timestamp"]]),
         ]
+    if plan.genealogy_step is not None:
+        checks.append(_Check("parent_valid", "parent", lambda d: d["parent_problem"].isna(),
+                             lambda d: [f"parent batch id '{_show(v)}' {r}"
+                                        for v, r in zip(d["parent_batch"], d["parent_problem"])]))
     checks.append(_Check("range", "value",
                          lambda d: ~(mv(d) & np.isfinite(d["value"]))
                          | ((d["value"] >= d["lo"]) & (d["value"] <= d["hi"])), range_msg))
@@ -940,6 +1047,71 @@ def _failures(c: pd.DataFrame, checks: list[_Check], schema, sources: list[_Sour
             "column": [getattr(sources[k], ch.role) for k in d["_src"]],
             "reason": ch.message(d)}))
     return pd.concat(out, ignore_index=True) if out else empty
+
+
+# ---------------------------------------------------------------------------
+# The quarantine file
+# ---------------------------------------------------------------------------
+
+# A spreadsheet runs a cell starting with one of these as a formula
+# (=HYPERLINK(...), +cmd|..., @SUM(...)); OWASP's CSV-injection advice: prefix a quote.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# ... except plain numbers, so negative values stay numbers for the reader
+_PLAIN_NUMBER = re.compile(r"[+-]?\d+(?:[.,]\d+)*(?:[eE][+-]?\d+)?")
+_HOST = re.sub(r"[^A-Za-z0-9_-]", "_", __import__("socket").gethostname()) or "host"
+_PARTIAL = re.compile(r"^\..+\.(?P<host>[A-Za-z0-9_-]+)\.(?P<pid>\d+)\.partial$")
+
+
+def neutralise_cell(cell: object) -> object:
+    """A quarantine cell safe to open in a spreadsheet.
+
+    Text starting with ``= + - @``, a tab or a carriage return gets a leading
+    ``'`` (OWASP CSV injection), so ``=HYPERLINK(...)`` is shown, not run; plain
+    numbers such as ``-16,1`` are left as they are. Other cells are unchanged.
+
+    Examples
+    --------
+    >>> print(neutralise_cell('=HYPERLINK("http://x","y")'))
+    '=HYPERLINK("http://x","y")
+    >>> neutralise_cell("-16,1")
+    '-16,1'
+    """
+    if isinstance(cell, str) and cell.startswith(_FORMULA_START) and not _PLAIN_NUMBER.fullmatch(cell):
+        return "'" + cell
+    return cell
+
+
+class _QuarantineWriter:
+    """csv.writer whose text cells are neutralised (:func:`neutralise_cell`)."""
+
+    def __init__(self, f):
+        self._w = csv.writer(f)
+
+    def writerow(self, cells: list) -> None:
+        self._w.writerow([neutralise_cell(c) for c in cells])
+
+
+def _remove_stale_partials(folder: Path) -> None:
+    """Remove the temporary quarantine files that ingests killed on this machine left.
+
+    A temporary file is named ``.<name>.<host>.<pid>.partial``; it is stale when
+    its process is gone (files of other hosts, on a shared folder, are left alone).
+    ``<name>.partial`` files of earlier versions, which had no owner, go too.
+    """
+    for f in folder.glob("*.partial"):
+        m = _PARTIAL.match(f.name)
+        if m is None:
+            if f.name.endswith(".csv.partial"):
+                f.unlink(missing_ok=True)
+            continue
+        if m["host"] != _HOST:
+            continue
+        try:
+            os.kill(int(m["pid"]), 0)
+        except ProcessLookupError:
+            f.unlink(missing_ok=True)
+        except (PermissionError, OverflowError):
+            pass  # alive under another user (or no such pid at all): not ours to judge
 
 
 # ---------------------------------------------------------------------------
@@ -1046,7 +1218,11 @@ def ingest(source: str | Path, *, store: Store, mapping: str | Path | PartnerMap
     from tqdm import tqdm
 
     m = load_mapping(mapping) if isinstance(mapping, (str, Path)) else mapping
-    path = Path(source).resolve()
+    # messages name the file as the user gave it; the store records where it really is
+    path = Path(source)
+    if path.is_symlink() and not path.exists():
+        raise IngestError(f"{path}: is a symbolic link to a missing file ({os.readlink(path)})")
+    real = path.resolve()
     if path.is_dir():
         raise IngestError(f"{path}: is a folder (ingest_folder reads a folder of Parquet parts)")
     if not path.is_file():
@@ -1070,8 +1246,9 @@ def ingest(source: str | Path, *, store: Store, mapping: str | Path | PartnerMap
     sha = _sha256(path)
     qpath = Path(quarantine) if quarantine else (
         default_quarantine_dir() / f"{path.stem}.{started:%Y%m%dT%H%M%S}.{sha[:8]}.quarantine.csv")
-    qtmp = qpath.with_name(qpath.name + ".partial")
     qpath.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_partials(qpath.parent)
+    qtmp = qpath.with_name(f".{qpath.name}.{_HOST}.{os.getpid()}.partial")
 
     tally = _Tally()
     bar = tqdm(total=reader.total, unit="B" if isinstance(reader, _CsvReader) else "row",
@@ -1082,11 +1259,11 @@ def ingest(source: str | Path, *, store: Store, mapping: str | Path | PartnerMap
         with store.transaction(), open(qtmp, "w", encoding="utf-8", newline="") as qf:
             store.register_process(proc)
             iid = store.add_ingest(IngestRecord(
-                process=proc.name, process_digest=proc.digest, source_path=str(path),
+                process=proc.name, process_digest=proc.digest, source_path=str(real),
                 source_sha256=sha, source_bytes=size, mapping_path=str(m.path) if m else None,
                 mapping_sha256=m.sha256 if m else None, partner=m.partner if m else None,
                 ingested_at=started))
-            qw = csv.writer(qf)
+            qw = _QuarantineWriter(qf)
             qw.writerow(["row", "column", "reason"] + reader.layout.labels)
             for chunk in reader.chunks(chunk_rows, bar.update):
                 _chunk(chunk, plan, store, iid, checks1, checks2, schema1, schema2, tally, qw, path)
@@ -1097,6 +1274,11 @@ def ingest(source: str | Path, *, store: Store, mapping: str | Path | PartnerMap
                                 rejected=tally.rejected, duplicates=tally.duplicates)
             if tally.rejected:
                 store.add_quarantine(iid, str(qpath.resolve()), tally.rejected)
+                # renamed before the store commits: a crash in between leaves a quarantine
+                # file of an ingest that never happened (re-run writes it again), never an
+                # ingest whose rejected rows are nowhere
+                qf.flush()
+                os.fsync(qf.fileno())
                 qf.close()
                 os.replace(qtmp, qpath)
                 renamed = True
@@ -1136,59 +1318,59 @@ class _Tally:
 def _chunk(ch: _Chunk, plan: _Plan, store: Store, iid: int, checks1, checks2, schema1, schema2,
            tally: _Tally, qw, path: Path) -> None:
     p = plan.process
+    n_rows = len(ch.rows)
     c = _parse(plan.build(ch), plan)
     c.index = pd.RangeIndex(len(c))
     f1 = _failures(c, checks1, schema1, plan.sources)
     bad_rows = set(f1["row"].tolist())
     ok = ~c["_row"].isin(bad_rows)
 
-    # -- against the store: genealogy, duplicates, conflicts ------------------
+    # -- against the store and earlier rows: genealogy, duplicates, conflicts ---
     d = c[ok].copy()
     d["pos"] = np.arange(len(d), dtype=np.int64)
     d.index = pd.RangeIndex(len(d))
     d["process"] = p.name
-    if plan.genealogy_step is not None:
-        parents = pd.DataFrame({"pos": d["pos"], "batch_id": d["parent_batch"].astype(str),
-                                "bar_key": d["parent_bar_key"], "step": plan.genealogy_step})
-        parents = parents[d["parent_batch"].notna().to_numpy()]
-        found = set(store.parts_at_step(p.name, parents)["pos"].tolist())
-        # parents delivered in this very chunk count too
-        here = d.loc[d["step"] == plan.genealogy_step, ["batch_id", "bar_key"]]
-        here_keys = set(zip(here["batch_id"].astype(str), here["bar_key"]))
-        local = [(b, k) in here_keys for b, k in zip(d["parent_batch"].astype(str), d["parent_bar_key"])]
-        d["parent_found"] = d["pos"].isin(found) | np.asarray(local, dtype=bool)
     key = ["process", "batch_id", "bar_key", "step", "variable", "kind"]
     keys = d[["pos"] + key].astype({"batch_id": str, "variable": str, "kind": str,
                                     "step": "int64", "process": str})
     hits = store.stored_values(keys)
-    d["stored"] = False
-    d["stored_value"] = np.nan
+    d["in_store"] = False
+    d["db_value"] = np.nan
     d["stored_source"] = ""
-    d["stored_row"] = 0
-    d["stored_here"] = False
+    d["db_row"] = 0
+    d["db_here"] = False
     if len(hits):
         hits = hits.drop_duplicates("pos").set_index("pos")
         sel = d["pos"].isin(hits.index)
         hp = d.loc[sel, "pos"]
-        d.loc[sel, "stored"] = True
-        d.loc[sel, "stored_value"] = hits.loc[hp, "value"].to_numpy()
+        d.loc[sel, "in_store"] = True
+        d.loc[sel, "db_value"] = hits.loc[hp, "value"].to_numpy()
         d.loc[sel, "stored_source"] = hits.loc[hp, "source_path"].to_numpy()
-        d.loc[sel, "stored_row"] = hits.loc[hp, "source_row"].to_numpy()
-        d.loc[sel, "stored_here"] = (hits.loc[hp, "ingest_id"] == iid).to_numpy()
-    # an earlier row of this chunk with the same key counts as stored
-    first = d[~d["stored"]].drop_duplicates(key, keep="first")
-    later = ~d["stored"] & ~d["pos"].isin(first["pos"])
-    if later.any():
-        ref = d.loc[later, key].merge(first[key + ["value", "_row"]], on=key, how="left")
-        d.loc[later, "stored"] = True
-        d.loc[later, "stored_value"] = ref["value"].to_numpy()
-        d.loc[later, "stored_row"] = ref["_row"].to_numpy()
-        d.loc[later, "stored_here"] = True
-    a, b = d["value"].to_numpy(), d["stored_value"].to_numpy()
-    with np.errstate(invalid="ignore"):
-        same = (np.abs(a - b) <= 1e-12 * np.maximum(1.0, np.abs(b))) | (np.isnan(a) & np.isnan(b))
-    d["same"] = same
-    f2 = _failures(d, checks2, schema2, plan.sources)
+        d.loc[sel, "db_row"] = hits.loc[hp, "source_row"].to_numpy()
+        d.loc[sel, "db_here"] = (hits.loc[hp, "ingest_id"] == iid).to_numpy()
+    if plan.genealogy_step is not None:
+        d["parent_batch"] = d["parent_batch"].astype("string")
+        parents = pd.DataFrame({"pos": d["pos"], "batch_id": d["parent_batch"].astype(str),
+                                "bar_key": d["parent_bar_key"], "step": plan.genealogy_step})
+        parents = parents[d["parent_batch"].notna().to_numpy()]
+        d["parent_in_store"] = d["pos"].isin(set(store.parts_at_step(p.name, parents)["pos"].tolist()))
+    # Rows are judged as if one at a time, in file order: a row is compared only
+    # with the store and with the rows *accepted* before it, so a row rejected later
+    # (for a conflict or its genealogy) never makes a later row a duplicate or a
+    # conflict, and the verdicts do not depend on the chunk size (the rows accepted
+    # in earlier chunks are in the store). A row's verdict depends only on earlier
+    # rows, so iterating "verdicts given the accepted set" settles, row by row, in
+    # at most one pass per row; in practice in one or two.
+    codes = keys.groupby(key, sort=False).ngroup().to_numpy(dtype=np.int64) if len(d) else \
+        np.zeros(0, dtype=np.int64)
+    accepted = set(d["_row"].tolist())
+    for _ in range(n_rows + 1):
+        _resolve(d, codes, accepted, plan)
+        f2 = _failures(d, checks2, schema2, plan.sources)
+        now_accepted = set(d["_row"].tolist()) - set(f2["row"].tolist())
+        if now_accepted == accepted:
+            break
+        accepted = now_accepted
 
     # -- verdicts per source row ---------------------------------------------
     f2["prio"] += len(checks1)
@@ -1197,7 +1379,6 @@ def _chunk(ch: _Chunk, plan: _Plan, store: Store, iid: int, checks1, checks2, sc
     rejected = set(first_fail["row"].tolist())
     keep = d[~d["_row"].isin(rejected)]
     dup = keep.groupby("_row")["stored"].all()
-    n_rows = len(ch.rows)
     n_rej = len(rejected)
     n_dup = int(dup.sum())
     tally.rows += n_rows
@@ -1243,6 +1424,54 @@ def _chunk(ch: _Chunk, plan: _Plan, store: Store, iid: int, checks1, checks2, sc
         room = MAX_REASONS - len(tally.reasons)
         for row, col, reason in q[["row", "column", "reason"]].head(max(room, 0)).itertuples(index=False):
             tally.reasons.append(Reason(int(row), str(col), str(reason)))
+
+
+def _resolve(d: pd.DataFrame, codes: np.ndarray, accepted: set, plan: _Plan) -> None:
+    """Compare each candidate with the store and with the candidates of the rows in
+    ``accepted`` that come before its own row; sets ``stored``, ``stored_value``,
+    ``stored_row``, ``stored_here``, ``same`` (and ``parent_found``) in place.
+
+    ``codes`` numbers the candidates' keys (equal key, equal code); the store's
+    answers are in ``in_store``, ``db_value``, ``db_row`` and ``db_here``.
+    """
+    row = d["_row"].to_numpy()
+    acc = d["_row"].isin(accepted).to_numpy()
+    in_store = d["in_store"].to_numpy(dtype=bool)
+    value = d["value"].to_numpy(dtype="float64")
+    # the first accepted candidate of each key not in the store sets the value
+    never = np.iinfo(np.int64).max
+    first_row = np.full(int(codes.max()) + 1 if len(codes) else 0, never, dtype=np.int64)
+    cand = acc & ~in_store
+    np.minimum.at(first_row, codes[cand], row[cand])
+    ref_row = first_row[codes]
+    at_first = cand & (row == ref_row)
+    first_pos = np.full(len(first_row), -1, dtype=np.int64)
+    first_pos[codes[at_first]] = np.flatnonzero(at_first)
+    ref_pos = first_pos[codes]
+    earlier = ~in_store & (ref_row < row)
+    ref_value = np.where(ref_pos >= 0, value[np.maximum(ref_pos, 0)], np.nan)
+    d["stored"] = in_store | earlier
+    d["stored_value"] = np.where(earlier, ref_value, d["db_value"].to_numpy(dtype="float64"))
+    d["stored_row"] = np.where(earlier, ref_row, d["db_row"].to_numpy(dtype=np.int64))
+    d["stored_here"] = earlier | d["db_here"].to_numpy(dtype=bool)
+    b = d["stored_value"].to_numpy()
+    with np.errstate(invalid="ignore"):
+        d["same"] = ((np.abs(value - b) <= 1e-12 * np.maximum(1.0, np.abs(b)))
+                     | (np.isnan(value) & np.isnan(b)))
+    if plan.genealogy_step is None:
+        return
+    # a parent counts when stored, delivered by an accepted earlier row, or by the row itself
+    at = d[d["step"].to_numpy() == plan.genealogy_step]
+    part = ["batch_id", "bar_key"]
+    first = at[at["_row"].isin(accepted)].groupby(part, as_index=False)["_row"].min() \
+        .rename(columns={"batch_id": "parent_batch", "bar_key": "parent_bar_key", "_row": "first_row"})
+    own = at[part + ["_row"]].drop_duplicates() \
+        .rename(columns={"batch_id": "parent_batch", "bar_key": "parent_bar_key"}).assign(own=True)
+    pk = d[["parent_batch", "parent_bar_key", "_row"]]
+    f = pk.merge(first, on=["parent_batch", "parent_bar_key"], how="left")
+    o = pk.merge(own, on=["parent_batch", "parent_bar_key", "_row"], how="left")
+    d["parent_found"] = d["parent_in_store"].to_numpy() \
+        | (f["first_row"].to_numpy(dtype="float64") < row) | o["own"].fillna(False).to_numpy(dtype=bool)
 
 
 def _ns(ts: pd.Series) -> pd.Series:
@@ -1292,7 +1521,7 @@ def ingest_folder(folder: str | Path, *, store: Store, mapping: str | Path | Par
     """
     from simulators.campaign import campaign_parts
 
-    path = Path(folder).resolve()
+    path = Path(folder)
     if not path.is_dir():
         raise IngestError(f"{path}: no such folder")
     parts = campaign_parts(path)

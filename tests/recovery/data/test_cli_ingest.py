@@ -180,3 +180,70 @@ def test_an_empty_folder_exits_2(tmp_path, capsys):
     assert main(["ingest", str(empty), "--store", f"duckdb://{tmp_path / 's.duckdb'}"]) == 2
     assert capsys.readouterr().err.strip() == (f"recovery ingest: error: {empty}: "
                                                "the folder holds no .parquet files")
+
+
+# ---- exit statuses (issue 16) -------------------------------------------------------------
+
+def test_help_documents_the_exit_statuses(capsys):
+    with pytest.raises(SystemExit):
+        main(["ingest", "--help"])
+    out = capsys.readouterr().out
+    for line in ["0  every row accepted", "1  some rows rejected", "2  the file, a part of the folder",
+                 "3  internal error"]:
+        assert line in out
+
+
+def test_exit_statuses_0_1_2_3(tmp_path, files, monkeypatch, capsys):
+    good, bad, _, _ = files
+    url = f"duckdb://{tmp_path / 's.duckdb'}"
+    base = ["--process", "small", "--store", url, "--quiet", "--quarantine", str(tmp_path / "q.csv")]
+    assert main(["ingest", str(good)] + base) == 0
+    assert main(["ingest", str(good)] + base) == 0          # all duplicates: nothing rejected
+    assert main(["ingest", str(bad)] + base) == 1
+    # errors name the file as given, relative, not as an absolute server path
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty.csv").write_text("")
+    capsys.readouterr()
+    assert main(["ingest", "empty.csv"] + base) == 2
+    assert capsys.readouterr().err.strip() == "recovery ingest: error: empty.csv: the file is empty"
+
+    import recovery.data.ingest as ing
+
+    def boom(*a, **k):
+        raise RuntimeError("a bug\nover two lines")
+
+    monkeypatch.setattr(ing, "_chunk", boom)
+    monkeypatch.delenv("RECOVERY_DEBUG", raising=False)
+    from recovery.data.store import open_store
+
+    with open_store(url) as st:
+        n = len(st.read_steps())
+    assert main(["ingest", str(bad)] + base) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("recovery ingest: internal error: RuntimeError: a bug over two lines (at ")
+    assert main(["ingest", str(bad)] + base + ["--debug"]) == 3
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and err.strip().endswith("traceback)")
+    with open_store(url) as st:                             # the failed ingests stored nothing
+        assert len(st.read_steps()) == n
+
+
+def test_a_dangling_symlink_part_exits_2_naming_it(tmp_path, small_history, capsys):
+    path, df = small_history
+    folder = tmp_path / "season"
+    folder.mkdir()
+    (folder / "part-00000.parquet").write_bytes(path.read_bytes())
+    (folder / "part-00001.parquet").symlink_to(tmp_path / "gone.parquet")
+    url = f"duckdb://{tmp_path / 's.duckdb'}"
+    rc = main(["ingest", str(folder), "--process", "small", "--store", url, "--quiet",
+               "--quarantine", str(tmp_path / "q")])
+    assert rc == 2
+    out, err = capsys.readouterr()
+    assert "part-00001.parquet" in out and f"rows         {len(df)}" in out
+    assert err.strip() == (f"recovery ingest: error: {folder / 'part-00001.parquet'}: is a symbolic "
+                           f"link to a missing file ({tmp_path / 'gone.parquet'})")
+    from simulators.campaign import read_campaign
+
+    with pytest.raises(FileNotFoundError, match="part-00001.parquet: is a symbolic link to a missing file"):
+        read_campaign(folder)
