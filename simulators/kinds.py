@@ -72,6 +72,10 @@ class KindSpec:
         physics"): the lever sensitivities, efficiencies, activation energies
         and moduli a calibration learns from the plant's history. A step can
         override or switch them off. Never a lever parameter.
+    lever_sensitivities : tuple[str, ...]
+        Those of ``uncertain`` that shape the response to the step's levers
+        (how hard the rolls bite per kN, how strength falls per degree): a
+        history in which the step's levers never moved cannot inform them.
     """
 
     name: str
@@ -86,6 +90,7 @@ class KindSpec:
     uniforms: int = 0
     description: str = ""
     uncertain: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    lever_sensitivities: tuple[str, ...] = ()
 
     def index(self, param: str) -> int:
         """Kernel position of ``param``."""
@@ -137,6 +142,7 @@ _KINDS = [
         description="roller straightening: removes a share of the bow that grows with "
                     "force, and adds residual stress",
         uncertain=_p(force_scale="lognormal(0, 0.3)", stress_per_kN="lognormal(0, 0.3)"),
+        lever_sensitivities=("force_scale", "stress_per_kN"),
     ),
     KindSpec(
         "heat_treatment",
@@ -172,6 +178,7 @@ _KINDS = [
         description="tempering: strength falls exponentially with temperature "
                     "(heat less to keep strength, more to shed it)",
         uncertain=_p(drop="lognormal(0, 0.3)", temperature_scale="lognormal(0, 0.3)"),
+        lever_sensitivities=("temperature_scale",),
     ),
     KindSpec(
         "stress_relief",
@@ -183,7 +190,7 @@ _KINDS = [
         needs=("residual_stress",), normals=1,
         description="stress relief: residual stress relaxes at an Arrhenius rate "
                     "in temperature, exponentially in time",
-        uncertain=_p(activation="lognormal(0, 0.2)"),
+        uncertain=_p(activation="lognormal(0, 0.2)"), lever_sensitivities=("activation",),
     ),
     KindSpec(
         "grinding",
@@ -247,7 +254,7 @@ _KINDS = [
         needs=("bend_angle", "yield_strength", "diameter"), normals=1,
         description="re-bend of an earlier bend by a commanded angle (after springback); "
                     "idle at 0; a re-bend of plated bar can crack the chrome",
-        uncertain=_p(modulus="lognormal(0, 0.2)"),
+        uncertain=_p(modulus="lognormal(0, 0.2)"), lever_sensitivities=("modulus",),
     ),
     KindSpec(
         "cutting",
