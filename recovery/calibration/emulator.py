@@ -2,8 +2,8 @@
 
 The summaries are smooth in the log-factors ``z`` of the uncertain parameters
 (exponentials and Arrhenius factors over a box of a few tens of percent), so a
-quadratic in ``z`` with the squares and the products of parameters of the same
-step fits them to within a small share of their noise once the box is narrowed
+quadratic in ``z`` with the squares and the products of parameters that act on
+the same characteristics fits them to within a small share of their noise once the box is narrowed
 around the posterior. It is cheap and differentiable, which is what lets NUTS
 sample the posterior instead of a likelihood-free sampler that needs a
 simulation per proposal.
@@ -61,23 +61,24 @@ class QuadraticEmulator:
     ----------
     box : Box
         Where the design points lie; ``x = (z - centre) / half``.
-    groups : sequence of int
-        Group (step) of each parameter; products are taken within a group.
+    interacts : ndarray of bool (k, k)
+        Which pairs of parameters get a product term (physics that acts on the
+        same characteristics); the rest are taken as additive in ``z``.
     ridge : float
         Relative ridge penalty, keeps the fit stable with few design points.
     """
 
-    def __init__(self, box: Box, groups, *, ridge: float = 1e-6):
+    def __init__(self, box: Box, interacts: np.ndarray, *, ridge: float = 1e-6):
         self.box = box
-        self.groups = np.asarray(groups)
-        k = len(self.groups)
+        k = len(box.centre)
+        self.k = k
         self.pairs = np.array([(i, j) for i in range(k) for j in range(i + 1, k)
-                               if self.groups[i] == self.groups[j]], dtype=np.int64).reshape(-1, 2)
+                               if interacts[i, j]], dtype=np.int64).reshape(-1, 2)
         self.ridge = ridge
 
     @property
     def n_terms(self) -> int:
-        return 1 + 2 * len(self.groups) + len(self.pairs)
+        return 1 + 2 * self.k + len(self.pairs)
 
     def features(self, z: np.ndarray) -> np.ndarray:
         x = self.box.scaled(np.atleast_2d(z))

@@ -34,6 +34,12 @@ __all__ = ["CalibrationError", "History", "Layout", "read_history", "batch_means
 MIN_MOVED = 5
 
 
+#: Roles left out of the summaries: a crack is a rare 0/1 event per bar, whose
+#: batch means and slopes are far from the normal noise the likelihood assumes,
+#: and no uncertain parameter acts mainly on it.
+_NOT_SUMMARISED = {"crack"}
+
+
 class CalibrationError(ValueError):
     """The history cannot calibrate this process (other structure, nothing to learn from)."""
 
@@ -172,6 +178,8 @@ class Layout:
         for q, ins in enumerate(process.inspections):
             for name in ins.measures:
                 c = process.char_index[name]
+                if process.characteristics[c].role in _NOT_SUMMARISED:
+                    continue
                 prev.append(last.get(c, -1))
                 last[c] = len(pairs)
                 pairs.append((q, c))

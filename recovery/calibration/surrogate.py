@@ -36,7 +36,7 @@ __all__ = ["CalibrationConfig", "CalibrationError", "calibrate"]
 #: Parameters that are shares of something (kept below 1 whatever the factor).
 _SHARES = {"per_pass", "efficiency", "ovality_keep", "roughness_keep", "stress_keep", "risk"}
 #: The design box of the first round spans the prior's mu +- this many sigma.
-_PRIOR_WIDTH = 2.5
+_PRIOR_WIDTH = 3.0
 #: A round's box is the posterior mode +- this many Laplace standard deviations.
 _BOX_SDS = 4.0
 
@@ -53,7 +53,10 @@ class CalibrationConfig:
     design_points : int
         Simulated parameter sets per round.
     rounds : int
-        Design rounds; each narrows the box around the posterior.
+        Design rounds; each narrows the box around the posterior's mode.
+    extra_rounds : int
+        Further rounds, each around the NUTS draws, while more than 5% of them
+        lie outside the emulator's box.
     bootstrap : int
         Bootstrap replicates of the history's summaries (their noise).
     draws, tune, chains : int
@@ -74,8 +77,9 @@ class CalibrationConfig:
 
     sim_factor: int = 2
     design_points: int = 200
-    rounds: int = 3
-    bootstrap: int = 400
+    rounds: int = 4
+    extra_rounds: int = 2
+    bootstrap: int = 1000
     draws: int = 1000
     tune: int = 1000
     chains: int = 2
@@ -171,7 +175,7 @@ def _ledoit_wolf(x: np.ndarray) -> np.ndarray:
     d2 = ((s - mu * np.eye(p)) ** 2).sum()
     b2 = sum(((np.outer(r, r) - s) ** 2).sum() for r in xc) / n ** 2
     shrink = min(b2, d2) / d2 if d2 > 0 else 1.0
-    return shrink * mu * np.eye(p) + (1 - shrink) * s
+    return shrink * mu * np.eye(p) + (1 - shrink) * s, float(shrink)
 
 
 @dataclass(frozen=True)
@@ -182,6 +186,7 @@ class _Whitener:
     observed: np.ndarray  # (n_keep,)
     sd: np.ndarray        # (n_keep,)
     inv_chol: np.ndarray  # (n_keep, n_keep)
+    shrinkage: float      # Ledoit-Wolf weight of the identity
 
     def __call__(self, s: np.ndarray) -> np.ndarray:
         u = (np.atleast_2d(s)[:, self.keep] - self.observed) / self.sd
@@ -237,9 +242,13 @@ def _nuts(em: QuadraticEmulator, noise: np.ndarray, prior: _Prior, cfg: Calibrat
     NUTS needs no long adaptation and its jittered starts stay inside the box
     where the emulator holds (one unit of ``u`` is one posterior sd).
     """
+    import logging
+
     import pymc as pm
     import pytensor.tensor as pt
 
+    # PyMC announces every sampling run on its logger; calibrate reports its own diagnostics.
+    logging.getLogger("pymc").setLevel(logging.ERROR)
     k = len(prior.mu)
     chol = np.linalg.cholesky(cov + 1e-12 * np.eye(k))
     logdet = float(np.log(np.diag(chol)).sum())
@@ -342,43 +351,54 @@ def calibrate(history: pd.DataFrame, process: Process, *, seed: int = 0,
                    np.tile(hist.levers, (cfg.sim_factor, 1)), layout, seed)
     inflate = 1.0 + 1.0 / cfg.sim_factor  # the simulation's own noise (common random numbers)
 
-    groups = [s for s, _ in keys]
+    interacts = _interactions(process, keys)
     diag: dict = {"n_batches": hist.n_batches, "dropped_incomplete": hist.dropped,
                   "since": since, "levers_moved": [process.levers[j].name for j in layout.moved],
                   "rounds": []}
-    whiten = None
-    z_mode, cov = box.centre.copy(), np.diag(prior_sd ** 2)
-    em = None
+    state: dict = {"whiten": None}
+    z_mode = box.centre.copy()
+
+    def fit_round(box, client):
+        """Simulate a design in ``box``, fit the emulator there, find the mode."""
+        zs = latin_hypercube(box, cfg.design_points, rng)
+        stats = _simulate_design(setup, zs, client, cfg.chunk)
+        if state["whiten"] is None:
+            wh = state["whiten"] = _make_whitener(observed, boot, stats, inflate, cfg)
+            diag["summaries"] = {"total": layout.n_summaries, "used": int(len(wh.keep)),
+                                 "noise_shrinkage": wh.shrinkage}
+        w = state["whiten"](stats)
+        em = QuadraticEmulator(box, interacts).fit(zs, w)
+        noise = 1.0 + em.resid_var_
+        # Start from the design point the simulator itself found best: the
+        # emulator is least trustworthy in the first, widest box.
+        lp = np.array([prior.logp_grad_hess(zi)[0] for zi in zs])
+        start = zs[np.argmin(0.5 * (w ** 2).sum(axis=1) - lp)]
+        mode, cov = _mode(em, noise, prior, start, box)
+        diag["rounds"].append({"design_points": len(zs),
+                               "emulator_resid_sd_max": float(np.sqrt(em.resid_var_.max())),
+                               "emulator_resid_sd_median": float(np.sqrt(np.median(em.resid_var_)))})
+        return em, noise, mode, cov
+
     client_cm = contextlib.nullcontext(None)
     if cluster:
         from recovery.distributed import cluster_client
         client_cm = cluster_client(cluster)
     with client_cm as client:
         for r in range(cfg.rounds):
-            zs = latin_hypercube(box, cfg.design_points, rng)
-            stats = _simulate_design(setup, zs, client, cfg.chunk)
-            if whiten is None:
-                whiten = _make_whitener(observed, boot, stats, inflate, cfg)
-                diag["summaries"] = {"total": layout.n_summaries, "used": int(len(whiten.keep))}
-            w = whiten(stats)
-            em = QuadraticEmulator(box, groups).fit(zs, w)
-            noise = 1.0 + em.resid_var_
-            # Start from the design point the simulator itself found best: the
-            # emulator is least trustworthy in the first, widest box.
-            lp = np.array([prior.logp_grad_hess(zi)[0] for zi in zs])
-            start = zs[np.argmin(0.5 * (w ** 2).sum(axis=1) - lp)]
-            z_mode, cov = _mode(em, noise, prior, start, box)
-            sd = np.sqrt(np.clip(np.diag(cov), 1e-12, None))
-            diag["rounds"].append({"design_points": len(zs),
-                                   "emulator_resid_sd_max": float(np.sqrt(em.resid_var_.max())),
-                                   "emulator_resid_sd_median": float(np.sqrt(np.median(em.resid_var_)))})
+            em, noise, z_mode, cov = fit_round(box, client)
             if r + 1 < cfg.rounds:
                 # Narrow around the mode; a mode at the box's edge moves the next box there.
-                half = np.clip(_BOX_SDS * sd, 0.02, box.half)
-                box = Box(z_mode, half).intersect(prior_box)
-    idata = _nuts(em, noise, prior, cfg, seed, z_mode, cov)
-    z = idata.posterior["z"].values.reshape(-1, k)
-    diag.update(_convergence(idata, em, z))
+                sd = np.sqrt(np.clip(np.diag(cov), 1e-12, None))
+                box = Box(z_mode, np.clip(_BOX_SDS * sd, 0.02, box.half)).intersect(prior_box)
+        for extra in range(cfg.extra_rounds + 1):
+            idata = _nuts(em, noise, prior, cfg, seed, z_mode, cov)
+            z = idata.posterior["z"].values.reshape(-1, k)
+            diag.update(_convergence(idata, em, z))
+            if diag["outside_design_box"] < 0.05 or extra == cfg.extra_rounds:
+                break
+            # The posterior reaches past the emulator's box: a box around the draws themselves.
+            box = Box(z.mean(axis=0), np.maximum(_BOX_SDS * z.std(axis=0), 0.02)).intersect(prior_box)
+            em, noise, z_mode, cov = fit_round(box, client)
     converged = (diag["rhat_max"] < cfg.max_rhat and diag["ess_bulk_min"] > cfg.min_ess
                  and diag["divergences"] <= 0.01 * len(z) and diag["outside_design_box"] < 0.05)
     diag["emulator_box_sd_factor"] = _BOX_SDS
@@ -409,6 +429,19 @@ def calibrate(history: pd.DataFrame, process: Process, *, seed: int = 0,
                             time.perf_counter() - t0)
 
 
+#: Roles nearly every kind touches a little; sharing them alone makes no interaction.
+_WEAK_ROLES = {"residual_stress", "diameter"}
+
+
+def _interactions(process: Process, keys) -> np.ndarray:
+    """Which parameter pairs the emulator gives a product term: those whose kinds
+    act on a common characteristic (polishing and plating on roughness and
+    coating, temper and stress relief on strength, ...)."""
+    roles = [set(KINDS[process.step(s).kind].acts_on) - _WEAK_ROLES for s, _ in keys]
+    k = len(keys)
+    return np.array([[bool(roles[i] & roles[j]) for j in range(k)] for i in range(k)])
+
+
 def _make_whitener(observed, boot, stats, inflate, cfg) -> _Whitener:
     sd_noise = boot.std(axis=0) * np.sqrt(inflate)
     spread = stats.std(axis=0)
@@ -417,10 +450,10 @@ def _make_whitener(observed, boot, stats, inflate, cfg) -> _Whitener:
     if len(keep) == 0:
         raise CalibrationError("no summary of the history responds to the uncertain parameters")
     u = (boot[:, keep] - boot[:, keep].mean(axis=0)) / boot[:, keep].std(axis=0)
-    corr = _ledoit_wolf(u)
+    corr, shrink = _ledoit_wolf(u)
     corr = corr / np.sqrt(np.outer(np.diag(corr), np.diag(corr)))
     chol = np.linalg.cholesky(corr)
-    return _Whitener(keep, observed[keep], sd_noise[keep], np.linalg.inv(chol))
+    return _Whitener(keep, observed[keep], sd_noise[keep], np.linalg.inv(chol), shrink)
 
 
 def _convergence(idata, em: QuadraticEmulator, z: np.ndarray) -> dict:
