@@ -49,10 +49,17 @@ ROOT = Path(__file__).resolve().parents[1]
 PLANTS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "examples" / "plants").glob("plant_*.toml"))
 
 
-def run_plant(plant_file: str, process_name: str, batches: int, explore: float, seed: int) -> dict:
+def history_seed(seed: int, i: int) -> int:
+    """Each plant's history gets its own noise: with one seed for all, every plant would
+    share the same chance deviations and the coverage figures would not be independent."""
+    return 1000 * seed + i + 1
+
+
+def run_plant(plant_file: str, process_name: str, batches: int, explore: float, seed: int,
+              i: int = 0) -> dict:
     process = load_process(process_name)
     plant = load_process(ROOT / plant_file)
-    hist = Simulator(plant).simulate(batches, seed, explore=explore).observations
+    hist = Simulator(plant).simulate(batches, history_seed(seed, i), explore=explore).observations
     t0 = time.perf_counter()
     post = calibrate(hist, process, seed=seed)
     seconds = time.perf_counter() - t0
@@ -69,6 +76,7 @@ def run_plant(plant_file: str, process_name: str, batches: int, explore: float, 
     informed = [r for r in rows if r["informed"]]
     return {
         "plant": plant_file,
+        "history_seed": history_seed(seed, i),
         "converged": post.converged,
         "seconds": round(seconds, 1),
         "coverage": round(float(np.mean([r["inside"] for r in informed])), 3) if informed else None,
@@ -85,7 +93,7 @@ def run_plant(plant_file: str, process_name: str, batches: int, explore: float, 
 
 
 def smc_plant(plant_file: str, process_name: str, batches: int, explore: float, seed: int,
-              draws: int) -> dict:
+              draws: int, i: int = 0) -> dict:
     """ABC-SMC with ``pm.Simulator`` on the calibration's summaries (the rejected method)."""
     import pymc as pm
 
@@ -94,7 +102,7 @@ def smc_plant(plant_file: str, process_name: str, batches: int, explore: float, 
 
     process = load_process(process_name)
     plant = load_process(ROOT / plant_file)
-    df = Simulator(plant).simulate(batches, seed, explore=explore).observations
+    df = Simulator(plant).simulate(batches, history_seed(seed, i), explore=explore).observations
     t0 = time.perf_counter()
     hist = read_history(df, process)
     lay = Layout.build(process, hist.levers)
@@ -145,11 +153,11 @@ def main() -> None:
     ap.add_argument("--smc-draws", type=int, default=500, help="SMC particles per chain")
     args = ap.parse_args()
     if args.method == "smc":
-        results = [smc_plant(p, args.process, args.batches, args.explore, args.seed, args.smc_draws)
-                   for p in args.plants]
+        results = [smc_plant(p, args.process, args.batches, args.explore, args.seed, args.smc_draws, i)
+                   for i, p in enumerate(args.plants)]
     else:
-        results = [run_plant(p, args.process, args.batches, args.explore, args.seed)
-                   for p in args.plants]
+        results = [run_plant(p, args.process, args.batches, args.explore, args.seed, i)
+                   for i, p in enumerate(args.plants)]
     informed = sum(r["informed"] for r in results)
     covered = sum(r["coverage"] * r["informed"] for r in results if r["coverage"] is not None)
     print(json.dumps({

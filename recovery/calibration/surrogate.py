@@ -424,6 +424,7 @@ def calibrate(history: pd.DataFrame, process: Process, *, seed: int = 0,
     post = PhysicsPosterior(process.name, process.digest, keys, draws, "surrogate-nuts",
                             bool(converged), diag, tuple(params), (), 0.0)
     checks = predictive_checks(post, process, hist, setup, cfg, seed)
+    diag["simulator_calls"] = sum(r["design_points"] for r in diag["rounds"]) + cfg.check_draws
     return PhysicsPosterior(process.name, process.digest, keys, draws, "surrogate-nuts",
                             bool(converged), _jsonable(diag), tuple(params), tuple(checks),
                             time.perf_counter() - t0)
