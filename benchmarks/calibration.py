@@ -87,7 +87,10 @@ def run_plant(plant_file: str, process_name: str, batches: int, explore: float, 
         "failed_checks": [list(c) for c in post.failed_checks()],
         "diagnostics": {k: post.diagnostics.get(k) for k in
                         ("rhat_max", "ess_bulk_min", "divergences", "outside_design_box", "summaries")}
-                       | {"design_rounds": len(post.diagnostics.get("rounds", []))},
+                       | {"design_rounds": len(post.diagnostics.get("rounds", [])),
+                          "overdispersion": [round(r.get("overdispersion", 1.0), 2)
+                                             for r in post.diagnostics.get("rounds", [])],
+                          "simulator_calls": post.diagnostics.get("simulator_calls")},
         "parameters": rows,
     }
 
@@ -115,14 +118,15 @@ def smc_plant(plant_file: str, process_name: str, batches: int, explore: float, 
     setup = _Setup(process, keys, fv, np.tile(hist.day, 2), np.tile(hist.levers, (2, 1)), lay, seed)
     calls = [0]
 
-    def fn(rng, *z, size=None):
+    def fn(rng, *args, size=None):
+        # PyMC passes the parameters, then the size (the observed summaries' shape).
         calls[0] += 1
-        s = _simulate(setup, np.array([float(np.squeeze(v)) for v in z]))
-        return ((s - observed) / sd)[keep]
+        z = np.array([float(np.squeeze(v)) for v in args[:len(keys)]])
+        return ((_simulate(setup, z) - observed) / sd)[keep]
 
     with pm.Model():
         zs = [pm.Normal(f"z{i}", u.prior.a, u.prior.b) for i, u in enumerate(process.uncertain)]
-        pm.Simulator("s", fn, params=zs, distance="gaussian", sum_stat="identity", epsilon=1.0,
+        pm.Simulator("s", fn, *zs, distance="gaussian", sum_stat="identity", epsilon=1.0,
                      observed=np.zeros(len(keep)))
         idata = pm.sample_smc(draws=draws, chains=2, cores=1, random_seed=seed, progressbar=False)
     seconds = time.perf_counter() - t0

@@ -76,7 +76,7 @@ class CalibrationConfig:
     """
 
     sim_factor: int = 2
-    design_points: int = 200
+    design_points: int = 250
     rounds: int = 4
     extra_rounds: int = 2
     bootstrap: int = 1000
@@ -374,9 +374,19 @@ def calibrate(history: pd.DataFrame, process: Process, *, seed: int = 0,
         lp = np.array([prior.logp_grad_hess(zi)[0] for zi in zs])
         start = zs[np.argmin(0.5 * (w ** 2).sum(axis=1) - lp)]
         mode, cov = _mode(em, noise, prior, start, box)
+        # Over-dispersion: the simulator itself at the mode should miss the history by
+        # about the noise. When it misses by more (physics the summaries see but the
+        # uncertain parameters cannot express, noise that is not normal), widen the
+        # noise by that factor instead of trusting intervals the data do not support.
+        w_mode = state["whiten"](_simulate(setup, mode))[0]
+        dof = max(len(w_mode) - k, 1)
+        phi = max(1.0, float((w_mode ** 2 / noise).sum() / dof))
+        noise = noise * phi
+        mode, cov = _mode(em, noise, prior, mode, box)
         diag["rounds"].append({"design_points": len(zs),
                                "emulator_resid_sd_max": float(np.sqrt(em.resid_var_.max())),
-                               "emulator_resid_sd_median": float(np.sqrt(np.median(em.resid_var_)))})
+                               "emulator_resid_sd_median": float(np.sqrt(np.median(em.resid_var_))),
+                               "overdispersion": phi})
         return em, noise, mode, cov
 
     client_cm = contextlib.nullcontext(None)
@@ -424,7 +434,7 @@ def calibrate(history: pd.DataFrame, process: Process, *, seed: int = 0,
     post = PhysicsPosterior(process.name, process.digest, keys, draws, "surrogate-nuts",
                             bool(converged), diag, tuple(params), (), 0.0)
     checks = predictive_checks(post, process, hist, setup, cfg, seed)
-    diag["simulator_calls"] = sum(r["design_points"] for r in diag["rounds"]) + cfg.check_draws
+    diag["simulator_calls"] = sum(r["design_points"] + 1 for r in diag["rounds"]) + cfg.check_draws
     return PhysicsPosterior(process.name, process.digest, keys, draws, "surrogate-nuts",
                             bool(converged), _jsonable(diag), tuple(params), tuple(checks),
                             time.perf_counter() - t0)
@@ -435,12 +445,16 @@ _WEAK_ROLES = {"residual_stress", "diameter"}
 
 
 def _interactions(process: Process, keys) -> np.ndarray:
-    """Which parameter pairs the emulator gives a product term: those whose kinds
-    act on a common characteristic (polishing and plating on roughness and
-    coating, temper and stress relief on strength, ...)."""
-    roles = [set(KINDS[process.step(s).kind].acts_on) - _WEAK_ROLES for s, _ in keys]
+    """Which parameter pairs the emulator gives a product term: those whose kinds act
+    on a common characteristic (polishing and plating on roughness and coating,
+    temper and stress relief on strength), or where one acts on what the other
+    reads (bending's springback reads the strength the temper sets)."""
+    specs = [KINDS[process.step(s).kind] for s, _ in keys]
+    acts = [set(sp.acts_on) - _WEAK_ROLES for sp in specs]
+    needs = [set(sp.needs) - _WEAK_ROLES for sp in specs]
     k = len(keys)
-    return np.array([[bool(roles[i] & roles[j]) for j in range(k)] for i in range(k)])
+    return np.array([[bool(acts[i] & acts[j] or acts[i] & needs[j] or needs[i] & acts[j])
+                      for j in range(k)] for i in range(k)])
 
 
 def _make_whitener(observed, boot, stats, inflate, cfg) -> _Whitener:
