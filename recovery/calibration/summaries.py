@@ -8,8 +8,9 @@ characteristic, and its *change* since the previous inspection that gauges it
 afterwards. Changes localise physics: a difference upstream (a die that draws
 more) shows at one pair instead of at every later one. The features of all
 complete batches are regressed on the lever values actually used (the nominal
-plan's intercept and one slope per lever that past engineers moved, for pairs
-after the lever's step); intercepts and slopes are the summaries. The
+plan's intercept, one slope per lever that past engineers moved and a
+curvature for the levers moved often enough, for pairs after the lever's
+step); intercepts, slopes and curvatures are the summaries. The
 exploratory lever moves in the history are what make the slopes, and so the
 lever sensitivities, informative.
 
@@ -32,6 +33,11 @@ __all__ = ["CalibrationError", "History", "Layout", "read_history", "batch_means
 #: A lever counts as moved in the history when at least this many batches used
 #: another value than nominal; fewer make a slope that is mostly noise.
 MIN_MOVED = 5
+#: A moved lever also gets a curvature (its squared deviation) when this many
+#: batches moved it to at least three distinct values: the temper's and the stress
+#: relief's responses are exponential, and only the curvature tells their
+#: temperature scale from their size.
+MIN_CURVED = 20
 
 
 #: Roles left out of the summaries: a crack is a rare 0/1 event per bar, whose
@@ -157,10 +163,12 @@ class Layout:
         Lever columns moved in the history (regressors).
     scale : ndarray (n_moved,)
         Lever deviation that counts as one unit (half the lever's effective range).
+    curved : ndarray of int
+        Positions in ``moved`` of the levers that also get a squared term.
     names : list of str
         Human-readable name of each summary.
-    slope_mask : ndarray of bool (n_moved, n_features)
-        Which slopes are summaries (lever step before the inspection).
+    slope_mask : ndarray of bool (n_moved + n_curved, n_features)
+        Which slopes and curvatures are summaries (lever step before the inspection).
     """
 
     pairs: list
@@ -168,6 +176,7 @@ class Layout:
     moved: np.ndarray
     nominal: np.ndarray
     scale: np.ndarray
+    curved: np.ndarray
     names: list
     slope_mask: np.ndarray
 
@@ -190,7 +199,11 @@ class Layout:
         scale = np.maximum((hi - lo)[moved] / 2.0, 1e-12)
         insp_step = np.array([process.inspections[q].step for q, _ in pairs])
         lever_step = np.array([process.levers[j].step for j in moved], dtype=np.int64)
+        dev = np.abs(levers[:, moved] - nominal[moved]) > 1e-9
+        curved = np.array([i for i, j in enumerate(moved) if dev[:, i].sum() >= MIN_CURVED
+                           and len(np.unique(levers[dev[:, i], j])) >= 3], dtype=np.int64)
         mask = lever_step[:, None] < insp_step[None, :]
+        mask = np.vstack([mask, mask[curved]]) if len(curved) else mask
 
         def pname(f):
             q, c = pairs[f]
@@ -198,9 +211,12 @@ class Layout:
             return f"{process.characteristics[c].name}@{process.inspections[q].step} {what}"
 
         names = [pname(f) + " at nominal" for f in range(len(pairs))]
-        for i, j in enumerate(moved):
-            names += [pname(f) + f" per {process.levers[j].name}" for f in np.flatnonzero(mask[i])]
-        return cls(pairs, np.array(prev, dtype=np.int64), moved, nominal[moved], scale, names, mask)
+        rows = [f"per {process.levers[j].name}" for j in moved]
+        rows += [f"curvature in {process.levers[moved[i]].name}" for i in curved]
+        for i, what in enumerate(rows):
+            names += [pname(f) + " " + what for f in np.flatnonzero(mask[i])]
+        return cls(pairs, np.array(prev, dtype=np.int64), moved, nominal[moved], scale, curved,
+                   names, mask)
 
     @property
     def n_features(self) -> int:
@@ -220,9 +236,10 @@ class Layout:
         return y
 
     def design(self, levers: np.ndarray) -> np.ndarray:
-        """Regressors ``(B, 1 + n_moved)``: intercept and scaled lever deviations."""
+        """Regressors ``(B, 1 + n_moved + n_curved)``: intercept, scaled lever
+        deviations, squares of the curved ones."""
         x = (levers[:, self.moved] - self.nominal) / self.scale
-        return np.column_stack([np.ones(len(levers)), x])
+        return np.column_stack([np.ones(len(levers)), x, x[:, self.curved] ** 2])
 
     def summaries(self, features: np.ndarray, design: np.ndarray) -> np.ndarray:
         """The summary vector: least-squares intercepts, then the kept slopes."""
