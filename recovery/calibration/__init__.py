@@ -13,7 +13,8 @@ parameters, and hands that posterior to everything that plans.
   :mod:`~recovery.calibration.emulator`, :mod:`~recovery.calibration.checks`
   (posterior predictive checks).
 
-Layer: imports ``simulators`` and ``recovery.data``/``recovery.causal`` only;
+Layer: imports ``simulators`` and ``recovery.data``/``recovery.causal`` only
+(and ``recovery.distributed`` when a Dask cluster runs the design simulations);
 ``recovery.agents`` and above import it.
 """
 
