@@ -128,6 +128,15 @@ def flagged(file_and_plant):
     return situation_for(sim, c, c.detect_step, c.obs, process.nominal_plan(), c.state, truth=False)
 
 
+def _healthy_history(process):
+    """A healthy batch's step data up to its second inspection."""
+    from simulators.schema import observations_frame
+
+    sim = Simulator(process)
+    res = sim.simulate(1, 7, faults=False)
+    return observations_frame(process, res.conditions, res.obs, res.plan, upto_step=process.inspection_steps[1])
+
+
 def test_rollouts_use_the_posteriors_physics(small_model, flagged, file_and_plant):
     from recovery.agents.model_planner import PlannerAgent
     from recovery.agents.rollouts import posterior_bars, rollout_objective
@@ -140,12 +149,14 @@ def test_rollouts_use_the_posteriors_physics(small_model, flagged, file_and_plan
     assert perfect.calibrated and not plain.calibrated
     n, seed = 48, 4
     nothing = process.nominal_plan()[None]
+    healthy = _healthy_history(process)
     pa = {}
     for name, agent in (("file", plain), ("plant", perfect)):
-        bars = posterior_bars(agent.sim, model, flagged.history, n, seed=seed, params=agent.physics_draws(n, seed))
+        bars = posterior_bars(agent.sim, model, healthy, n, seed=seed, params=agent.physics_draws(n, seed))
         pa[name] = float(rollout_objective(agent.sim, bars, seed=seed)(nothing)[1][0])
-    # the plant accepts far fewer healthy batches than the file (examples/plants/README.md)
-    assert pa["plant"] < pa["file"] - 0.2
+    # the plant accepts far fewer healthy batches than the file (0.26 against 0.99,
+    # examples/plants/README.md): so does the planner's P(accept) with the plant's physics
+    assert pa["file"] > 0.8 and pa["plant"] < pa["file"] - 0.3
     # and the proposal says which physics it planned with
     prop = perfect.propose(flagged, seed=1)
     assert prop.extra["calibrated"] is True and plain.propose(flagged, seed=1).extra["calibrated"] is False
