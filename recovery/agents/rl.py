@@ -36,7 +36,8 @@ from recovery.agents.base import Agent, Proposal, Situation
 from recovery.agents.baselines import readings_from_history
 from simulators.definition import Process, load_process
 
-__all__ = ["RLPolicy", "RLAgent", "train_policy", "load_policy", "process_variants", "readings_from_history",
+__all__ = ["RLPolicy", "RLAgent", "train_policy", "load_policy", "process_variants", "training_simulators",
+           "readings_from_history",
            "DEFAULT_TIMESTEPS"]
 
 DEFAULT_TIMESTEPS = 150_000
@@ -143,13 +144,8 @@ def train_policy(process: Process | str | None = None, *, seed: int = 0, total_t
     torch.set_num_threads(1)
     if not isinstance(process, Process):
         process = load_process(process)
-    if posterior is not None:
-        n = max(physics_draws, variants, 1)
-        drawn = posterior.processes(process, n, np.random.default_rng(np.random.SeedSequence([seed, 0xCA11B])))
-        worlds = process_variants(process, n, seed) if variants else [process] * n
-        sims = [Simulator(replace(w, steps=d.steps)) for w, d in zip(worlds, drawn)]
-    else:
-        sims = [Simulator(v) for v in process_variants(process, variants, seed)] if variants else [Simulator(process)]
+    sims = training_simulators(process, seed=seed, variants=variants, posterior=posterior,
+                               physics_draws=physics_draws)
     rule = _base_policy(base, process)
     env = make_vec_env(lambda: MetalBarRecoveryEnv(simulators=sims, base=rule), n_envs=n_envs, seed=seed)
     # Rewards are worth thousands of currency units; PPO learns on normalised returns.
@@ -163,6 +159,25 @@ def train_policy(process: Process | str | None = None, *, seed: int = 0, total_t
     model.learn(total_timesteps=total_timesteps, progress_bar=progress)
     physics = "file" if posterior is None else f"calibration ({len(sims)} draws)"
     return RLPolicy(model, process, total_timesteps, seed, time.perf_counter() - t, base, physics)
+
+
+def training_simulators(process: Process, *, seed: int, variants: int = 8, posterior=None,
+                        physics_draws: int = 64) -> list:
+    """The simulators the policy trains on (the env picks one per block of episodes).
+
+    Without a posterior: ``variants`` partner/factory variants of the file
+    (:func:`process_variants`), or the file itself. With one: ``max(physics_draws,
+    variants)`` simulators, each with the physics of one posterior draw (and its
+    own partner/factory variant when ``variants``).
+    """
+    from simulators.process import Simulator
+
+    if posterior is None:
+        return [Simulator(v) for v in process_variants(process, variants, seed)] if variants else [Simulator(process)]
+    n = max(physics_draws, variants, 1)
+    drawn = posterior.processes(process, n, np.random.default_rng(np.random.SeedSequence([seed, 0xCA11B])))
+    worlds = process_variants(process, n, seed) if variants else [process] * n
+    return [Simulator(replace(w, steps=d.steps)) for w, d in zip(worlds, drawn)]
 
 
 def _base_policy(base: str | None, process: Process):

@@ -212,3 +212,43 @@ def test_recommend_says_which_physics_and_flags_failed_checks(small_model, flagg
     ok = recommend(flagged.history, model, seed=0, n_draws=50, posterior=good,
                    agent=make_agent("planner", Simulator(process), model=model, budget="tiny", posterior=good))
     assert not ok.failed_checks
+
+
+# ---- rl on the calibrated physics ---------------------------------------------------
+
+def test_rl_trains_on_physics_drawn_from_the_posterior(file_and_plant):
+    from recovery.agents.rl import training_simulators
+
+    process, plant = file_and_plant
+    truth = physics_difference(process, plant)
+    file_values = {k: process.step(k[0]).params[k[1]] for k in truth}
+    post = from_values(process, [file_values, truth])
+    sims = training_simulators(process, seed=0, variants=4, posterior=post, physics_draws=16)
+    assert len(sims) == 16
+    kinds = [np.array_equal(s.arrays.params, Simulator(plant).arrays.params) for s in sims]
+    files = [np.array_equal(s.arrays.params, Simulator(process).arrays.params) for s in sims]
+    assert all(a or b for a, b in zip(kinds, files)) and any(kinds) and any(files)
+    # partners and factories still vary around the file's, as without a posterior
+    assert len({s.process.partners[0].offset for s in sims}) > 1
+    plain = training_simulators(process, seed=0, variants=4)
+    assert all(np.array_equal(s.arrays.params, Simulator(process).arrays.params) for s in plain)
+
+
+def test_train_rl_with_a_model_folder_uses_its_calibration(small_model, tmp_path, capsys, file_and_plant):
+    import shutil
+
+    from recovery.agents.rl import load_policy
+    from recovery.pipeline import CALIBRATION
+
+    _, saved = small_model
+    process, plant = file_and_plant
+    d = tmp_path / "model"
+    shutil.copytree(saved, d)
+    args = ["train-rl", "--model", str(d), "--timesteps", "64", "--quiet", "--seed", "1"]
+    assert main(args + ["--out", str(tmp_path / "p0")]) == 0
+    assert "holds no calibration" in capsys.readouterr().out
+    assert load_policy(tmp_path / "p0").physics == "file"
+    from_values(process, [physics_difference(process, plant)]).save(d / CALIBRATION)
+    assert main(args + ["--out", str(tmp_path / "p1")]) == 0
+    assert "with calibration (64 draws) physics" in capsys.readouterr().out
+    assert load_policy(tmp_path / "p1").physics == "calibration (64 draws)"
