@@ -252,3 +252,68 @@ def test_train_rl_with_a_model_folder_uses_its_calibration(small_model, tmp_path
     assert main(args + ["--out", str(tmp_path / "p1")]) == 0
     assert "with calibration (64 draws) physics" in capsys.readouterr().out
     assert load_policy(tmp_path / "p1").physics == "calibration (64 draws)"
+
+
+# ---- the calibration in the model folder ------------------------------------------
+
+def test_fit_calibrates_into_the_model_folder_or_says_it_cannot(tmp_path, capsys, monkeypatch, file_and_plant):
+    """Only the plumbing: ``calibrate`` is replaced by one that returns the plant's values."""
+    import recovery.calibration as calibration
+    from recovery.calibration import PhysicsPosterior
+
+    process, plant = file_and_plant
+    data = tmp_path / "hist.parquet"
+    Simulator(plant).simulate(40, 4, explore=0.3).observations.to_parquet(data)
+    fit = ["fit", "--data", str(data), "--process", "small", "--method", "advi", "--advi-steps", "200",
+           "--draws", "20", "--quiet"]
+    calls = []
+
+    def fake(history, proc, *, seed=0, config=None, cluster=None, since=None):
+        calls.append((len(history), proc.digest, seed))
+        return from_values(proc, [physics_difference(proc, plant)])
+
+    monkeypatch.setattr(calibration, "calibrate", fake, raising=False)
+    assert main(fit + ["--out", str(tmp_path / "m1"), "--seed", "3"]) == 0
+    assert "calibration  given, 1 draws of 5 physics parameters" in capsys.readouterr().out
+    assert calls == [(len(__import__("pandas").read_parquet(data)), process.digest, 3)]
+    back = PhysicsPosterior.load(tmp_path / "m1" / "calibration")
+    assert back.values(0) == physics_difference(process, plant)
+    assert main(fit + ["--out", str(tmp_path / "m2"), "--no-calibrate"]) == 0
+    assert len(calls) == 1 and not (tmp_path / "m2" / "calibration").exists()
+    # a version without calibrate: fit goes on and says so
+    import io
+
+    from recovery.pipeline import calibrate_into
+    monkeypatch.delattr(calibration, "calibrate")
+    log = io.StringIO()
+    assert calibrate_into(None, process, tmp_path / "m3", seed=0, log=log) is None
+    assert "calibration  skipped" in log.getvalue() and not (tmp_path / "m3").exists()
+
+
+def test_evaluate_and_recommend_pick_the_calibration_up_from_the_model_folder(small_model, tmp_path, capsys,
+                                                                             file_and_plant):
+    import shutil
+
+    from recovery.pipeline import CALIBRATION
+
+    _, saved = small_model
+    process, plant = file_and_plant
+    d = tmp_path / "model"
+    shutil.copytree(saved, d)
+    from_values(process, [physics_difference(process, plant)]).save(d / CALIBRATION)
+    ev = ["evaluate", "--batches", "40", "--seed", "5", "--process", "small", "--plant", str(SMALL_PLANT),
+          "--model", str(d), "--agents", "planner", "--budget", "tiny", "--quiet", "--json"]
+    assert main(ev) == 0
+    assert json.loads(capsys.readouterr().out)["calibrated"] is True
+    assert main(ev + ["--no-calibrate"]) == 0
+    assert json.loads(capsys.readouterr().out)["calibrated"] is False
+    # recommend, on a flagged batch's history
+    sim = Simulator(process)
+    cases, _ = flagged_cases(sim, 120, 5)
+    c = cases[0]
+    hist = tmp_path / "b.parquet"
+    situation_for(sim, c, c.detect_step, c.obs, process.nominal_plan(), c.state, truth=False).history.to_parquet(hist)
+    assert main(["recommend", "--model", str(d), "--history", str(hist), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["physics"] == "calibrated"
+    assert main(["recommend", "--model", str(d), "--history", str(hist)]) == 0
+    assert "plans use calibrated physics" in capsys.readouterr().out
