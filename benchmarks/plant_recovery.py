@@ -36,7 +36,7 @@ import argparse
 import json
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -103,12 +103,6 @@ class Named(Agent):
         prop = self.inner._propose(situation, seed)
         self.first.setdefault(situation.batch_id, (situation.step, prop.plan.copy(), prop.p_accept))
         return prop
-
-
-@dataclass
-class PlantRun:
-    plant: str
-    times: dict = field(default_factory=dict)
 
 
 def fit_model(args: Args, process, world, log: dict):
