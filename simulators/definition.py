@@ -27,7 +27,7 @@ from simulators.kinds import KIND_IDS, KINDS, MAX_PARAMS, ROLES
 __all__ = [
     "Characteristic", "Gate", "Partner", "Factory", "Step", "Lever", "Inspection",
     "Fault", "Economics", "Process", "ProcessDefinitionError", "load_process",
-    "BUILTIN_PROCESSES",
+    "BUILTIN_PROCESSES", "Prior", "UncertainParam", "parse_prior",
 ]
 
 BUILTIN_PROCESSES = {"default": "default.toml", "small": "small.toml"}
@@ -202,6 +202,115 @@ class Fault:
 
 
 @dataclass(frozen=True, slots=True)
+class Prior:
+    """A prior on a step parameter, relative to the value in the file.
+
+    The parameter is ``file_value * factor``; the prior is on the factor, so one
+    prior string fits parameters of any unit and size:
+
+    * ``lognormal(mu, sigma)``: ``log(factor) ~ Normal(mu, sigma)``; ``mu = 0``
+      centres the prior on the file's value, ``sigma = 0.3`` puts 94% of it
+      within about x0.57 .. x1.76;
+    * ``uniform(low, high)``: ``factor ~ Uniform(low, high)``, ``0 < low < high``.
+
+    Attributes
+    ----------
+    dist : str
+        ``"lognormal"`` or ``"uniform"``.
+    a, b : float
+        ``(mu, sigma)`` or ``(low, high)``.
+    """
+
+    dist: str
+    a: float
+    b: float
+
+    def __str__(self) -> str:
+        return f"{self.dist}({self.a:g}, {self.b:g})"
+
+    def sample_log_factor(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """``n`` draws of ``log(factor)``."""
+        if self.dist == "lognormal":
+            return rng.normal(self.a, self.b, n)
+        return np.log(rng.uniform(self.a, self.b, n))
+
+    def log_factor_range(self, width: float = 3.0) -> tuple[float, float]:
+        """A range of ``log(factor)`` holding the prior's mass: ``mu +- width sigma``
+        for a log-normal, the bounds for a uniform."""
+        if self.dist == "lognormal":
+            return self.a - width * self.b, self.a + width * self.b
+        return float(np.log(self.a)), float(np.log(self.b))
+
+    def log_factor_sd(self) -> float:
+        """Standard deviation of ``log(factor)`` under the prior."""
+        if self.dist == "lognormal":
+            return self.b
+        # log of a uniform factor, by the midpoint rule (smooth integrand, no closed form needed).
+        f = self.a + (np.arange(4000) + 0.5) / 4000 * (self.b - self.a)
+        return float(np.log(f).std())
+
+
+_PRIOR_FORMS = "'lognormal(mu, sigma)' with sigma > 0 or 'uniform(low, high)' with 0 < low < high"
+
+
+def parse_prior(text: str) -> Prior:
+    """Parse a prior string (see :class:`Prior`).
+
+    Raises
+    ------
+    ValueError
+        If ``text`` is not one of the known forms; the message lists them.
+
+    Examples
+    --------
+    >>> parse_prior("lognormal(0, 0.3)")
+    Prior(dist='lognormal', a=0.0, b=0.3)
+    """
+    import re
+
+    m = re.fullmatch(r"\s*(\w+)\s*\(\s*([^,()]+?)\s*,\s*([^,()]+?)\s*\)\s*", str(text))
+    if not m or m.group(1) not in ("lognormal", "uniform"):
+        raise ValueError(f"cannot parse prior {text!r}; expected {_PRIOR_FORMS}")
+    try:
+        a, b = float(m.group(2)), float(m.group(3))
+    except ValueError:
+        raise ValueError(f"cannot parse prior {text!r}: its arguments must be numbers") from None
+    if not (np.isfinite(a) and np.isfinite(b)):
+        raise ValueError(f"prior {text!r}: arguments must be finite")
+    if m.group(1) == "lognormal" and b <= 0:
+        raise ValueError(f"prior {text!r}: sigma must be > 0")
+    if m.group(1) == "uniform" and not 0 < a < b:
+        raise ValueError(f"prior {text!r}: need 0 < low < high")
+    return Prior(m.group(1), a, b)
+
+
+@dataclass(frozen=True, slots=True)
+class UncertainParam:
+    """A step parameter the plant's history may correct, with its prior.
+
+    Attributes
+    ----------
+    step : int
+        1-based step index.
+    param : str
+        Parameter name of the step's kind.
+    prior : Prior
+        Relative to the file's value (``value = file_value * factor``).
+    unit : str
+        The parameter's unit (``simulators.kinds``).
+    """
+
+    step: int
+    param: str
+    prior: Prior
+    unit: str
+
+    @property
+    def key(self) -> tuple[int, str]:
+        return (self.step, self.param)
+
+
+@dataclass(frozen=True, slots=True)
 class Economics:
     """Money, in ``currency`` per batch."""
 
@@ -232,6 +341,9 @@ class Process:
     economics: Economics
     source: str = ""
     digest: str = field(default="", compare=False)
+    #: The physics parameters a calibration may correct, resolved from the kinds'
+    #: defaults and the steps' ``uncertain`` entries, in step order.
+    uncertain: tuple[UncertainParam, ...] = ()
 
     # ---- lookups -------------------------------------------------------
     @property
@@ -655,9 +767,10 @@ def parse_process(text: str, label: str = "<string>") -> Process:
     roles_present = {c.role for c in chars}
 
     steps = []
+    uncertain_raw: list[tuple[_Reader, dict | bool]] = []
     for where, t in _tables(label, doc, "steps"):
         r = _Reader(label, where, t)
-        r.unknown({"step", "name", "kind", "factory", "params", "target"})
+        r.unknown({"step", "name", "kind", "factory", "params", "target", "uncertain"})
         idx = r.get("step", int)
         r.where = f"{where} (step {idx})"
         if idx != len(steps) + 1:
@@ -688,6 +801,10 @@ def parse_process(text: str, label: str = "<string>") -> Process:
                 r.fail(f"kind '{kind}' needs 'target' naming a bend_angle characteristic")
         elif target is not None:
             r.fail(f"'target' is only for bending and rebend steps")
+        unc = r.table.get("uncertain", True)
+        if not isinstance(unc, (dict, bool)):
+            r.fail(f"field 'uncertain' must be a table or true/false, got {unc!r}")
+        uncertain_raw.append((r, unc))
         steps.append(Step(idx, r.get("name", str, kind), kind, fid, fac[fid].partner,
                           MappingProxyType(params), target))
     if not steps:
@@ -759,6 +876,8 @@ def parse_process(text: str, label: str = "<string>") -> Process:
         if g.characteristic not in ins.measures:
             r.fail(f"gate on '{g.characteristic}' at step {g.step}, which does not measure it")
 
+    uncertain = _resolve_uncertain(steps, uncertain_raw, {(lv.step, lv.sets) for lv in levers})
+
     faults = []
     for where, t in _tables(label, doc, "faults"):
         r = _Reader(label, where, t)
@@ -790,7 +909,58 @@ def parse_process(text: str, label: str = "<string>") -> Process:
         steps=tuple(steps), levers=tuple(levers), inspections=tuple(inspections),
         faults=tuple(faults), gates=tuple(g for _, g in gates), economics=economics,
         source=label, digest=hashlib.sha256(text.encode()).hexdigest()[:16],
+        uncertain=uncertain,
     )
+
+
+def _resolve_uncertain(steps: list[Step], raw: list[tuple[_Reader, dict | bool]],
+                       lever_params: set[tuple[int, str]]) -> tuple[UncertainParam, ...]:
+    """The uncertain parameters: each kind's defaults, overridden per step.
+
+    A step's ``uncertain`` is ``false`` (none of the defaults), ``true`` or
+    absent (the defaults), or a table ``{param = "prior" | true | false}`` that
+    overrides single entries on top of the defaults (``true`` = the kind's
+    default prior, ``false`` = not uncertain here).
+    """
+    out = []
+    for st, (r, given) in zip(steps, raw):
+        spec = KINDS[st.kind]
+        lever_here = {p for s, p in lever_params if s == st.index}
+        # Defaults skip what a lever sets here and parameters at 0 in the file
+        # (a relative prior on 0 is 0): the kind cannot know either in advance.
+        chosen = {} if given is False else {
+            p: (prior, False) for p, prior in spec.uncertain.items()
+            if p not in lever_here and st.params[p] != 0.0}
+        if isinstance(given, dict):
+            for p, v in given.items():
+                if p not in spec.params:
+                    r.fail(f"uncertain: unknown parameter '{p}' for kind '{st.kind}'; "
+                           f"known: {list(spec.params)}")
+                if p in lever_here:
+                    r.fail(f"uncertain: '{p}' is set by a lever at this step; a lever's own "
+                           f"parameter comes from the plan and cannot be calibrated")
+                if v is False:
+                    chosen.pop(p, None)
+                    continue
+                if v is True:
+                    if p not in spec.uncertain:
+                        r.fail(f"uncertain: '{p}' has no default prior for kind '{st.kind}' "
+                               f"(defaults: {list(spec.uncertain)}); give one, e.g. "
+                               f"{p} = \"lognormal(0, 0.3)\"")
+                    v = spec.uncertain[p]
+                if not isinstance(v, str):
+                    r.fail(f"uncertain: '{p}' must be a prior string, true or false, got {v!r}")
+                chosen[p] = (v, True)
+        for p, (text, explicit) in chosen.items():
+            if explicit and st.params[p] == 0.0:
+                r.fail(f"uncertain: '{p}' is 0 in the file, and a prior relative to the file's "
+                       f"value would keep it 0")
+            try:
+                prior = parse_prior(text)
+            except ValueError as exc:
+                r.fail(f"uncertain: '{p}': {exc}")
+            out.append(UncertainParam(st.index, p, prior, spec.params[p][1]))
+    return tuple(out)
 
 
 def _unique(label: str, what: str, keys: list) -> None:

@@ -66,6 +66,16 @@ class KindSpec:
         Bar-level uniform draws per bar (0 or 1).
     description : str
         One line for engineers.
+    uncertain : Mapping[str, str]
+        Parameters that usually differ between the handbook and a real plant,
+        with their default prior (``docs/process-format.md``, "Uncertain
+        physics"): the lever sensitivities, efficiencies, activation energies
+        and moduli a calibration learns from the plant's history. A step can
+        override or switch them off. Never a lever parameter.
+    lever_sensitivities : tuple[str, ...]
+        Those of ``uncertain`` that shape the response to the step's levers
+        (how hard the rolls bite per kN, how strength falls per degree): a
+        history in which the step's levers never moved cannot inform them.
     """
 
     name: str
@@ -79,6 +89,8 @@ class KindSpec:
     normals: int = 0
     uniforms: int = 0
     description: str = ""
+    uncertain: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    lever_sensitivities: tuple[str, ...] = ()
 
     def index(self, param: str) -> int:
         """Kernel position of ``param``."""
@@ -129,6 +141,8 @@ _KINDS = [
         needs=("straightness",), normals=1,
         description="roller straightening: removes a share of the bow that grows with "
                     "force, and adds residual stress",
+        uncertain=_p(force_scale="lognormal(0, 0.3)", stress_per_kN="lognormal(0, 0.3)"),
+        lever_sensitivities=("force_scale", "stress_per_kN"),
     ),
     KindSpec(
         "heat_treatment",
@@ -163,6 +177,8 @@ _KINDS = [
         needs=("yield_strength",), normals=1,
         description="tempering: strength falls exponentially with temperature "
                     "(heat less to keep strength, more to shed it)",
+        uncertain=_p(drop="lognormal(0, 0.3)", temperature_scale="lognormal(0, 0.3)"),
+        lever_sensitivities=("temperature_scale",),
     ),
     KindSpec(
         "stress_relief",
@@ -174,6 +190,7 @@ _KINDS = [
         needs=("residual_stress",), normals=1,
         description="stress relief: residual stress relaxes at an Arrhenius rate "
                     "in temperature, exponentially in time",
+        uncertain=_p(activation="lognormal(0, 0.2)"), lever_sensitivities=("activation",),
     ),
     KindSpec(
         "grinding",
@@ -198,6 +215,7 @@ _KINDS = [
         needs=("roughness",), normals=1,
         description="polishing: each pass removes a share of the roughness above a "
                     "floor (diminishing returns) and a micrometre of material",
+        uncertain=_p(per_pass="lognormal(0, 0.2)", removal="lognormal(0, 0.3)"),
     ),
     KindSpec(
         "plating",
@@ -210,6 +228,7 @@ _KINDS = [
         needs=("coating_thickness",), normals=1,
         description="hard chroming: thickness grows with time x current x efficiency "
                     "(Faraday); noise is relative",
+        uncertain=_p(efficiency="lognormal(0, 0.2)"),
     ),
     KindSpec(
         "bending",
@@ -223,6 +242,7 @@ _KINDS = [
         needs=("bend_angle", "yield_strength", "diameter"), normals=1,
         description="bending with springback compensation for the nominal strength; "
                     "springback grows nonlinearly with yield strength; thick chrome cracks",
+        uncertain=_p(modulus="lognormal(0, 0.2)"),
     ),
     KindSpec(
         "rebend",
@@ -234,6 +254,7 @@ _KINDS = [
         needs=("bend_angle", "yield_strength", "diameter"), normals=1,
         description="re-bend of an earlier bend by a commanded angle (after springback); "
                     "idle at 0; a re-bend of plated bar can crack the chrome",
+        uncertain=_p(modulus="lognormal(0, 0.2)"), lever_sensitivities=("modulus",),
     ),
     KindSpec(
         "cutting",
