@@ -22,6 +22,8 @@ __all__ = ["load_model", "load_policy", "load_posterior", "calibrate_into", "loa
 
 #: The calibration's folder inside a model folder.
 CALIBRATION = "calibration"
+#: Where a calibration that did not converge is kept (never used to plan).
+NOT_CONVERGED = "calibration-not-converged"
 
 
 def load_model(path: str | Path):
@@ -52,25 +54,53 @@ def load_posterior(model_dir: str | Path):
     return PhysicsPosterior.load(d) if PhysicsPosterior.exists(d) else None
 
 
-def calibrate_into(history, process, model_dir: str | Path, *, seed: int, log):
+def calibrate_into(history, process, model_dir: str | Path, *, seed: int, log, config=None):
     """Calibrate the process's physics on ``history`` and save it in the model folder.
 
-    Returns the :class:`~recovery.calibration.PhysicsPosterior`, or None (with a
-    line on ``log``) when this version has no ``recovery.calibration.calibrate``.
+    A converged calibration goes to ``MODEL_DIR/calibration/``, where planners
+    pick it up; one that did not converge goes to ``calibration-not-converged/``
+    for inspection only (as ``recovery calibrate`` does), and plans keep the
+    file's physics.
+
+    Returns
+    -------
+    PhysicsPosterior or None
+        None, with a line on ``log``, when this version has no
+        ``recovery.calibration.calibrate``, the history cannot be calibrated on
+        (``CalibrationError``: the message says why), or it did not converge.
     """
     try:
-        from recovery.calibration import calibrate
+        from recovery.calibration import CalibrationError, calibrate
     except ImportError:
         print("calibration  skipped: this version has no recovery.calibration.calibrate; "
               "plans use the process file's physics", file=log)
         return None
-    post = calibrate(history, process, seed=seed)
-    post.save(Path(model_dir) / CALIBRATION)
+    try:
+        post = calibrate(history, process, seed=seed, config=config)
+    except CalibrationError as exc:
+        print(f"calibration  skipped: {exc}; plans use the process file's physics", file=log)
+        return None
     failed = post.failed_checks()
+    if not post.converged:
+        d = Path(model_dir) / NOT_CONVERGED
+        post.save(d)
+        print(f"calibration  NOT converged ({post.method}); kept in {d} for inspection only: plans use "
+              f"the process file's physics", file=log)
+        return None
+    post.save(Path(model_dir) / CALIBRATION)
     print(f"calibration  {post.method}, {post.n_draws} draws of {len(post.keys)} physics parameters, "
-          f"{'converged' if post.converged else 'NOT converged'}; "
           f"{len(failed)} failed predictive check(s); saved in {Path(model_dir) / CALIBRATION}", file=log)
     return post
+
+
+def calibration_config(budget: str):
+    """The calibration settings ``evaluate`` uses when it fits from nothing (None: the default)."""
+    if budget != "tiny":
+        return None
+    from recovery.calibration import CalibrationConfig
+
+    return CalibrationConfig(design_points=30, rounds=1, extra_rounds=0, bootstrap=50, draws=50, tune=50,
+                             check_draws=2)
 
 
 def workdir(args, process) -> Path:
@@ -125,8 +155,9 @@ def load_or_fit_model(args, process, *, log, plant=None):
         try:
             model = load_model(d)
             print(f"using the model fitted earlier in {d}", file=log)
-            if calibrate and not (d / CALIBRATION).exists():
-                calibrate_into(history(), process, d, seed=args.seed, log=log)
+            if calibrate and not (d / CALIBRATION).exists() and not (d / NOT_CONVERGED).exists():
+                calibrate_into(history(), process, d, seed=args.seed, log=log,
+                               config=calibration_config(budget))
             return model, str(d)
         except (FileNotFoundError, ValueError) as exc:
             print(f"not using the model in {d} ({exc}); fitting a new one", file=log)
@@ -139,7 +170,7 @@ def load_or_fit_model(args, process, *, log, plant=None):
         print("  " + line, file=log)
     model.save(d)
     if calibrate:
-        calibrate_into(data, process, d, seed=args.seed, log=log)
+        calibrate_into(data, process, d, seed=args.seed, log=log, config=calibration_config(budget))
     return model, str(d)
 
 
