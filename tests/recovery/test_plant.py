@@ -289,8 +289,8 @@ def test_fit_calibrates_into_the_model_folder_or_says_it_cannot(tmp_path, capsys
     assert calibrate_into(None, process, tmp_path / "m3", seed=0, log=log) is None
     assert "calibration  skipped" in log.getvalue() and not (tmp_path / "m3").exists()
     # one that did not converge is kept apart and never planned with
-    monkeypatch.setattr(calibration, "calibrate", lambda *a, **kw: dataclasses.replace(
-        fake(*a, **kw), converged=False), raising=False)
+    monkeypatch.setattr(calibration, "calibrate", lambda history, proc, **kw: dataclasses.replace(
+        from_values(proc, [physics_difference(proc, plant)]), converged=False), raising=False)
     log = io.StringIO()
     assert calibrate_into(None, process, tmp_path / "m4", seed=0, log=log) is None
     assert "NOT converged" in log.getvalue()
