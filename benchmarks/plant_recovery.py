@@ -142,8 +142,12 @@ def posteriors(args: Args, process, plant, history, log: dict) -> dict:
                 log["calibrated"] = "skipped: recovery.calibration.calibrate is not in this version"
                 continue
             t = time.perf_counter()
-            out[name] = calibrate(history, process, seed=args.seed)
+            out[name] = post = calibrate(history, process, seed=args.seed)
             log["calibrate_s"] = time.perf_counter() - t
+            log["calibration"] = {"method": post.method, "converged": post.converged, "draws": post.n_draws,
+                                  "parameters": len(post.keys),
+                                  "informed": sum(p.informed for p in post.parameters),
+                                  "failed_checks": [list(c) for c in post.failed_checks()]}
         else:
             raise SystemExit(f"unknown posterior '{name}'; known: file, perfect, calibrated")
     return out
