@@ -4,6 +4,12 @@ A *case* is a batch flagged at the first inspection after its first fault,
 frozen at that inspection: its true bars, its conditions (including any later
 faults), and the gauge readings so far. Every agent continues the same case
 with the same continuation seed, so agents are compared on identical futures.
+
+The world (``sim``) may be a *plant*: a process file of the same structure as
+the agents' file but other physics. The batches then run on the plant's
+physics, the oracle plans on it from the true state, and every other agent
+sees only the agents' ``process`` (its levers, bounds and step data); by
+default the two are the same file.
 """
 
 from __future__ import annotations
@@ -16,7 +22,31 @@ import numpy as np
 from simulators.cases import Case, continue_case, flagged_cases
 from simulators.process import Simulator
 
-__all__ = ["Case", "flagged_cases", "continue_case", "nontriviality"]
+__all__ = ["Case", "flagged_cases", "continue_case", "nontriviality", "physics_difference"]
+
+
+def physics_difference(process, plant) -> dict[tuple[int, str], float]:
+    """The plant's physics parameters that differ from the process file's.
+
+    ``{(step, param): plant value}`` over every step parameter no lever sets:
+    what a perfect calibration would find. ``from_values(process, [it])`` makes
+    the perfect-knowledge posterior that brackets a real calibration from above.
+
+    Raises
+    ------
+    ValueError
+        If the two do not share a structure (the first difference).
+    """
+    diff = process.structure_difference(plant)
+    if diff is not None:
+        raise ValueError(f"not a plant of process '{process.name}': {diff}")
+    levers = {(lv.step, lv.sets) for lv in process.levers}
+    out = {}
+    for a, b in zip(process.steps, plant.steps):
+        for name, v in b.params.items():
+            if (a.index, name) not in levers and v != a.params[name]:
+                out[(a.index, name)] = float(v)
+    return out
 
 
 def nontriviality(sim: Simulator, n_batches: int, seed: int, *, oracle_kwargs: dict | None = None,
@@ -84,23 +114,29 @@ class Outcome:
 
 
 def situation_for(sim: Simulator, case: Case, step: int, obs: np.ndarray, plan: np.ndarray,
-                  state: np.ndarray, *, truth: bool):
-    """The agent's view of a case at inspection ``step`` (truth only for the oracle)."""
+                  state: np.ndarray, *, truth: bool, process=None):
+    """The agent's view of a case at inspection ``step`` (truth only for the oracle).
+
+    ``process`` is the file the agents know (default: the world's, ``sim.process``);
+    the step data show the same structure either way.
+    """
     from recovery.agents.base import Situation
     from simulators.schema import observations_frame
 
-    hist = observations_frame(sim.process, case.conditions, obs[None], plan[None], upto_step=step)
-    return Situation(sim.process, case.batch_id, step, hist, plan.copy(),
+    view = sim.process if process is None else process
+    hist = observations_frame(view, case.conditions, obs[None], plan[None], upto_step=step)
+    return Situation(view, case.batch_id, step, hist, plan.copy(),
                      true_state=state.copy() if truth else None,
                      true_conditions=case.conditions if truth else None)
 
 
-def closed_loop(sim: Simulator, case: Case, agent, *, seed: int) -> Outcome:
+def closed_loop(sim: Simulator, case: Case, agent, *, seed: int, process=None) -> Outcome:
     """Let ``agent`` act from the detection inspection, re-planning at every later one.
 
     The batch's future noise comes from the case's own seed, the same for every
     agent. An agent whose proposal carries ``extra["decision"] == "scrap"`` stops
     the batch there: the scrap cost is paid and the remaining processing saved.
+    ``sim`` is the world; ``process`` what the agent is shown (default: ``sim.process``).
     """
     from recovery.agents.base import LeverBoundError
 
@@ -115,7 +151,7 @@ def closed_loop(sim: Simulator, case: Case, agent, *, seed: int) -> Outcome:
     later = [s for s in p.inspection_steps if s > step]
     lat, violations, scrapped, p_first = [], 0, False, None
     for k, nxt in enumerate(later):
-        sit = situation_for(sim, case, step, obs[0], plan, state, truth=agent.needs_truth)
+        sit = situation_for(sim, case, step, obs[0], plan, state, truth=agent.needs_truth, process=process)
         try:
             prop = agent.propose(sit, seed=seed + 7919 * k)
         except LeverBoundError:
@@ -200,8 +236,12 @@ def chunk_seed(seed: int, chunk: int) -> int:
     return int(np.random.SeedSequence([seed, chunk]).generate_state(1)[0])
 
 
-def evaluate_chunk(sim: Simulator, agents: list, n_batches: int, seed: int, chunk: int) -> dict[str, list[Outcome]]:
-    """Play every agent on the flagged cases of one seeded chunk of fresh batches."""
+def evaluate_chunk(sim: Simulator, agents: list, n_batches: int, seed: int, chunk: int, *,
+                   process=None) -> dict[str, list[Outcome]]:
+    """Play every agent on the flagged cases of one seeded chunk of fresh batches.
+
+    ``sim`` is the world (the plant); ``process`` what the agents see (default: ``sim.process``).
+    """
     n = min(EVAL_CHUNK, n_batches - chunk * EVAL_CHUNK)
     cs = chunk_seed(seed, chunk)
     # batch ids run on across chunks: B-1 .. B-n_batches
@@ -209,41 +249,46 @@ def evaluate_chunk(sim: Simulator, agents: list, n_batches: int, seed: int, chun
     out: dict[str, list[Outcome]] = {a.name: [] for a in agents}
     for i, case in enumerate(cases):
         for a in agents:
-            out[a.name].append(closed_loop(sim, case, a, seed=(cs + 7919 * i) % (2**31 - 1)))
+            out[a.name].append(closed_loop(sim, case, a, seed=(cs + 7919 * i) % (2**31 - 1),
+                                           process=process))
     return out
 
 
 def play_agents(sim: Simulator, agents: list, n_batches: int, seed: int, *,
-                progress: bool = False) -> dict[str, list[Outcome]]:
+                progress: bool = False, process=None) -> dict[str, list[Outcome]]:
     """Every agent's :class:`Outcome` on every flagged case of ``n_batches`` fresh batches.
 
     Fresh batches are simulated in seeded chunks of ``EVAL_CHUNK`` (so the
     figures do not depend on how chunks are spread over workers); every agent
-    plays every flagged case of a chunk with the same future noise.
+    plays every flagged case of a chunk with the same future noise. ``sim`` is
+    the world; ``process`` what the agents see (default: ``sim.process``).
     """
     from tqdm import tqdm
 
     n_chunks = (n_batches + EVAL_CHUNK - 1) // EVAL_CHUNK
     outcomes: dict[str, list[Outcome]] = {a.name: [] for a in agents}
     for c in tqdm(range(n_chunks), desc="evaluate", unit="chunk", disable=not progress):
-        for name, outs in evaluate_chunk(sim, agents, n_batches, seed, c).items():
+        for name, outs in evaluate_chunk(sim, agents, n_batches, seed, c, process=process).items():
             outcomes[name].extend(outs)
     return outcomes
 
 
 def evaluate_agents(sim: Simulator, agents: list, n_batches: int, seed: int, *,
-                    progress: bool = False) -> dict:
+                    progress: bool = False, process=None) -> dict:
     """Closed-loop evaluation of agents on the same fresh flagged batches.
 
     Parameters
     ----------
     sim : Simulator
-        The true simulator (the world the agents act in).
+        The true simulator (the world the agents act in: the plant).
     agents : list of Agent
     n_batches : int
         Fresh batches simulated; only the flagged ones are played (see
         :func:`play_agents`).
     seed : int
+    process : Process, optional
+        The process file the agents are shown, of the same structure as
+        ``sim.process`` (default: ``sim.process``, a world exactly as the file says).
 
     Returns
     -------
@@ -252,7 +297,8 @@ def evaluate_agents(sim: Simulator, agents: list, n_batches: int, seed: int, *,
         "net_value", "scrap_avoided", "regret", "lever_bound_violations",
         "latency_p50_s", "latency_p95_s", "by_fault": {fault: {"n", "recovery_rate"}}}}}``
     """
-    return summarise(play_agents(sim, agents, n_batches, seed, progress=progress), n_batches, seed)
+    return summarise(play_agents(sim, agents, n_batches, seed, progress=progress, process=process),
+                     n_batches, seed)
 
 
 def outcomes_frame(outcomes: dict[str, list[Outcome]]) -> "pd.DataFrame":
@@ -277,21 +323,28 @@ class ChunkOutcomes:
 
 def evaluate_chunk_remote(process, names: tuple[str, ...], n_batches: int, seed: int, *, chunk: int,
                           model_dir: str | None = None, policy_path: str | None = None,
-                          budget: str = "default") -> ChunkOutcomes:
-    """One evaluation chunk on a worker: agents are rebuilt there from names and paths."""
-    from recovery.agents import make_agent
-    from recovery.pipeline import load_model, load_policy
+                          budget: str = "default", plant=None,
+                          calibrated: bool = True) -> ChunkOutcomes:
+    """One evaluation chunk on a worker: agents are rebuilt there from names and paths.
 
-    sim = Simulator(process)
+    ``plant`` (default: ``process``) is the world; the agents see ``process``.
+    """
+    from recovery.agents import make_agent
+    from recovery.pipeline import load_model, load_policy, load_posterior
+
+    sim = Simulator(process if plant is None else plant)
     model = load_model(model_dir) if model_dir else None
+    posterior = load_posterior(model_dir) if model_dir and calibrated else None
     policy = load_policy(policy_path) if policy_path else None
-    agents = [make_agent(n, sim, model=model, policy=policy, budget=budget) for n in names]
-    return ChunkOutcomes(chunk, evaluate_chunk(sim, agents, n_batches, seed, chunk))
+    agents = [make_agent(n, sim, model=model, policy=policy, budget=budget, process=process,
+                         posterior=posterior) for n in names]
+    return ChunkOutcomes(chunk, evaluate_chunk(sim, agents, n_batches, seed, chunk, process=process))
 
 
 def evaluate_on_cluster(client, process, names: tuple[str, ...], n_batches: int, seed: int, *,
                         model_dir: str | None = None, policy_path: str | None = None,
-                        budget: str = "default", progress: bool = False) -> dict:
+                        budget: str = "default", progress: bool = False, plant=None,
+                        calibrated: bool = True) -> dict:
     """:func:`evaluate_agents` with the chunks run on a Dask cluster."""
     from tqdm import tqdm
 
@@ -300,7 +353,8 @@ def evaluate_on_cluster(client, process, names: tuple[str, ...], n_batches: int,
     n_chunks = (n_batches + EVAL_CHUNK - 1) // EVAL_CHUNK
     outcomes: dict[str, list[Outcome]] = {n: [] for n in names}
     results = ordered_map(client, evaluate_chunk_remote, n_chunks, process, tuple(names), n_batches, seed,
-                          model_dir=model_dir, policy_path=policy_path, budget=budget)
+                          model_dir=model_dir, policy_path=policy_path, budget=budget, plant=plant,
+                          calibrated=calibrated)
     for r in tqdm(results, total=n_chunks, desc="evaluate", unit="chunk", disable=not progress):
         for name, outs in r.outcomes.items():
             outcomes[name].extend(outs)

@@ -8,6 +8,12 @@ hard bounds and maximum changes), P(accept) with a 94% credible interval for
 the plan and for doing nothing, the root cause and the causal path the plan
 acts on, the model version and the seed. When the batch or the plan lies
 outside what the model's data supports, it says so.
+
+With a calibration (``posterior``, saved in the model folder by ``recovery
+fit``), the planner rolls out with the calibrated physics and the answer says
+so (``physics``); a decision that depends on a characteristic the calibrated
+simulator fails to reproduce (a failed posterior predictive check at an
+inspection still ahead of the batch) is marked out of range with the reason.
 """
 
 from __future__ import annotations
@@ -51,6 +57,10 @@ class Recommendation:
     currency: str = "EUR"
     extra: dict = field(default_factory=dict)
     p_accept_model: float | None = None
+    physics: str = "file"
+    """``"calibrated"`` when the plan's figures come from the calibrated physics, else ``"file"``."""
+    failed_checks: tuple = ()
+    """``(step, characteristic)`` of failed predictive checks this decision depends on."""
 
     def to_dict(self) -> dict:
         return {
@@ -60,7 +70,8 @@ class Recommendation:
             "root_cause": self.root_cause, "acts_on": self.acts_on, "model_version": self.model_version,
             "seed": self.seed, "agent": self.agent, "out_of_range": self.out_of_range,
             "reasons": list(self.reasons), "currency": self.currency,
-            "p_accept_model": self.p_accept_model,
+            "p_accept_model": self.p_accept_model, "physics": self.physics,
+            "failed_checks": [{"step": s, "characteristic": c} for s, c in self.failed_checks],
         }
 
 
@@ -116,8 +127,43 @@ def _acts_on(model, plan: np.ndarray, nominal: np.ndarray, free: np.ndarray) -> 
     return out
 
 
+def _flagged_characteristics(process, history: pd.DataFrame, step: int) -> set[str]:
+    """Characteristics whose sample mean at the batch's latest inspection lies outside its gate."""
+    m = history[(history["kind"].astype(str) == "measurement") & (history["step"] == step)]
+    if m.empty:
+        return set()
+    lo, hi = process.gate_bands(step)
+    out = set()
+    for name, mean in m.groupby(m["variable"].astype(str))["value"].mean().items():
+        i = process.char_index.get(name)
+        if i is not None and (mean < lo[i] or mean > hi[i]):  # NaN bands never compare
+            out.add(name)
+    return out
+
+
+def dependent_checks(model, posterior, sit: Situation, plan: np.ndarray) -> tuple[tuple[int, str], ...]:
+    """Failed predictive checks of ``posterior`` that the decision for ``sit`` depends on.
+
+    A check ``(step, characteristic)`` counts when its inspection lies ahead of the
+    batch (the rollouts run through physics the calibration cannot reproduce there)
+    and the characteristic is one the plan acts on (a lever edge of the graph from
+    a moved lever) or one the batch is out of its gate on now.
+    """
+    if posterior is None:
+        return ()
+    failed = [(s, c) for s, c in posterior.failed_checks() if s > sit.step]
+    if not failed:
+        return ()
+    graph = model.graph_
+    p = graph.process
+    moved = {p.levers[j].name for j in np.flatnonzero(sit.free & (np.abs(plan - p.nominal_plan()) > 1e-12))}
+    chars = {e.target for e in graph.edges if e.kind == "lever" and e.source in moved}
+    chars |= _flagged_characteristics(p, sit.history, sit.step)
+    return tuple(sorted((s, c) for s, c in failed if c in chars))
+
+
 def recommend(history: pd.DataFrame, model, *, batch: str | None = None, agent: Agent | None = None,
-              seed: int = 0, n_draws: int = 300) -> Recommendation:
+              seed: int = 0, n_draws: int = 300, posterior=None) -> Recommendation:
     """Recommend continue, intervene or scrap for one batch.
 
     Parameters
@@ -133,6 +179,10 @@ def recommend(history: pd.DataFrame, model, *, batch: str | None = None, agent: 
     seed : int
     n_draws : int
         Posterior draws for the final figures.
+    posterior : recovery.calibration.PhysicsPosterior, optional
+        Calibrated physics (``recovery.pipeline.load_posterior(model_dir)``): the
+        default planner rolls out with it, and failed predictive checks the
+        decision depends on mark it out of range.
 
     Returns
     -------
@@ -142,7 +192,7 @@ def recommend(history: pd.DataFrame, model, *, batch: str | None = None, agent: 
 
     process = model.graph_.process
     sit = batch_situation(history, process, batch)
-    agent = agent or PlannerAgent(model)
+    agent = agent or PlannerAgent(model, posterior=posterior)
     if agent.needs_truth:
         raise RecommendationError(f"agent '{agent.name}' needs the true state, which a real batch does not give")
     t = time.perf_counter()
@@ -166,6 +216,11 @@ def recommend(history: pd.DataFrame, model, *, batch: str | None = None, agent: 
         reasons = tuple(pred.reasons[0]) if pred.reasons else ()
         out_of_range = bool(pred.out_of_range[0])
     plan = prop.plan if decision == "intervene" else nothing
+    failed = dependent_checks(model, posterior, sit, plan)
+    if failed:
+        out_of_range = True
+        reasons = reasons + tuple(f"the calibrated simulator does not reproduce {c} at the step {s} "
+                                  f"inspection (failed predictive check)" for s, c in failed)
     rc = model.root_cause(sit.history)
     remaining = [{"step": lv.step, "lever": lv.name, "value": float(plan[j]) + 0.0, "unit": lv.unit}
                  for j, lv in enumerate(process.levers) if sit.free[j]]
@@ -181,4 +236,5 @@ def recommend(history: pd.DataFrame, model, *, batch: str | None = None, agent: 
         seed=seed, agent=agent.name, out_of_range=out_of_range, reasons=reasons, note=prop.note,
         latency_s=time.perf_counter() - t, currency=process.economics.currency,
         p_accept_model=prop.extra.get("p_accept_model"),
+        physics="calibrated" if getattr(agent, "calibrated", False) else "file", failed_checks=failed,
     )

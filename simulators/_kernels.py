@@ -106,7 +106,7 @@ def crack_probability(coating: float, critical: float, scale: float) -> float:
 
 
 @njit(**NJIT)
-def advance(state, bars_per_batch, start, stop, kind, normals, params, target, slot,
+def advance(state, bars_per_batch, start, stop, kind, normals, params, param_set, target, slot,
             lever_first, lever_count, lever_param, plan, fault, drift,
             insp_of_step, insp_measures, insp_sample, gauge_sigma,
             obs, latent, rng, noise, uniform, cursor):
@@ -117,6 +117,12 @@ def advance(state, bars_per_batch, start, stop, kind, normals, params, target, s
     max_sample, n_chars) receives gauge readings; ``latent`` (n_batches,
     n_steps + 1, n_chars) receives batch means after each step when it is not
     empty.
+
+    ``params`` (n_sets, n_steps, MAX_PARAMS) holds one or more sets of step
+    parameters (physics) and ``param_set`` (n_batches,) says which set each
+    batch runs with, so one call rolls out batches of different physics (the
+    planner's rollouts under calibration draws, rl training on posterior
+    variants). One set and ``param_set`` all zero is the process file.
 
     Random numbers come from ``rng``; when ``rng`` is None they are read from
     ``noise`` (normals) and ``uniform`` at positions ``cursor[0]`` and
@@ -144,7 +150,7 @@ def advance(state, bars_per_batch, start, stop, kind, normals, params, target, s
     jLEN = slot[R_LEN]
     jCR = slot[R_CR]
     zb = np.empty(n_batches)
-    p = np.empty(params.shape[1])
+    p = np.empty(params.shape[2])
     # A batch's bar draws go to a buffer first, in the same order as drawing them
     # inside the physics loop would: a tight draw loop, then a loop without calls.
     buf = np.empty(bars_per_batch * max(4, n_chars))
@@ -154,12 +160,12 @@ def advance(state, bars_per_batch, start, stop, kind, normals, params, target, s
         if k != WASHING and k != INSPECTION:
             for b in range(n_batches):
                 zb[b] = _normal(rng, noise, cursor)
-        for j in range(params.shape[1]):
-            p[j] = params[s, j]
         for b in range(n_batches):
             if k == WASHING or k == INSPECTION:
                 break
-            # Every batch overwrites the same lever slots, so no reset is needed.
+            ps = param_set[b]
+            for j in range(params.shape[2]):
+                p[j] = params[ps, s, j]
             for li in range(lever_first[s], lever_first[s] + lever_count[s]):
                 p[lever_param[li]] = plan[b, li]
             # Scalars, not p[k]: numba cannot hoist loads of an array that may alias state.
@@ -316,6 +322,9 @@ def advance(state, bars_per_batch, start, stop, kind, normals, params, target, s
         if k == GRINDING or k == BENDING or k == REBEND:
             for b in range(n_batches):
                 m = fault[b, s]
+                ps = param_set[b]
+                for j in range(params.shape[2]):
+                    p[j] = params[ps, s, j]
                 for li in range(lever_first[s], lever_first[s] + lever_count[s]):
                     p[lever_param[li]] = plan[b, li]
                 for q in range(bars_per_batch):

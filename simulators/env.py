@@ -303,6 +303,11 @@ class MetalBarRecoveryEnv(gym.Env):
         self.force_fault = force_fault
         self.layout = ObservationLayout(p)
         self.arrays = p.arrays
+        # Every simulator's physics, stacked for the kernel: an episode runs with
+        # the physics of the simulator its batch came from.
+        self._params = np.ascontiguousarray(np.stack([s.arrays.params for s in self._sims]))
+        self._set_of = {id(s): i for i, s in enumerate(self._sims)}
+        self._set = np.zeros(1, dtype=np.int64)
         self.source = CaseSource(self._sims, block=block)
         steps = self.layout.decision_steps
         self._levers_at = [np.array([j for j, lv in enumerate(p.levers) if lv.step == s], dtype=np.int64)
@@ -331,6 +336,7 @@ class MetalBarRecoveryEnv(gym.Env):
         fault = (options or {}).get("force_fault", self.force_fault)
         sim, state, cond, readings, detect = self.source.next(self.np_random, fault)
         self._sim = sim
+        self._set[0] = self._set_of[id(sim)]
         self._state = np.ascontiguousarray(state)
         self._cond: Conditions = cond
         self._readings = readings[None].copy()
@@ -362,8 +368,8 @@ class MetalBarRecoveryEnv(gym.Env):
     def _advance(self, stop: int) -> None:
         a = self.arrays
         _kernels.advance(self._state, self.process.bars_per_batch, self._pos, stop, a.kind, a.normals,
-                         a.params, a.target, a.slot, a.lever_first, a.lever_count, a.lever_param,
-                         self._plan, self._cond.fault, self._cond.drift, a.insp_of_step, a.insp_measures,
+                         self._params, self._set, a.target, a.slot, a.lever_first, a.lever_count,
+                         a.lever_param, self._plan, self._cond.fault, self._cond.drift, a.insp_of_step, a.insp_measures,
                          a.insp_sample, a.gauge_sigma, self._readings, _EMPTY3, None, self._noise,
                          self._unif, self._cursor)
         self._pos = stop
@@ -471,6 +477,7 @@ class MetalBarRecoveryVectorEnv(VectorEnv):
         self._fault = np.zeros((num_envs, p.n_steps))
         self._drift = np.zeros((num_envs, p.n_steps))
         self._pos = np.zeros(num_envs, dtype=np.int64)
+        self._set = np.zeros(num_envs, dtype=np.int64)  # which simulator's physics each env runs
         self._i = np.zeros(num_envs, dtype=np.int64)
         self._first = np.zeros(num_envs, dtype=np.int64)
         self._prev_done = np.zeros(num_envs, dtype=bool)
@@ -483,7 +490,8 @@ class MetalBarRecoveryVectorEnv(VectorEnv):
 
     def _start(self, e: int) -> None:
         s = self._single
-        _, state, cond, readings, detect = self.source.next(self.np_random, s.force_fault)
+        sim, state, cond, readings, detect = self.source.next(self.np_random, s.force_fault)
+        self._set[e] = s._set_of[id(sim)]
         bpb = self.process.bars_per_batch
         self._state[e * bpb:(e + 1) * bpb] = state
         self._readings[e] = readings
@@ -516,7 +524,8 @@ class MetalBarRecoveryVectorEnv(VectorEnv):
                                            a.insp_sample, len(grp), bpb, pos, stop)
             noise = self.np_random.standard_normal(nn)
             unif = self.np_random.random(nu)
-            _kernels.advance(st, bpb, pos, stop, a.kind, a.normals, a.params, a.target, a.slot,
+            _kernels.advance(st, bpb, pos, stop, a.kind, a.normals, self._single._params,
+                             np.ascontiguousarray(self._set[grp]), a.target, a.slot,
                              a.lever_first, a.lever_count, a.lever_param, np.ascontiguousarray(self._plan[grp]),
                              np.ascontiguousarray(self._fault[grp]), np.ascontiguousarray(self._drift[grp]),
                              a.insp_of_step, a.insp_measures, a.insp_sample, a.gauge_sigma, rd, _EMPTY3,

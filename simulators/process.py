@@ -195,9 +195,45 @@ class Simulator:
         return np.full((n_batches, len(self.process.inspections), self._max_sample,
                         self.process.n_chars), np.nan)
 
+    def physics(self, keys, draws: np.ndarray) -> np.ndarray:
+        """Step-parameter sets of this process with some parameters replaced, for ``run``.
+
+        The array form of :meth:`Process.with_params` for many sets at once: set
+        ``i`` equals ``process.with_params(dict(zip(keys, draws[i]))).arrays.params``.
+
+        Parameters
+        ----------
+        keys : sequence of (int, str)
+            ``(step, param)`` of each replaced parameter (1-based step; a
+            parameter of the step's kind that no lever sets).
+        draws : ndarray (n_sets, len(keys))
+            Values, each in its parameter's own unit.
+
+        Returns
+        -------
+        ndarray (n_sets, n_steps, MAX_PARAMS)
+        """
+        from simulators.kinds import KINDS
+
+        p = self.process
+        draws = np.atleast_2d(np.asarray(draws, dtype=np.float64))
+        if draws.shape[1] != len(keys):
+            raise ValueError(f"draws must have {len(keys)} columns (one per key), got {draws.shape}")
+        out = np.repeat(self.arrays.params[None], len(draws), axis=0)
+        levers = {(lv.step, lv.sets) for lv in p.levers}
+        for c, (step, name) in enumerate(keys):
+            if not 1 <= int(step) <= p.n_steps:
+                raise ValueError(f"{p.source}: no step {step}")
+            kind = KINDS[p.step(int(step)).kind]
+            if name not in kind.params or (int(step), name) in levers:
+                raise ValueError(f"{p.source}: step {step} has no physics parameter '{name}'")
+            out[:, int(step) - 1, kind.index(name)] = draws[:, c]
+        return out
+
     def run(self, state: np.ndarray, after_step: int, stop_step: int, plan: np.ndarray,
             conditions: Conditions, rng: np.random.Generator | int | None, *,
-            obs: np.ndarray | None = None, latent: np.ndarray | None = None) -> np.ndarray:
+            obs: np.ndarray | None = None, latent: np.ndarray | None = None,
+            params: np.ndarray | None = None, param_set: np.ndarray | None = None) -> np.ndarray:
         """Advance ``state`` (in place) from after ``after_step`` through ``stop_step``.
 
         Parameters
@@ -211,6 +247,10 @@ class Simulator:
         rng : Generator or int
         obs, latent : ndarray, optional
             Filled in place if given (see ``SimulationResult``).
+        params : ndarray (n_sets, n_steps, MAX_PARAMS), optional
+            Physics (step-parameter sets, see :meth:`physics`); default: the process file's.
+        param_set : ndarray of int (n_batches,), optional
+            Which set of ``params`` each batch runs with (default: set 0 for all).
 
         Returns
         -------
@@ -234,16 +274,35 @@ class Simulator:
             latent = np.empty((0, 0, 0))
         rng = as_rng(rng)
         a = self.arrays
+        params, param_set = self._physics_args(params, param_set, nb)
         if self.reference:
             advance_reference(state, p.bars_per_batch, after_step, stop_step, a, plan,
-                              conditions.fault, conditions.drift, obs, latent, rng)
+                              conditions.fault, conditions.drift, obs, latent, rng, params, param_set)
         else:
-            _kernels.advance(state, p.bars_per_batch, after_step, stop_step, a.kind, a.normals, a.params,
-                             a.target, a.slot, a.lever_first, a.lever_count, a.lever_param,
+            _kernels.advance(state, p.bars_per_batch, after_step, stop_step, a.kind, a.normals, params,
+                             param_set, a.target, a.slot, a.lever_first, a.lever_count, a.lever_param,
                              plan, conditions.fault, conditions.drift, a.insp_of_step,
                              a.insp_measures, a.insp_sample, a.gauge_sigma, obs, latent, rng,
                              _NO_NOISE, _NO_NOISE, np.zeros(2, dtype=np.int64))
         return state
+
+    def _physics_args(self, params, param_set, n_batches: int) -> tuple[np.ndarray, np.ndarray]:
+        """Validated ``(params, param_set)`` for the kernel."""
+        a = self.arrays
+        if params is None:
+            params = a.params[None]
+        params = np.ascontiguousarray(params, dtype=np.float64)
+        if params.ndim != 3 or params.shape[1:] != a.params.shape:
+            raise ValueError(f"params must have shape (n_sets, {a.params.shape[0]}, {a.params.shape[1]}), "
+                             f"got {params.shape}")
+        if param_set is None:
+            param_set = np.zeros(n_batches, dtype=np.int64)
+        param_set = np.ascontiguousarray(param_set, dtype=np.int64)
+        if param_set.shape != (n_batches,):
+            raise ValueError(f"param_set must have one entry per batch ({n_batches}), got {param_set.shape}")
+        if n_batches and (param_set.min() < 0 or param_set.max() >= len(params)):
+            raise ValueError(f"param_set must index the {len(params)} parameter set(s)")
+        return params, param_set
 
     def in_spec_fraction(self, state: np.ndarray) -> np.ndarray:
         """Share of each batch's bars inside every final tolerance band."""
@@ -330,7 +389,8 @@ class Simulator:
 
     def rollout(self, state: np.ndarray, after_step: int, plans: np.ndarray, n_rollouts: int,
                 seed: int, conditions: Conditions, *, future_faults: bool = True,
-                per_characteristic: bool = False):
+                per_characteristic: bool = False, params: np.ndarray | None = None,
+                param_set: np.ndarray | None = None):
         """Monte Carlo outcome of candidate plans for one batch, with common random numbers.
 
         Every plan is rolled out ``n_rollouts`` times from the same starting
@@ -351,6 +411,12 @@ class Simulator:
             Draw faults after ``after_step`` at their catalogue rates.
         per_characteristic : bool
             Also return the share of bars inside each characteristic's band.
+        params : ndarray (n_sets, n_steps, MAX_PARAMS), optional
+            Physics to roll out with (see :meth:`physics`); default: the file's.
+        param_set : ndarray of int (n_rollouts,), optional
+            The set of ``params`` each rollout runs with; default: rollout ``i``
+            takes set ``i`` when there is one set per rollout, else set 0. The same
+            for every plan (common random numbers include the physics).
 
         Returns
         -------
@@ -372,11 +438,14 @@ class Simulator:
         fut = self.sample_conditions(n_rollouts, np.random.default_rng(seed),
                                      time=np.repeat(conditions.time[:1], n_rollouts),
                                      faults=future_faults, after_step=after_step)
+        if params is not None and param_set is None and len(params) == n_rollouts:
+            param_set = np.arange(n_rollouts)
         out = np.empty((len(plans), n_rollouts))
         per = np.empty((len(plans), n_rollouts, p.n_chars)) if per_characteristic else None
         for i, plan in enumerate(plans):
             st = base.copy()
-            self.run(st, after_step, p.n_steps, plan, fut, np.random.default_rng(seed + 1))
+            self.run(st, after_step, p.n_steps, plan, fut, np.random.default_rng(seed + 1),
+                     params=params, param_set=param_set)
             out[i] = self.in_spec_fraction(st)
             if per is not None:
                 per[i] = _kernels.char_in_spec_fraction(st, p.bars_per_batch, self.lower, self.upper)

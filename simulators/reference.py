@@ -31,9 +31,15 @@ def _crack_probability(coating, critical, scale):
 
 
 def advance_reference(state, bars_per_batch, start, stop, arrays, plan, fault, drift,
-                      obs, latent, rng):
-    """Same contract as the kernel's ``advance``; ``arrays`` is a ``CompiledProcess``."""
+                      obs, latent, rng, params=None, param_set=None):
+    """Same contract as the kernel's ``advance``; ``arrays`` is a ``CompiledProcess``.
+
+    ``params`` (n_sets, n_steps, MAX_PARAMS) and ``param_set`` (n_batches,) give
+    each batch its own physics, as in the kernel; default: the file's, for all.
+    """
     n_batches = plan.shape[0]
+    if params is None:
+        params, param_set = arrays.params[None], np.zeros(n_batches, dtype=np.int64)
     slot = arrays.slot
 
     def col(role):
@@ -59,7 +65,7 @@ def advance_reference(state, bars_per_batch, start, stop, arrays, plan, fault, d
         else:
             zb = rng.standard_normal(n_batches)
         # Parameters per batch: the step's defaults with this batch's lever values.
-        P = np.tile(arrays.params[s], (n_batches, 1))
+        P = params[param_set, s].copy()
         first, count = arrays.lever_first[s], arrays.lever_count[s]
         for li in range(first, first + count):
             P[:, arrays.lever_param[li]] = plan[:, li]

@@ -16,7 +16,8 @@ __all__ = ["AGENTS", "Agent", "LeverBoundError", "Proposal", "Situation", "make_
 AGENTS = ("planner", "rl", "heuristic", "none", "oracle")
 
 
-def make_agent(name: str, sim, *, model=None, policy=None, budget: str = "default") -> Agent:
+def make_agent(name: str, sim, *, model=None, policy=None, budget: str = "default", process=None,
+               posterior=None) -> Agent:
     """Build an agent by name.
 
     Parameters
@@ -24,7 +25,12 @@ def make_agent(name: str, sim, *, model=None, policy=None, budget: str = "defaul
     name : str
         One of ``AGENTS``.
     sim : simulators.process.Simulator
-        The true simulator; only the oracle uses it to plan.
+        The true simulator (the plant); only the oracle uses it to plan.
+    process : Process, optional
+        The process file the other agents know (default: ``sim.process``); the
+        heuristic takes its sensitivities from it.
+    posterior : recovery.calibration.PhysicsPosterior, optional
+        Calibrated physics for the planner's rollouts (default: the file's).
     model : fitted causal model, optional
         Needed by ``planner``.
     policy : trained RL policy, optional
@@ -37,7 +43,7 @@ def make_agent(name: str, sim, *, model=None, policy=None, budget: str = "defaul
         return NoneAgent()
     if name == "heuristic":
         from recovery.agents.baselines import HeuristicAgent
-        return HeuristicAgent(sim.process)
+        return HeuristicAgent(sim.process if process is None else process)
     if name == "oracle":
         from recovery.agents.oracle import OracleAgent
         kw = dict(n_rollouts=6, grid=5, n_sweeps=1, n_candidates=8, n_iter=1) if budget == "tiny" else {}
@@ -46,7 +52,7 @@ def make_agent(name: str, sim, *, model=None, policy=None, budget: str = "defaul
         if model is None:
             raise ValueError("the planner needs a fitted causal model")
         from recovery.agents.model_planner import PlannerAgent
-        return PlannerAgent(model, budget=budget)
+        return PlannerAgent(model, budget=budget, posterior=posterior)
     if name == "rl":
         if policy is None:
             raise ValueError("the rl agent needs a trained policy")

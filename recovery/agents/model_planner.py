@@ -9,6 +9,11 @@ searches (screening, CMA-ES, pruning to few levers). The chosen, current and
 do-nothing plans are then scored again on fresh draws for the figures shown,
 and the decision (continue, intervene, scrap) weighs their expected costs.
 
+With a calibration (:class:`recovery.calibration.PhysicsPosterior`), every
+rollout also runs with its own draw of the plant's physics, drawn jointly with
+the state draw it starts from; without one, the rollouts use the process file's
+physics, as if the file were exactly right about the plant.
+
 The causal model gives a second opinion: its own P(accept) for the plan
 (``p_accept_model``) and whether the batch or the plan lies outside its
 training data (``out_of_range`` with reasons), which the recommendation
@@ -50,12 +55,15 @@ class PlannerAgent(Agent):
         Posterior state draws (one rollout each) per candidate during the search.
     n_final : int
         Rollouts for the final figures of the chosen, current and do-nothing plans.
+    posterior : recovery.calibration.PhysicsPosterior, optional
+        Calibrated physics of the model's process: each rollout draws its physics
+        from it. Default: the process file's physics.
     """
 
     name = "planner"
 
     def __init__(self, model, *, config: PlannerConfig | None = None, budget: str = "default",
-                 n_draws: int = 64, n_final: int = 256):
+                 n_draws: int = 64, n_final: int = 256, posterior=None):
         from simulators.process import Simulator
 
         self.model = model
@@ -63,7 +71,25 @@ class PlannerAgent(Agent):
         self.n_draws = n_draws if budget != "tiny" else min(n_draws, 16)
         self.n_final = n_final if budget != "tiny" else min(n_final, 64)
         self.sim = Simulator(model.graph_.process)
+        self.posterior = posterior
+        self._physics = None
+        if posterior is not None:
+            posterior.check_process(self.sim.process)
+            # every posterior draw as kernel parameters, once; rollouts pick rows
+            self._physics = self.sim.physics(posterior.keys, posterior.draws)
         self._last: np.ndarray | None = None
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether the rollouts use calibrated physics (else the process file's)."""
+        return self._physics is not None
+
+    def physics_draws(self, n: int, seed: int) -> np.ndarray | None:
+        """``n`` physics draws from the calibration for one set of rollouts (None: the file's)."""
+        if self._physics is None:
+            return None
+        rng = np.random.default_rng(np.random.SeedSequence([seed, 0xCA11B]))
+        return self._physics[self.posterior.sample_indices(n, rng)]
 
     def reset(self) -> None:
         self._last = None
@@ -73,13 +99,15 @@ class PlannerAgent(Agent):
 
         p = situation.process
         start = situation.plan if self._last is None else np.where(situation.free, self._last, situation.plan)
-        bars = posterior_bars(self.sim, self.model, situation.history, self.n_draws, seed=seed)
+        bars = posterior_bars(self.sim, self.model, situation.history, self.n_draws, seed=seed,
+                              params=self.physics_draws(self.n_draws, seed))
         objective = rollout_objective(self.sim, bars, seed=seed)
         res = optimise_plan(p, situation.step, objective, start=start, seed=seed, config=self.config)
         # Final figures for the new plan, the current plan and doing nothing, on fresh draws.
         current = situation.plan
         nothing = np.where(situation.free, p.nominal_plan(), situation.plan)
-        final = posterior_bars(self.sim, self.model, situation.history, self.n_final, seed=seed + 1)
+        final = posterior_bars(self.sim, self.model, situation.history, self.n_final, seed=seed + 1,
+                               params=self.physics_draws(self.n_final, seed + 1))
         _, pa, _ = rollout_objective(self.sim, final, seed=seed + 1)(np.stack([res.plan, current, nothing]))
 
         def to_come(plan):  # what is spent is spent: cost of the levers still ahead
@@ -99,6 +127,7 @@ class PlannerAgent(Agent):
                    "p_accept_do_nothing": (float(pa[2]), *accept_interval(float(pa[2]), self.n_final)),
                    "p_accept_model": float(model_view.p_accept[0]),
                    "moved": res.moved, "levers_searched": res.levers_searched,
+                   "calibrated": self.calibrated,
                    "out_of_range": bool(model_view.out_of_range[0]),
                    "reasons": list(model_view.reasons[0]) if model_view.reasons else []},
         )

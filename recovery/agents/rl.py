@@ -6,6 +6,10 @@ around the definition's values (``process_variants``), so the policy does not
 learn one exact plant. (The causal model's posterior lives in a reduced,
 per-segment space that does not map back onto the simulator's parameters, so
 the randomisation is over the process definition's uncertain parameters.)
+With a calibration (``train_policy(posterior=...)``, ``recovery train-rl
+--model DIR``), each variant also takes its physics from a posterior draw, so
+the policy trains on the plant as calibrated, physics randomised per block of
+episodes, instead of on the file.
 
 By default the policy is *residual*: it corrects the engineer's rule
 (``recovery.agents.baselines.EngineerRule``), which the env asks after each
@@ -32,7 +36,8 @@ from recovery.agents.base import Agent, Proposal, Situation
 from recovery.agents.baselines import readings_from_history
 from simulators.definition import Process, load_process
 
-__all__ = ["RLPolicy", "RLAgent", "train_policy", "load_policy", "process_variants", "readings_from_history",
+__all__ = ["RLPolicy", "RLAgent", "train_policy", "load_policy", "process_variants", "training_simulators",
+           "readings_from_history",
            "DEFAULT_TIMESTEPS"]
 
 DEFAULT_TIMESTEPS = 150_000
@@ -62,6 +67,7 @@ class RLPolicy:
     seed: int
     seconds: float
     base: str | None = None    # "heuristic": residual on the engineer's rule
+    physics: str = "file"      # or "calibration (N draws)": what the training simulators ran on
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -70,7 +76,7 @@ class RLPolicy:
         (path / "meta.json").write_text(json.dumps({
             "process": self.process.name, "process_digest": self.process.digest,
             "process_source": self.process.source, "timesteps": self.timesteps, "seed": self.seed,
-            "seconds": self.seconds, "base": self.base}, indent=2))
+            "seconds": self.seconds, "base": self.base, "physics": self.physics}, indent=2))
         return path
 
 
@@ -91,13 +97,14 @@ def load_policy(path: str | Path, process: Process | None = None) -> RLPolicy:
         raise ValueError(f"{path}: policy was trained on process '{meta['process']}' "
                          f"(digest {meta['process_digest']}), not on '{process.name}' ({process.digest})")
     return RLPolicy(PPO.load(path / "ppo.zip", device="cpu"), process, meta["timesteps"], meta["seed"],
-                    meta["seconds"], meta.get("base"))
+                    meta["seconds"], meta.get("base"), meta.get("physics", "file"))
 
 
 def train_policy(process: Process | str | None = None, *, seed: int = 0, total_timesteps: int = DEFAULT_TIMESTEPS,
                  n_envs: int = 4, variants: int = 8, learning_rate: float = 3e-4, n_steps: int = 256,
                  gamma: float = 1.0, ent_coef: float = 1e-3, net_width: int = 64, progress: bool = False,
-                 base: str | None = "heuristic", log_std_init: float | None = None) -> RLPolicy:
+                 base: str | None = "heuristic", log_std_init: float | None = None,
+                 posterior=None, physics_draws: int = 64) -> RLPolicy:
     """Train PPO on the env with domain randomisation.
 
     Parameters
@@ -118,6 +125,13 @@ def train_policy(process: Process | str | None = None, *, seed: int = 0, total_t
     log_std_init : float, optional
         Initial log standard deviation of the Gaussian policy (default -1.5
         with a base, so exploration starts around the rule; 0 without).
+    posterior : recovery.calibration.PhysicsPosterior, optional
+        Calibrated physics of ``process``: the training simulators take their
+        physics from ``physics_draws`` posterior draws (each with its own partner
+        and factory variant), one simulator per block of episodes. Default: the
+        file's physics.
+    physics_draws : int
+        Posterior draws (training simulators) with a ``posterior``.
     """
     import torch
     from stable_baselines3 import PPO
@@ -130,7 +144,8 @@ def train_policy(process: Process | str | None = None, *, seed: int = 0, total_t
     torch.set_num_threads(1)
     if not isinstance(process, Process):
         process = load_process(process)
-    sims = [Simulator(v) for v in process_variants(process, variants, seed)] if variants else [Simulator(process)]
+    sims = training_simulators(process, seed=seed, variants=variants, posterior=posterior,
+                               physics_draws=physics_draws)
     rule = _base_policy(base, process)
     env = make_vec_env(lambda: MetalBarRecoveryEnv(simulators=sims, base=rule), n_envs=n_envs, seed=seed)
     # Rewards are worth thousands of currency units; PPO learns on normalised returns.
@@ -142,7 +157,27 @@ def train_policy(process: Process | str | None = None, *, seed: int = 0, total_t
                 policy_kwargs={"net_arch": [net_width, net_width],
                                "log_std_init": (-1.5 if base else 0.0) if log_std_init is None else log_std_init})
     model.learn(total_timesteps=total_timesteps, progress_bar=progress)
-    return RLPolicy(model, process, total_timesteps, seed, time.perf_counter() - t, base)
+    physics = "file" if posterior is None else f"calibration ({len(sims)} draws)"
+    return RLPolicy(model, process, total_timesteps, seed, time.perf_counter() - t, base, physics)
+
+
+def training_simulators(process: Process, *, seed: int, variants: int = 8, posterior=None,
+                        physics_draws: int = 64) -> list:
+    """The simulators the policy trains on (the env picks one per block of episodes).
+
+    Without a posterior: ``variants`` partner/factory variants of the file
+    (:func:`process_variants`), or the file itself. With one: ``max(physics_draws,
+    variants)`` simulators, each with the physics of one posterior draw (and its
+    own partner/factory variant when ``variants``).
+    """
+    from simulators.process import Simulator
+
+    if posterior is None:
+        return [Simulator(v) for v in process_variants(process, variants, seed)] if variants else [Simulator(process)]
+    n = max(physics_draws, variants, 1)
+    drawn = posterior.processes(process, n, np.random.default_rng(np.random.SeedSequence([seed, 0xCA11B])))
+    worlds = process_variants(process, n, seed) if variants else [process] * n
+    return [Simulator(replace(w, steps=d.steps)) for w, d in zip(worlds, drawn)]
 
 
 def _base_policy(base: str | None, process: Process):

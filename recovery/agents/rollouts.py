@@ -15,6 +15,12 @@ of the process definition, started from posterior draws of the batch's state:
    same seed (common random numbers), future faults and partner offsets drawn
    at their catalogue rates.
 
+With a calibration (``params``: one physics draw per state draw, from
+:class:`recovery.calibration.PhysicsPosterior`), draw ``i``'s healthy batch and
+its rollouts run with physics draw ``i``: the state and the physics are drawn
+jointly, so P(accept) includes what is not known about the plant's physics.
+Without one, every rollout runs with the process file's physics.
+
 So the rollouts put the process physics (the simulator) together with what
 the data say about this batch (the posterior); the oracle does the same from
 the true bars instead of draws, and the gap between the two is what not
@@ -51,6 +57,8 @@ class PosteriorBars:
     out_of_range : bool
         The batch lies outside what the model's training data cover.
     reasons : tuple of str
+    params : ndarray (n, n_steps, MAX_PARAMS), optional
+        The physics each draw runs with (``Simulator.physics``); None: the file's.
     """
 
     state: np.ndarray
@@ -59,9 +67,11 @@ class PosteriorBars:
     conditions: Conditions
     out_of_range: bool
     reasons: tuple[str, ...]
+    params: np.ndarray | None = None
 
 
-def posterior_bars(sim: Simulator, model, history: pd.DataFrame, n: int, *, seed: int = 0) -> PosteriorBars:
+def posterior_bars(sim: Simulator, model, history: pd.DataFrame, n: int, *, seed: int = 0,
+                   params: np.ndarray | None = None) -> PosteriorBars:
     """Turn ``n`` posterior draws of a batch's state into bars to roll out (see module doc).
 
     Parameters
@@ -74,17 +84,23 @@ def posterior_bars(sim: Simulator, model, history: pd.DataFrame, n: int, *, seed
         One batch's step data (schema).
     n : int
     seed : int
+    params : ndarray (n, n_steps, MAX_PARAMS), optional
+        One physics draw per state draw (``Simulator.physics`` of calibration
+        draws); default: the file's physics for all.
 
     Returns
     -------
     PosteriorBars
     """
     p = sim.process
+    if params is not None and len(params) != n:
+        raise ValueError(f"params must hold one physics draw per state draw ({n}), got {len(params)}")
+    sets = None if params is None else np.arange(n)
     draws = model.state_draws(history, n, seed=seed)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x0B4A]))
     cond = sim.sample_conditions(n, rng, time=np.full(n, draws.day), faults=False)
     st = sim.new_state(n)
-    sim.run(st, 0, draws.step, p.nominal_plan(), cond, rng)
+    sim.run(st, 0, draws.step, p.nominal_plan(), cond, rng, params=params, param_set=sets)
     bars = st.reshape(n, p.bars_per_batch, p.n_chars)
     own = bars.mean(axis=1)                       # (n, n_chars) each healthy batch's own means
     healthy = own.mean(axis=0)
@@ -105,7 +121,7 @@ def posterior_bars(sim: Simulator, model, history: pd.DataFrame, n: int, *, seed
         bars[:, :, ci] = (order < k[:, None]).astype(np.float64)
     one = sim.sample_conditions(1, 0, time=np.array([draws.day]), faults=False)
     return PosteriorBars(np.ascontiguousarray(bars.reshape(-1, p.n_chars)), n, draws.step, one,
-                         draws.out_of_range, draws.reasons)
+                         draws.out_of_range, draws.reasons, params)
 
 
 def _spread_factors(p, history: pd.DataFrame, draws, bars: np.ndarray, rng: np.random.Generator,
@@ -162,7 +178,7 @@ def rollout_objective(sim: Simulator, start: PosteriorBars, *, seed: int = 0):
 
     def objective(plans: np.ndarray):
         ins, per = sim.rollout(start.state, start.step, plans, start.n, seed, start.conditions,
-                               per_characteristic=True)
+                               per_characteristic=True, params=start.params)
         value, acc = plan_value(sim, ins, plans)
         return value, acc, value + bonus * np.minimum(per, level).mean(axis=(1, 2))
 

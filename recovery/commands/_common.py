@@ -55,3 +55,31 @@ def output_path(text: str, suffix: str = ".parquet") -> Path:
     if not path.parent.exists():
         raise UserError(f"{text}: directory {path.parent} does not exist")
     return path
+
+
+def load_plant_arg(path: str | None, process):
+    """Load ``--plant`` (a process file of ``process``'s structure, other physics), or None.
+
+    Errors (unreadable file, other structure: the first difference) become UserError.
+    """
+    if path is None:
+        return None
+    from simulators.definition import ProcessDefinitionError, load_process
+
+    if not Path(path).is_file():
+        raise UserError(f"--plant {path}: no such file")
+    try:
+        plant = load_process(path)
+    except ProcessDefinitionError as exc:
+        raise UserError(f"--plant {path}: invalid process file: {exc}") from None
+    diff = process.structure_difference(plant)
+    if diff is not None:
+        raise UserError(f"--plant {path}: not a plant of process '{process.name}' ({process.source}): "
+                        f"different structure, first difference: {diff}")
+    return plant
+
+
+def describe(process, path) -> dict:
+    """``{"name", "digest", "path"}`` of a process file, for JSON outputs."""
+    return {"name": process.name, "digest": process.digest,
+            "path": str(path) if path is not None else process.source}

@@ -7,7 +7,7 @@ import json
 import sys
 
 from recovery.cli import UserError
-from recovery.commands._common import load_process_arg, positive_int, seed_int
+from recovery.commands._common import describe, load_plant_arg, load_process_arg, positive_int, seed_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +21,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=seed_int, required=True)
     p.add_argument("--agents", default="planner,rl,heuristic,none,oracle",
                    help="comma-separated: planner, rl, heuristic, none, oracle")
-    p.add_argument("--process", default=None, help="process file, 'default' or 'small'")
+    p.add_argument("--process", default=None, help="process file the agents know: a path, 'default' or "
+                                                    "'small'")
+    p.add_argument("--plant", help="the world: a process file of the same structure as --process with "
+                                   "other physics. History and fresh batches are simulated from it and "
+                                   "the oracle plans with it; the other agents only get --process "
+                                   "(default: the world is --process itself)")
+    p.add_argument("--no-calibrate", action="store_true",
+                   help="plan with the process file's physics even when the model folder holds a "
+                        "calibration (and do not calibrate when fitting from nothing)")
     p.add_argument("--model", help="fitted causal model directory (default: simulate "
                                    "--train-batches on another seed and fit)")
     p.add_argument("--policy", help="trained rl policy (default: train with the default budget)")
@@ -46,15 +54,23 @@ def run(args: argparse.Namespace) -> int:
     if unknown or not names:
         raise UserError(f"unknown agent(s) {unknown}; choose from {', '.join(AGENTS)}")
     process = load_process_arg(args.process)
-    sim = Simulator(process)
-    model = policy = None
+    plant = load_plant_arg(args.plant, process)
+    sim = Simulator(process if plant is None else plant)  # the world
+    model = policy = posterior = None
     model_dir = policy_path = None
-    if "planner" in names:
-        from recovery.pipeline import load_or_fit_model
-        model, model_dir = load_or_fit_model(args, process, log=sys.stderr)
+    # rl alone fits nothing: it trains on the file unless --model brings a calibration
+    if "planner" in names or ("rl" in names and args.model and not args.policy):
+        from recovery.pipeline import load_or_fit_model, load_posterior
+        model, model_dir = load_or_fit_model(args, process, log=sys.stderr, plant=plant)
+        if not args.no_calibrate:
+            from recovery.calibration import CalibrationLoadError
+            try:
+                posterior = load_posterior(model_dir)
+            except CalibrationLoadError as exc:
+                raise UserError(f"--model {model_dir}: {exc}") from None
     if "rl" in names:
         from recovery.pipeline import load_or_train_policy
-        policy, policy_path = load_or_train_policy(args, process, model, log=sys.stderr)
+        policy, policy_path = load_or_train_policy(args, process, model, log=sys.stderr, posterior=posterior)
     if args.cluster:
         from recovery.distributed import cluster_client
         from recovery.evaluate import evaluate_on_cluster
@@ -62,12 +78,18 @@ def run(args: argparse.Namespace) -> int:
             with cluster_client(args.cluster) as client:
                 result = evaluate_on_cluster(client, process, tuple(names), args.batches, args.seed,
                                              model_dir=model_dir, policy_path=policy_path,
-                                             budget=args.budget, progress=not args.quiet)
+                                             budget=args.budget, progress=not args.quiet, plant=plant,
+                                             calibrated=not args.no_calibrate)
         except (OSError, ValueError) as exc:
             raise UserError(f"--cluster {args.cluster}: {exc}") from None
     else:
-        agents = [make_agent(n, sim, model=model, policy=policy, budget=args.budget) for n in names]
-        result = evaluate_agents(sim, agents, args.batches, args.seed, progress=not args.quiet)
+        agents = [make_agent(n, sim, model=model, policy=policy, budget=args.budget, process=process,
+                             posterior=posterior) for n in names]
+        result = evaluate_agents(sim, agents, args.batches, args.seed, progress=not args.quiet,
+                                 process=process)
+    result["plant"] = describe(sim.process, args.plant if plant is not None else args.process)
+    result["process"] = describe(process, args.process)
+    result["calibrated"] = posterior is not None
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -77,7 +99,18 @@ def run(args: argparse.Namespace) -> int:
 
 def format_tables(result: dict, currency: str) -> str:
     """Human-readable tables of an evaluation result."""
-    lines = [f"{result['n_flagged']} flagged of {result['n_batches']} fresh batches (seed {result['seed']})", ""]
+    lines = []
+    if "plant" in result:
+        pl, pr = result["plant"], result["process"]
+        same = pl["digest"] == pr["digest"]
+        lines += [f"plant        {pl['name']} ({pl['path']}, digest {pl['digest']})"
+                  + ("  = the process file" if same else ""),
+                  f"process      {pr['name']} ({pr['path']}, digest {pr['digest']}): what the agents "
+                  f"know; the oracle alone plans with the plant",
+                  "physics      " + ("the planner plans with the calibrated physics (model folder)"
+                                     if result.get("calibrated") else "the planner plans with the process "
+                                     "file's physics (no calibration)")]
+    lines += [f"{result['n_flagged']} flagged of {result['n_batches']} fresh batches (seed {result['seed']})", ""]
     head = (f"{'agent':10s} {'recovered':>9s} {'net value':>11s} {'scrap avoided':>13s} "
             f"{'regret':>9s} {'violations':>10s} {'p50 ms':>8s} {'p95 ms':>8s}")
     lines += [head, "-" * len(head)]

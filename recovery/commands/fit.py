@@ -36,6 +36,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--chains", type=positive_int, default=2, help="chains (default 2)")
     p.add_argument("--advi-steps", type=positive_int, default=20000, help="ADVI steps (default 20000)")
     p.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
+    p.add_argument("--no-calibrate", action="store_true",
+                   help="do not calibrate the process file's physics on the data (by default the "
+                        "calibration is saved in OUT/calibration/ and recommend, evaluate, train-rl "
+                        "and the service plan with it)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -89,6 +93,11 @@ def run(args: argparse.Namespace) -> int:
         print(line)
     model.save(out)
     print(f"model        {out} (version {model.version_.id})")
+    if not args.no_calibrate:
+        import sys
+
+        from recovery.pipeline import calibrate_into
+        calibrate_into(data, process, out, seed=args.seed, log=sys.stdout)
     if not model.report_.converged:
         print("warning      the sampler did not converge (R-hat >= 1.1 or divergences); "
               "fit again with more --tune/--draws before trusting the answers")

@@ -23,6 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--agent", default="planner", choices=["planner", "rl", "heuristic", "none"])
     p.add_argument("--policy", help="trained rl policy (for --agent rl)")
     p.add_argument("--seed", type=seed_int, default=0)
+    p.add_argument("--no-calibrate", action="store_true",
+                   help="plan with the process file's physics even if the model folder holds a calibration")
     p.add_argument("--json", action="store_true", help="print the JSON contract")
     p.set_defaults(func=run)
 
@@ -48,7 +50,8 @@ def read_history(path: str):
 
 def run(args: argparse.Namespace) -> int:
     from recovery.agents import make_agent
-    from recovery.pipeline import load_model, load_policy
+    from recovery.calibration import CalibrationLoadError
+    from recovery.pipeline import load_model, load_policy, load_posterior
     from recovery.recommend import RecommendationError, recommend
     from simulators.process import Simulator
     from simulators.schema import SchemaError, check_rows
@@ -59,6 +62,14 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--model {args.model}: {exc}") from None
     history = read_history(args.history)
     process = model.graph_.process
+    posterior = None
+    if not args.no_calibrate:
+        try:
+            posterior = load_posterior(args.model)
+            if posterior is not None:
+                posterior.check_process(process)
+        except CalibrationLoadError as exc:
+            raise UserError(f"--model {args.model}: {exc}") from None
     bad = check_rows(history, process)
     if len(bad):
         first = bad.iloc[0]
@@ -66,8 +77,8 @@ def run(args: argparse.Namespace) -> int:
                         f"({len(bad)} rows; first: row {first['row']}, {first['column']}: {first['reason']})")
     policy = load_policy(args.policy) if args.agent == "rl" and args.policy else None
     try:
-        agent = make_agent(args.agent, Simulator(process), model=model, policy=policy)
-        rec = recommend(history, model, batch=args.batch, agent=agent, seed=args.seed)
+        agent = make_agent(args.agent, Simulator(process), model=model, policy=policy, posterior=posterior)
+        rec = recommend(history, model, batch=args.batch, agent=agent, seed=args.seed, posterior=posterior)
     except (RecommendationError, ValueError) as exc:
         raise UserError(str(exc)) from None
     if args.json:
@@ -99,5 +110,7 @@ def format_recommendation(rec) -> str:
         lines += ["", "  root cause (posterior):"]
         for rc in rec.root_cause[:3]:
             lines.append(f"    {rc['probability']:.2f}  step {rc['step']} {rc['cause']}: {rc['path']}")
-    lines += ["", f"  model {rec.model_version}, agent {rec.agent}, seed {rec.seed}"]
+    physics = ("calibrated physics (the model folder's calibration)" if rec.physics == "calibrated"
+               else "the process file's physics (no calibration)")
+    lines += ["", f"  model {rec.model_version}, agent {rec.agent}, seed {rec.seed}; plans use {physics}"]
     return "\n".join(lines)

@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 
 from recovery.cli import UserError
-from recovery.commands._common import load_process_arg, output_path, positive_int, seed_int, share
+from recovery.commands._common import load_plant_arg, load_process_arg, output_path, positive_int, seed_int, share
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "and outcome/ part files")
     p.add_argument("--process", default=None, help="process file (default: the built-in 50-step process; "
                                                     "'small' for the built-in 12-step one)")
+    p.add_argument("--plant", help="simulate this plant instead: a process file of the same structure as "
+                                   "--process with other physics (the step data look the same; their "
+                                   "physics is the plant's)")
     p.add_argument("--explore", type=share, default=0.2,
                    help="share of batches where past engineers moved levers (default 0.2)")
     p.add_argument("--no-faults", action="store_true", help="inject no faults")
@@ -77,6 +80,10 @@ def run(args: argparse.Namespace) -> int:
     from simulators.campaign import n_chunks, simulate_to_files
 
     process = load_process_arg(args.process)
+    plant = load_plant_arg(args.plant, process)
+    file = process
+    if plant is not None:
+        process = plant  # the world the batches run in
     out = _target(args.out)
     truth = _target(args.truth) if args.truth else None
     folder = _prepare(out, truth)
@@ -87,7 +94,9 @@ def run(args: argparse.Namespace) -> int:
                                     explore=args.explore, faults=not args.no_faults,
                                     progress=not args.quiet)
     where = f"{out}/ ({n_chunks(args.batches)} part files)" if folder else str(out)
-    print(f"process      {process.name} ({process.n_steps} steps, digest {process.digest})")
+    print(f"process      {file.name} ({file.n_steps} steps, digest {file.digest})")
+    if plant is not None:
+        print(f"plant        {args.plant} (digest {plant.digest}): the batches ran on its physics")
     print(f"batches      {summary['batches']}  ({summary['rows']} rows written to {where})")
     print(f"faults       {summary['faults_total']} injected in {summary['faulty_batches']} batches")
     for name, n in summary["faults"].items():

@@ -106,11 +106,13 @@ class Service:
     def __init__(self, store_url: str, model_dir: str | Path, *, data_dir: str | Path | None = None,
                  seed: int = 0):
         from recovery.data.store import open_store
-        from recovery.pipeline import load_model
+        from recovery.pipeline import load_model, load_posterior
 
         # shared: a DuckDB file stays usable by `recovery tokens` and `recovery ingest`
         self.store = open_store(store_url, shared=True)
         self.model = load_model(model_dir)
+        # plans use the calibrated physics when `recovery fit` saved one beside the model
+        self.posterior = load_posterior(model_dir)
         self.process = self.model.graph_.process
         self.model_version = self.model.version_.id
         self.seed = seed
@@ -192,7 +194,7 @@ class Service:
             rec, error, predicted = None, None, {}
             last = int(history["step"].max()) if len(history) else 0
             try:
-                rec = recommend(history, self.model, batch=batch_id, seed=self.seed)
+                rec = recommend(history, self.model, batch=batch_id, seed=self.seed, posterior=self.posterior)
             except (RecommendationError, ValueError) as exc:
                 error = str(exc)
             if rec is not None:

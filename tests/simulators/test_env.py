@@ -177,3 +177,37 @@ print("ok")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=root)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "ok"
+
+
+def test_each_episode_runs_with_the_physics_of_its_own_simulator():
+    """Simulators of different physics (posterior draws): an episode's batch runs on
+    the physics of the simulator it came from, in the single and the vector env."""
+    from simulators.definition import load_process
+
+    p = load_process("small")
+    plating = next(s for s in p.steps if s.kind == "plating")
+    thick = p.with_params({(plating.index, "efficiency"): 3 * plating.params["efficiency"]})
+    sims = [Simulator(p), Simulator(thick)]
+    ct = p.char_index["coating_thickness"]
+    hi = p.final_bands()[1][ct]
+    env = MetalBarRecoveryEnv(simulators=sims)
+    seen = set()
+    for seed in range(16):
+        env.reset(seed=seed)
+        done = False
+        while not done:
+            _, _, done, _, _ = env.step(np.zeros(env.action_space.shape, dtype=np.float32))
+        thick_world = env._sim is sims[1]
+        seen.add(thick_world)
+        # three times the bath efficiency: far too much chrome, and only there
+        assert (env._state[:, ct].mean() > hi) == thick_world
+    assert seen == {True, False}
+    venv = MetalBarRecoveryVectorEnv(4, simulators=sims)
+    venv.reset(seed=0)
+    for _ in range(40):
+        venv.step(np.zeros(venv.action_space.shape, dtype=np.float32))
+        bpb = p.bars_per_batch
+        for e in range(4):
+            if venv._pos[e] == p.n_steps:
+                mean = venv._state[e * bpb:(e + 1) * bpb, ct].mean()
+                assert (mean > hi) == (venv._set[e] == 1)

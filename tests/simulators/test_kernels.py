@@ -23,6 +23,65 @@ def test_kernel_equals_reference(process):
     np.testing.assert_allclose(a.obs, b.obs, rtol=1e-12, atol=1e-12, equal_nan=True)
 
 
+def _plant_keys(p):
+    """A few physics parameters of different kinds (temper, stress relief, plating, polishing,
+    rebend), so per-batch physics is exercised across the kernel's branches."""
+    keys = []
+    for kind, name in [("temper", "drop"), ("stress_relief", "activation"), ("plating", "efficiency"),
+                       ("polishing", "per_pass"), ("rebend", "radius"), ("straightening", "force_scale"),
+                       ("bending", "critical_coating"), ("quench", "gain")]:
+        for s in p.steps:
+            if s.kind == kind and not any(lv.step == s.index and lv.sets == name for lv in p.levers):
+                keys.append((s.index, name))
+                break
+    return keys
+
+
+@pytest.mark.parametrize("process", [None, "small"])
+def test_kernel_equals_reference_with_per_batch_physics(process):
+    fast, slow = Simulator(process), Simulator(process, reference=True)
+    p = fast.process
+    keys = _plant_keys(p)
+    assert len(keys) >= 3
+    file_values = np.array([p.step(s).params[n] for s, n in keys])
+    draws = file_values * np.array([[1.0] * len(keys), [0.8] * len(keys), [1.25] * len(keys)])
+    params = fast.physics(keys, draws)
+    n = 24
+    sets = np.arange(n) % 3
+    cond = fast.sample_conditions(n, 5)
+    plan = fast.exploration_plans(n, 0.5, np.random.default_rng(1))
+    out = []
+    for sim in (fast, slow):
+        st, obs, lat = sim.new_state(n), sim.new_obs(n), np.zeros((n, p.n_steps + 1, p.n_chars))
+        sim.run(st, 0, p.n_steps, plan, cond, 8, obs=obs, latent=lat, params=params, param_set=sets)
+        out.append((st, obs, lat))
+    for x, y in zip(*out):
+        np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-12, equal_nan=True)
+    # and each batch ran with its own set: set 0 is the file, so those batches equal a plain run
+    st0 = fast.new_state(n)
+    fast.run(st0, 0, p.n_steps, plan, cond, 8, obs=fast.new_obs(n))  # same gauge draws
+    rows = np.repeat(sets == 0, p.bars_per_batch)
+    np.testing.assert_array_equal(out[0][0][rows], st0[rows])
+    assert not np.allclose(out[0][0][~rows], st0[~rows])
+
+
+def test_physics_equals_with_params():
+    sim = Simulator("small")
+    p = sim.process
+    keys = _plant_keys(p)
+    draws = np.array([[p.step(s).params[n] * f for s, n in keys] for f in (0.9, 1.1)])
+    params = sim.physics(keys, draws)
+    for i in range(2):
+        q = p.with_params(dict(zip(keys, draws[i])))
+        np.testing.assert_array_equal(params[i], q.arrays.params)
+    lever = p.levers[0]
+    with pytest.raises(ValueError, match="no physics parameter"):
+        sim.physics([(lever.step, lever.sets)], [[1.0]])
+    with pytest.raises(ValueError, match="param_set"):
+        sim.run(sim.new_state(2), 0, 1, p.nominal_plan(), sim.sample_conditions(2, 0), 0,
+                params=params, param_set=np.array([0, 2]))
+
+
 def test_same_seed_same_data_and_different_seed_differs(sim):
     a, b, c = sim.simulate(30, seed=9), sim.simulate(30, seed=9), sim.simulate(30, seed=10)
     np.testing.assert_array_equal(a.state, b.state)
@@ -134,7 +193,8 @@ def test_pre_drawn_noise_reproduces_the_generator_and_is_counted_exactly(sim):
     assert nu == 0
     noise = np.random.default_rng(9).standard_normal(nn)
     s2, o2, cur = sim.new_state(n), sim.new_obs(n), np.zeros(2, dtype=np.int64)
-    _kernels.advance(s2, p.bars_per_batch, 0, 21, a.kind, a.normals, a.params, a.target, a.slot,
+    _kernels.advance(s2, p.bars_per_batch, 0, 21, a.kind, a.normals, a.params[None], np.zeros(n, dtype=np.int64),
+                     a.target, a.slot,
                      a.lever_first, a.lever_count, a.lever_param, plan, cond.fault, cond.drift,
                      a.insp_of_step, a.insp_measures, a.insp_sample, a.gauge_sigma, o2,
                      np.empty((0, 0, 0)), None, noise, np.empty(0), cur)
@@ -145,7 +205,8 @@ def test_pre_drawn_noise_reproduces_the_generator_and_is_counted_exactly(sim):
     nn, nu = _kernels.draws_needed(a.kind, a.normals, a.insp_of_step, a.insp_measures, a.insp_sample,
                                    n, p.bars_per_batch, 0, p.n_steps)
     s3, o3, cur = sim.new_state(n), sim.new_obs(n), np.zeros(2, dtype=np.int64)
-    _kernels.advance(s3, p.bars_per_batch, 0, p.n_steps, a.kind, a.normals, a.params, a.target, a.slot,
+    _kernels.advance(s3, p.bars_per_batch, 0, p.n_steps, a.kind, a.normals, a.params[None], np.zeros(n, dtype=np.int64),
+                     a.target, a.slot,
                      a.lever_first, a.lever_count, a.lever_param, plan, cond.fault, cond.drift,
                      a.insp_of_step, a.insp_measures, a.insp_sample, a.gauge_sigma, o3,
                      np.empty((0, 0, 0)), None, np.ones(nn) * 0.1, np.full(nu, 0.5), cur)
