@@ -208,6 +208,8 @@ class Service:
                         process=self.process.name, batch_id=batch_id, after_step=rec.step, agent=rec.agent,
                         plan={r["lever"]: r["value"] for r in rec.plan},
                         expected={"p_accept": rec.p_accept, "decision": rec.decision, "input_hash": key,
+                                  # the counterfactual of a followed recommendation (track record)
+                                  "p_accept_do_nothing": rec.p_accept_do_nothing,
                                   "model_version": self.model_version})
             return cached
 
