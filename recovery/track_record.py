@@ -302,6 +302,9 @@ def track_record(store, *, since: str | pd.Timestamp | None = None, visible=None
     n_dec = int(df["decision"].notna().sum())
     if n_dec == 0:
         notes.append("recommendations without decisions: agreement and recovery need decisions")
-    elif not df["outcome"].notna().any():
-        notes.append("decisions without final-inspection step data yet: no outcome to report")
+    else:
+        pending = int((df["decision"].notna() & df["outcome"].isna()).sum())
+        if pending:
+            notes.append(f"{pending} decided batch(es) without final-inspection step data yet: "
+                         "left out of recovery, calibration and value")
     return TrackRecord(df, tuple(notes))

@@ -67,6 +67,7 @@ def test_joins_and_contract(world):
     assert d["n_recommendations"] == 15
     assert d["n_decisions"] == len(DECIDED) + 3
     assert d["n_outcomes"] == len(DECIDED)          # B-13/14 never reached the end, B-99 has no data
+    assert "3 decided batch(es) without final-inspection step data" in d["notes"][0]
     followed = {n for n, (dec, *_) in DECIDED.items() if dec == "accept"} | {8, 13, 14, 99}
     assert d["agreement"] == pytest.approx(len(followed) / (len(DECIDED) + 3))
     acc = lambda ns: [truth[f"B-{n}"] for n in ns]  # noqa: E731
