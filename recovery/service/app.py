@@ -878,6 +878,10 @@ def create_app(store_url: str, model_dir: str | Path, *, data_dir: str | Path | 
     def index():
         return FileResponse(STATIC / "index.html")
 
+    @app.get("/plant", include_in_schema=False)
+    def plant():
+        return FileResponse(STATIC / "plant.html")
+
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(_BodyLimit, limit=MAX_BODY_BYTES)
     return app
