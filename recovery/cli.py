@@ -26,7 +26,7 @@ warnings.filterwarnings("ignore", message="\nArviZ is undergoing a major refacto
 
 # Order is the order of ``recovery --help``.
 COMMANDS = ["simulate", "ingest", "quality", "fit", "calibrate", "diagnose", "recommend", "train-rl", "evaluate", "tune",
-            "serve", "tokens"]
+            "serve", "tokens", "health", "track-record"]
 
 
 from recovery.errors import UserError  # noqa: E402  (re-exported: the commands import it from here)

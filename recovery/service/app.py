@@ -210,6 +210,8 @@ class Service:
                         process=self.process.name, batch_id=batch_id, after_step=rec.step, agent=rec.agent,
                         plan={r["lever"]: r["value"] for r in rec.plan},
                         expected={"p_accept": rec.p_accept, "decision": rec.decision, "input_hash": key,
+                                  # the counterfactual of a followed recommendation (track record)
+                                  "p_accept_do_nothing": rec.p_accept_do_nothing,
                                   "model_version": self.model_version})
             return cached
 
@@ -565,6 +567,31 @@ class Service:
                                      action="token_revoked", payload={"token_id": token_id})
         return done
 
+    # ---- plant reports -------------------------------------------------------
+    def health_report(self, who: Principal, since: float | None = None, gate_level: float = 0.5) -> dict:
+        """``recovery health`` for the caller: a partner's token gets its own factories,
+        the faults at its steps, and a change test on its own step rows only."""
+        from recovery.health import plant_health
+
+        partner = None if who.all_partners else who.partner
+        with self._db():
+            history = self.store.read_steps(process=self.process.name, partner=partner)
+        return plant_health(self.model, history, since=since, gate_level=gate_level,
+                            partner=partner).to_dict()
+
+    def track_record(self, who: Principal, since: str | None = None) -> dict:
+        """``recovery track-record`` over the batches the caller may read (the batch pages' rule)."""
+        from recovery.track_record import track_record
+
+        def visible(process: str, ids: list[str]) -> set[str]:
+            bo = self.store.batch_owners(process, ids)
+            return {str(b) for b, pt in zip(bo["batch_id"], bo["partner"])
+                    if who.all_partners or pt == who.partner}
+
+        with self._db():
+            rep = track_record(self.store, since=since, visible=visible).to_dict()
+        return json.loads(json.dumps(rep, default=str))   # timestamps as text, nested rows included
+
     def info(self) -> dict:
         m = self.model
         return {"process": self.process.name, "process_digest": self.process.digest,
@@ -823,6 +850,19 @@ def create_app(store_url: str, model_dir: str | Path, *, data_dir: str | Path | 
     def export_decisions(who: Principal = Depends(principal)):
         return guard(svc.labelled_decisions, who)
 
+    @app.get("/api/reports/health", tags=["reports"])
+    def get_health_report(since: float | None = Query(default=None, description="first production day of "
+                                                                                 "the change window"),
+                          gate_level: float = Query(default=0.5, gt=0.0, lt=1.0),
+                          who: Principal = Depends(principal)):
+        return svc.health_report(who, since, gate_level)
+
+    @app.get("/api/reports/track-record", tags=["reports"])
+    def get_track_record(since: str | None = Query(default=None, pattern=r"^\d{4}-\d{2}-\d{2}$",
+                                                   description="first day (YYYY-MM-DD, UTC)"),
+                         who: Principal = Depends(principal)):
+        return svc.track_record(who, since)
+
     @app.post("/api/tokens", tags=["tokens"], status_code=201)
     def post_token(body: TokenIn, who: Principal = Depends(principal)):
         try:
@@ -839,6 +879,10 @@ def create_app(store_url: str, model_dir: str | Path, *, data_dir: str | Path | 
     @app.get("/", include_in_schema=False)
     def index():
         return FileResponse(STATIC / "index.html")
+
+    @app.get("/plant", include_in_schema=False)
+    def plant():
+        return FileResponse(STATIC / "plant.html")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(_BodyLimit, limit=MAX_BODY_BYTES)

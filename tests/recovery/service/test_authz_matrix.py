@@ -41,6 +41,8 @@ MATRIX = {
                                                         "own": (200, 200, 200, 401, 401),
                                                         "foreign": (404, 404, 200, 401, 401)},
     ("GET", "/api/decisions/export"):                  {"-": (403, 200, 200, 401, 401)},
+    ("GET", "/api/reports/health"):                    {"-": (200, 200, 200, 401, 401)},
+    ("GET", "/api/reports/track-record"):              {"-": (200, 200, 200, 401, 401)},
     ("POST", "/api/tokens"):                           {"-": (403, 403, 201, 401, 401)},
     ("DELETE", "/api/tokens/{token_id}"):              {"-": (403, 403, 200, 401, 401)},
 }
@@ -133,7 +135,7 @@ def test_every_endpoint_role_and_ownership_answers_as_the_table_says(world):
                 want[(method, path, ctx, role)] = expected
     wrong = {k: (got[k], want[k]) for k in want if got[k] != want[k]}
     assert not wrong, f"(got, expected) where they differ: {wrong}"
-    # 12 endpoints x 5 roles x 1 to 3 ownership cases: the size BENCHMARKS.md records
-    assert (len(MATRIX), len(want)) == (12, 95)
+    # 14 endpoints x 5 roles x 1 to 3 ownership cases: the size BENCHMARKS.md records
+    assert (len(MATRIX), len(want)) == (14, 105)
     # the foreign batch stayed partner A's alone through all of it
     assert app.state.service._owners([FOREIGN])[FOREIGN] == {"A"}

@@ -1,0 +1,153 @@
+"""``recovery health`` and :func:`recovery.health.plant_health` on simulated seasons.
+
+The model is fitted (ADVI, tiny budget) on the first half of a season of the
+small process; the second half either repeats the first, or has factory FA1
+drifting (3 batch sigmas per 100 days) and the furnace fault's rate doubled.
+"""
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recovery.cli import main
+from recovery.health import plant_health
+from simulators.definition import load_process
+from simulators.process import Simulator
+
+N_FIT, N_WINDOW, HALF_DAY = 150, 300, 50.0
+FACTORY_KEYS = {"factory", "partner", "characteristic", "offset", "offset_low", "offset_high",
+                "drift_per_100d", "drift_low", "drift_high", "changed"}
+FAULT_KEYS = {"fault", "step", "rate", "low", "high", "changed"}
+
+
+def _half(process, n, days, seed, first_id, *, drifting=None, doubled=None):
+    if drifting:
+        process = replace(process, factories=tuple(replace(f, drift=3.0) if f.id == drifting else f
+                                                   for f in process.factories))
+    if doubled:
+        process = replace(process, faults=tuple(replace(f, rate=2 * f.rate) if f.name == doubled else f
+                                                for f in process.faults))
+    sim = Simulator(process)
+    rng = np.random.default_rng(seed)
+    cond = sim.sample_conditions(n, rng, time=days, first_id=first_id)
+    return sim.simulate(n, rng, conditions=cond, explore=0.3).observations
+
+
+@pytest.fixture(scope="module")
+def season():
+    """(model, first half, second half unchanged, second half with the changes)."""
+    from recovery.causal.model import CausalModel, FitConfig
+
+    # the furnace fault at 20% (40% once doubled): a doubling is then visible in 300 batches
+    process = load_process("small")
+    process = replace(process, faults=tuple(replace(f, rate=0.2 if f.name == "furnace_over_temperature" else 0.08)
+                                            for f in process.faults))
+    first = _half(process, N_FIT, np.linspace(0, HALF_DAY, N_FIT, endpoint=False), 3, 1)
+    later = np.linspace(HALF_DAY, 2 * HALF_DAY, N_WINDOW, endpoint=False)
+    same = _half(process, N_WINDOW, later, 10, N_FIT + 1)
+    changed = _half(process, N_WINDOW, later, 10, N_FIT + 1, drifting="FA1",
+                    doubled="furnace_over_temperature")
+    model = CausalModel(process, config=FitConfig(method="advi", advi_steps=1500, draws=100, seed=0)).fit(
+        first, progress=False)
+    return model, first, same, changed
+
+
+def test_contract_and_intervals(season):
+    model, first, _, changed = season
+    rep = plant_health(model, pd.concat([first, changed]), since=HALF_DAY)
+    out = json.loads(json.dumps(rep.to_dict()))
+    assert out["factories"] and out["faults"]
+    for row in out["factories"]:
+        assert FACTORY_KEYS <= set(row)
+        assert row["offset_low"] <= row["offset"] <= row["offset_high"]
+        assert row["drift_low"] <= row["drift_per_100d"] <= row["drift_high"]
+        assert isinstance(row["changed"], bool)
+    for row in out["faults"]:
+        assert FAULT_KEYS <= set(row)
+        assert 0.0 <= row["low"] <= row["rate"] <= row["high"] <= 1.0
+    assert out["window"] == {"since": HALF_DAY, "until": pytest.approx(2 * HALF_DAY - HALF_DAY / N_WINDOW),
+                             "n_batches": N_WINDOW, "n_baseline": N_FIT}
+    # units are the characteristic's: a diameter drift of a few micrometres per 100 days is in mm
+    fa1 = next(r for r in out["factories"] if r["factory"] == "FA1" and r["characteristic"] == "diameter")
+    assert fa1["unit"] == "mm" and abs(fa1["drift_per_100d"]) < 0.1
+
+
+def test_names_the_drifting_factory_and_the_doubled_fault(season):
+    model, first, _, changed = season
+    rep = plant_health(model, pd.concat([first, changed]), since=HALF_DAY)
+    assert rep.changed_factories == [("FA1", "diameter")]
+    assert rep.changed_faults == ["furnace_over_temperature"]
+    furnace = next(f for f in rep.faults if f.fault == "furnace_over_temperature")
+    assert furnace.window_share > 1.5 * furnace.expected_share
+
+
+def test_no_alarm_without_change(season):
+    model, first, same, _ = season
+    rep = plant_health(model, pd.concat([first, same]), since=HALF_DAY)
+    assert rep.changed_factories == [] and rep.changed_faults == []
+    assert all(f.changed is False for f in rep.factories)
+
+
+def test_gate_day_comes_sooner_at_a_lower_gate_level(season):
+    model = season[0]
+    low = {(f.factory, f.characteristic): f.gate_day for f in plant_health(model, gate_level=0.05).factories}
+    high = {(f.factory, f.characteristic): f.gate_day for f in plant_health(model, gate_level=0.5).factories}
+    both = [k for k in low if low[k] is not None and high[k] is not None]
+    assert both
+    assert all(low[k] <= high[k] for k in both)
+    with pytest.raises(ValueError, match="gate_level"):
+        plant_health(model, gate_level=1.0)
+
+
+def test_partner_sees_only_its_factories(season):
+    model, first, _, changed = season
+    p = model.graph_.process
+    b_steps = {s.index for s in p.steps if s.partner == "B"}
+    rep = plant_health(model, pd.concat([first, changed]), since=HALF_DAY, partner="B")
+    assert rep.factories and {f.factory for f in rep.factories} == {"FB1"}
+    assert all(f.partner == "B" for f in rep.factories)
+    assert all(f.step in b_steps for f in rep.faults)
+    assert "furnace_over_temperature" not in {f.fault for f in rep.faults}
+
+
+def test_empty_window_and_other_process_give_a_valid_report(season):
+    model, first, _, _ = season
+    rep = plant_health(model, first, since=500.0)
+    assert rep.n_window == 0 and "no batch produced on or after day 500" in rep.notes[0]
+    assert rep.factories and all(f.changed is None for f in rep.factories)
+    other = Simulator("default").simulate(3, 1).observations
+    rep = plant_health(model, other)
+    assert any("do not match the model's process" in n for n in rep.notes)
+    assert all(f.changed is None for f in rep.factories + rep.faults)
+    rep = plant_health(model, first.iloc[:0])
+    assert rep.n_window == 0 and rep.notes == ("no step data: the change test did not run",)
+
+
+def test_cli_reads_the_store(season, tmp_path, capsys):
+    from recovery.data.ingest import ingest
+    from recovery.data.store import open_store
+
+    model, first, _, changed = season
+    model.save(tmp_path / "model")
+    src = tmp_path / "steps.parquet"
+    pd.concat([first, changed]).to_parquet(src, index=False)
+    url = f"duckdb://{tmp_path / 'store.duckdb'}"
+    with open_store(url) as st:
+        assert ingest(src, store=st, process=model.graph_.process, quarantine=tmp_path / "q.csv").rejected == 0
+    assert main(["health", "--model", str(tmp_path / "model"), "--store", url, "--since", "50",
+                 "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [(r["factory"], r["characteristic"]) for r in out["factories"] if r["changed"]] == [("FA1", "diameter")]
+    assert main(["health", "--model", str(tmp_path / "model"), "--store", url, "--since", "50",
+                 "--partner", "B", "--json"]) == 0
+    assert {r["factory"] for r in json.loads(capsys.readouterr().out)["factories"]} == {"FB1"}
+    # an empty store: a clear note and an empty window, exit 0
+    empty = f"duckdb://{tmp_path / 'empty.duckdb'}"
+    assert main(["health", "--model", str(tmp_path / "model"), "--store", empty, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["window"]["n_batches"] == 0 and "holds no step data" in out["notes"][0]
+    assert main(["health", "--model", str(tmp_path / "model"), "--gate-level", "1"]) == 2
+    assert "--gate-level" in capsys.readouterr().err
