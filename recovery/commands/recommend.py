@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from recovery.cli import UserError
-from recovery.commands._common import seed_int
+from recovery.commands._common import read_history, seed_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,38 +28,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def read_history(path: str):
-    import pandas as pd
-
-    from simulators.campaign import read_campaign
-    from simulators.schema import SchemaError, validate
-
-    f = Path(path)
-    if not f.exists():
-        raise UserError(f"{path}: no such file or folder")
-    try:
-        df = read_campaign(f) if f.is_dir() or f.suffix == ".parquet" else pd.read_csv(f)
-    except Exception as exc:  # noqa: BLE001 - any reader failure is the file's fault
-        raise UserError(f"{path}: cannot read: {exc}") from None
-    try:
-        return validate(df)
-    except SchemaError as exc:
-        raise UserError(f"{path}: not step data in the schema: {exc}") from None
-
-
 def run(args: argparse.Namespace) -> int:
     from recovery.agents import make_agent
     from recovery.calibration import CalibrationLoadError
     from recovery.pipeline import load_model, load_policy, load_posterior
     from recovery.recommend import RecommendationError, recommend
     from simulators.process import Simulator
-    from simulators.schema import SchemaError, check_rows
+    from simulators.schema import check_rows
 
     try:
         model = load_model(args.model)
     except (FileNotFoundError, ValueError) as exc:
         raise UserError(f"--model {args.model}: {exc}") from None
-    history = read_history(args.history)
+    history = read_history(args.history, check=True, csv=True)
     process = model.graph_.process
     posterior = None
     if not args.no_calibrate:
