@@ -15,12 +15,15 @@ through :mod:`recovery.data.store`; the plan rules are
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Mapping
 
+import pandas as pd
+
 from recovery.agents.base import PlanError, check_plan
 
-__all__ = ["DECISIONS", "DecisionError", "DecisionConflict", "decided_plan", "record_decision"]
+__all__ = ["DECISIONS", "DecisionError", "DecisionConflict", "decided_plan", "input_hash", "record_decision"]
 
 #: What an engineer can decide on a recommendation.
 DECISIONS = ("accept", "reject", "modify")
@@ -48,6 +51,27 @@ class DecisionConflict(Exception):
         super().__init__(f"batch {batch_id} after step {after_step}: final decision is {current}, "
                          f"supersedes={supersedes}")
         self.batch_id, self.after_step, self.current, self.supersedes = batch_id, after_step, current, supersedes
+
+
+def input_hash(history: pd.DataFrame, model_version: str, seed: int) -> str:
+    """SHA-256 (hex) of what a recommendation depends on: the model, the seed and the batch's rows.
+
+    The audit trail stores it with every recommendation shown and every
+    decision, so a decision can be traced to the exact inputs it was made on.
+
+    Parameters
+    ----------
+    history : DataFrame
+        The batch's step data (schema of :mod:`simulators.schema`).
+    model_version : str
+    seed : int
+        The recommendation's seed.
+    """
+    h = hashlib.sha256()
+    h.update(f"{model_version}|{seed}|{len(history)}|".encode())
+    cols = ["batch_id", "bar_id", "step", "variable", "value", "kind"]
+    h.update(pd.util.hash_pandas_object(history[cols], index=False).to_numpy().tobytes())
+    return h.hexdigest()
 
 
 def decided_plan(process, rec, decision: str, plan: Mapping[str, float] | None) -> dict[str, float] | None:

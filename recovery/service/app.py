@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from recovery.data.ids import check_id
-from recovery.decisions import DecisionConflict, DecisionError, decided_plan, record_decision
+from recovery.decisions import DecisionConflict, DecisionError, decided_plan, input_hash, record_decision
 from recovery.status import STATUSES, batch_status, outcome_label
 from recovery.service.auth import ALL_PARTNERS, Principal, authenticate, create_token
 
@@ -167,11 +167,7 @@ class Service:
         bar), and pandas' row hash has a fixed key, so the same data give the
         same hash in every process.
         """
-        h = hashlib.sha256()
-        h.update(f"{self.model_version}|{self.seed}|{len(history)}|".encode())
-        cols = ["batch_id", "bar_id", "step", "variable", "value", "kind"]
-        h.update(pd.util.hash_pandas_object(history[cols], index=False).to_numpy().tobytes())
-        return h.hexdigest()
+        return input_hash(history, self.model_version, self.seed)
 
     def assess(self, batch_id: str, history: pd.DataFrame | None = None) -> _Cached:
         """The batch's recommendation, predictions and status (cached by input hash).
