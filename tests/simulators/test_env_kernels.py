@@ -23,7 +23,8 @@ def _readings(lay, rng, n):
     n_chars = int(lay.c.max()) + 1
     r = lay.nominal[None, None, None, :1] + rng.normal(0.0, 1.0, (n, n_insp, max_sample, n_chars))
     r[rng.random(r.shape) < 0.05] = np.nan        # a missing reading makes its mean unmeasured
-    r[0] *= 1e6                                   # far out: the +-50 clip
+    r[0, 0::2] = 1e9                              # far out both ways (by inspection): the +-50 clip
+    r[0, 1::2] = -1e9
     r[1, lay.q[0], 0, lay.c[0]] = np.nan          # batch 1's first pair is surely unmeasured
     return r
 
@@ -35,6 +36,7 @@ def test_observations_equal_the_twin(venv, seed):
     readings = _readings(lay, rng, N_ENVS)
     n_dec = lay.size - 2 * lay.n_pairs - 1
     pos = rng.integers(0, lay.n_steps + 1, N_ENVS)
+    pos[0] = lay.n_steps                          # env 0 fully gauged
     dec = rng.integers(-1, n_dec + 1, N_ENVS)     # past the last decision: none
     args = (lay.q, lay.c, lay.sample, lay.insp_step, lay.nominal, lay.width)
     fast = np.full((N_ENVS, lay.size), 7.0)
@@ -42,7 +44,7 @@ def test_observations_equal_the_twin(venv, seed):
     k.env_fill_many(readings, *args, pos, dec, n_dec, lay.n_steps, fast)
     ref.env_fill_many_reference(readings, *args, pos, dec, n_dec, lay.n_steps, slow)
     np.testing.assert_allclose(fast, slow, rtol=1e-12, atol=1e-12)
-    assert np.abs(fast).max() == 50.0                          # the clip was exercised
+    assert fast[0].max() == 50.0 and fast[0].min() == -50.0    # both clips exercised
     one_fast, one_slow = np.full(lay.size, 3.0), np.full(lay.size, -3.0)
     k.env_fill(readings[1], *args, lay.n_steps, 0, lay.n_steps, one_fast)
     ref.env_fill_reference(readings[1], *args, lay.n_steps, 0, lay.n_steps, one_slow)
