@@ -13,8 +13,9 @@ draws them)::
     recovery.causal     the Bayesian causal model and its per-batch queries
     recovery.calibration  the plant's physics posterior
     recovery.agents     planners, RL and baselines behind one interface
-    recovery.recommend, .evaluate, .pipeline, .tuning
-                        the engineer's answer, closed-loop evaluation, the end-to-end runs
+    recovery.recommend, .evaluate, .pipeline, .tuning, .status, .decisions
+                        the engineer's answer, closed-loop evaluation, the end-to-end runs,
+                        batch status and outcome labels, recording decisions
     recovery.service, .commands, .cli
                         thin shells: HTTP service, CLI subcommands, the CLI
 """
@@ -29,6 +30,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("recovery.causal",),
     ("recovery.calibration",),
     ("recovery.agents",),
-    ("recovery.recommend", "recovery.evaluate", "recovery.pipeline", "recovery.tuning"),
+    ("recovery.recommend", "recovery.evaluate", "recovery.pipeline", "recovery.tuning",
+     "recovery.status", "recovery.decisions"),
     ("recovery.service", "recovery.commands", "recovery.cli"),
 )

@@ -423,3 +423,84 @@ def draws_needed(kind, normals, insp_of_step, insp_measures, insp_sample, n_batc
                     n_meas += 1
             n_norm += n_batches * insp_sample[q] * n_meas
     return n_norm, n_unif
+
+
+# ---- the gymnasium env's kernels (simulators.env): observations and actions ----
+
+@njit(**NJIT)
+def env_fill(readings, q, c, sample, insp_step, nominal, width, pos, decision, n_steps, out):
+    """The env's observation of one batch, written into ``out`` (see ``simulators.env``'s
+    Observation Space): per (inspection, characteristic) pair the standardised sample
+    mean clipped to [-50, 50] and a gauged flag, then the progress ``pos / n_steps``,
+    then the one-hot decision (none when ``decision < 0``)."""
+    n = q.shape[0]
+    for i in range(n):
+        acc = 0.0
+        if insp_step[i] <= pos:
+            for j in range(sample[i]):
+                acc += readings[q[i], j, c[i]]
+        # not gauged yet, or not in the readings given (NaN): unmeasured
+        if insp_step[i] <= pos and np.isfinite(acc):
+            v = (acc / sample[i] - nominal[i]) / width[i]
+            out[i] = min(max(v, -50.0), 50.0)
+            out[n + i] = 1.0
+        else:
+            out[i] = 0.0
+            out[n + i] = 0.0
+    out[2 * n] = pos / n_steps
+    for k in range(2 * n + 1, out.shape[0]):
+        out[k] = 0.0
+    if decision >= 0:
+        out[2 * n + 1 + decision] = 1.0
+
+
+# Actions within this distance of 0 keep the lever at nominal.
+DEAD_ZONE = 0.2
+
+
+@njit(**NJIT)
+def env_apply_action(action, idx, lo, span, integer, nominal, per_use, per_unit, plan_row):
+    """Set the levers ``idx`` from actions in [-1, 1]; return their cost (currency)."""
+    cost = 0.0
+    for i in range(idx.shape[0]):
+        j = idx[i]
+        a = min(max(action[i], -1.0), 1.0)
+        # a dead zone keeps the lever (a Gaussian policy never outputs exactly 0,
+        # and every move pays the lever's cost per use); beyond it, piecewise
+        # linear around nominal up to the bounds at -1 / +1
+        if abs(a) <= DEAD_ZONE:
+            a = 0.0
+        else:
+            a = (a - DEAD_ZONE) / (1.0 - DEAD_ZONE) if a > 0.0 else (a + DEAD_ZONE) / (1.0 - DEAD_ZONE)
+        if a >= 0.0:
+            v = nominal[j] + a * (lo[j] + span[j] - nominal[j])
+        else:
+            v = nominal[j] + a * (nominal[j] - lo[j])
+        if integer[j]:
+            v = np.round(v)
+        plan_row[j] = v
+        delta = abs(v - nominal[j])
+        if delta > 1e-9:
+            cost += per_use[j] + delta * per_unit[j]
+    return cost
+
+
+@njit(**NJIT)
+def env_apply_actions(actions, moving, decision, table, lo, span, integer, nominal, per_use, per_unit, plan,
+                   reward):
+    """``env_apply_action`` for every moving env; ``table[d]`` lists decision d's levers (-1 padded)."""
+    for m in range(moving.shape[0]):
+        e = moving[m]
+        row = table[decision[e]]
+        n = 0
+        while n < row.shape[0] and row[n] >= 0:
+            n += 1
+        reward[e] = -env_apply_action(actions[e], row[:n], lo, span, integer, nominal, per_use, per_unit, plan[e])
+
+
+@njit(**NJIT)
+def env_fill_many(readings, q, c, sample, insp_step, nominal, width, pos, decision, n_decisions, n_steps, out):
+    """``env_fill`` for every env of a vector; a decision index past the last is none (-1)."""
+    for e in range(out.shape[0]):
+        d = decision[e] if decision[e] < n_decisions else -1
+        env_fill(readings[e], q, c, sample, insp_step, nominal, width, pos[e], d, n_steps, out[e])

@@ -1,9 +1,13 @@
-"""Readable NumPy twin of ``simulators._kernels.advance``.
+"""Readable NumPy twins of ``simulators._kernels``: ``advance`` and the env's kernels.
 
 Slow and obvious: one step at a time, vectorised over bars. It draws random
 numbers in exactly the kernel's order (see the kernel's module docstring), so
 for the same seed both return the same numbers; ``tests/simulators/test_kernels.py``
 holds them equal. Change the physics here and in the kernel together.
+
+The env's twins (``env_*_reference``) take the same arrays as their kernels;
+they sum in NumPy's order, so they match to about one ulp
+(``tests/simulators/test_env_kernels.py``).
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ import numpy as np
 
 from simulators.kinds import KIND_IDS, ROLES
 
-__all__ = ["advance_reference"]
+__all__ = ["advance_reference", "env_fill_reference", "env_fill_many_reference",
+           "env_apply_action_reference", "env_apply_actions_reference"]
 
 _K = {name: i for name, i in KIND_IDS.items()}
 _R = {name: i for i, name in enumerate(ROLES)}
@@ -174,3 +179,59 @@ def advance_reference(state, bars_per_batch, start, stop, arrays, plan, fault, d
             view[..., cols] = bars + arrays.gauge_sigma[cols] * g
         if latent.shape[0] > 0:
             latent[:, s + 1, :] = state.reshape(n_batches, bars_per_batch, -1).mean(axis=1)
+
+
+# ---- twins of the env's kernels (simulators._kernels.env_*) ----
+
+def env_fill_reference(readings, q, c, sample, insp_step, nominal, width, pos, decision, n_steps, out):
+    """Twin of ``_kernels.env_fill``: the env's observation of one batch into ``out``."""
+    n = q.shape[0]
+    out[:] = 0.0
+    for i in range(n):
+        if insp_step[i] > pos:
+            continue                    # not gauged yet
+        mean = readings[q[i], :sample[i], c[i]].sum() / sample[i]
+        if np.isfinite(mean):           # a NaN reading: not in the readings given
+            out[i] = np.clip((mean - nominal[i]) / width[i], -50.0, 50.0)
+            out[n + i] = 1.0
+    out[2 * n] = pos / n_steps
+    if decision >= 0:
+        out[2 * n + 1 + decision] = 1.0
+    return out
+
+
+def env_fill_many_reference(readings, q, c, sample, insp_step, nominal, width, pos, decision, n_decisions,
+                            n_steps, out):
+    """Twin of ``_kernels.env_fill_many``: one observation per env."""
+    for e in range(out.shape[0]):
+        d = decision[e] if decision[e] < n_decisions else -1
+        env_fill_reference(readings[e], q, c, sample, insp_step, nominal, width, pos[e], d, n_steps, out[e])
+    return out
+
+
+def env_apply_action_reference(action, idx, lo, span, integer, nominal, per_use, per_unit, plan_row):
+    """Twin of ``_kernels.env_apply_action``: set levers ``idx`` in ``plan_row``, return the cost."""
+    from simulators._kernels import DEAD_ZONE
+
+    idx = np.asarray(idx, dtype=np.int64)
+    a = np.clip(np.asarray(action, dtype=np.float64)[: len(idx)], -1.0, 1.0)
+    # outside the dead zone, stretch |a| from (DEAD_ZONE, 1] back onto (0, 1]
+    a = np.where(np.abs(a) <= DEAD_ZONE, 0.0, np.sign(a) * (np.abs(a) - DEAD_ZONE) / (1.0 - DEAD_ZONE))
+    nom, low, high = nominal[idx], lo[idx], lo[idx] + span[idx]
+    v = np.where(a >= 0.0, nom + a * (high - nom), nom + a * (nom - low))
+    v = np.where(integer[idx], np.round(v), v)
+    plan_row[idx] = v
+    delta = np.abs(v - nom)
+    moved = delta > 1e-9
+    return float(np.sum(np.where(moved, per_use[idx] + delta * per_unit[idx], 0.0)))  # equal to ~1 ulp
+
+
+def env_apply_actions_reference(actions, moving, decision, table, lo, span, integer, nominal, per_use,
+                                per_unit, plan, reward):
+    """Twin of ``_kernels.env_apply_actions``; ``table[d]`` lists decision d's levers (-1 padded)."""
+    for e in moving:
+        row = table[decision[e]]
+        idx = row[: int(np.argmax(row < 0)) if (row < 0).any() else len(row)]
+        reward[e] = -env_apply_action_reference(actions[e], idx, lo, span, integer, nominal, per_use,
+                                                per_unit, plan[e])
+    return reward

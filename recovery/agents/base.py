@@ -22,11 +22,61 @@ import pandas as pd
 from simulators.definition import Process
 from simulators.process import Conditions
 
-__all__ = ["Situation", "Proposal", "Agent", "LeverBoundError"]
+__all__ = ["Situation", "Proposal", "Agent", "LeverBoundError", "PlanError", "check_plan"]
 
 
 class LeverBoundError(RuntimeError):
     """An agent proposed a lever value outside its physical limits."""
+
+
+class PlanError(ValueError):
+    """A lever plan breaks a plan rule; the message names the levers."""
+
+
+def check_plan(process: Process, plan, after_step: int, reference) -> None:
+    """The plan rules every plan obeys, whoever wrote it (an agent, an engineer).
+
+    A plan keeps the levers of steps up to ``after_step`` as they were used
+    (``reference``), and puts every lever inside its hard bounds and maximum
+    change, a whole number where the lever is one.
+
+    Parameters
+    ----------
+    process : Process
+    plan : array_like (n_levers,)
+        Lever values in their physical units.
+    after_step : int
+        The last step the batch has completed; levers at later steps are free.
+    reference : array_like (n_levers,)
+        The values the levers of past steps were used at.
+
+    Raises
+    ------
+    PlanError
+        Naming each lever of a past step that changed, or each lever out of
+        bounds with its value, unit and bounds.
+
+    Examples
+    --------
+    >>> from simulators import load_process
+    >>> p = load_process()
+    >>> check_plan(p, p.nominal_plan(), 0, p.nominal_plan())   # nominal is always allowed
+    """
+    plan = np.asarray(plan, dtype=np.float64)
+    reference = np.asarray(reference, dtype=np.float64)
+    past = ~process.free_levers(after_step)
+    # NaN == NaN is False on purpose: a past lever turned into NaN is a change
+    changed = past & ~(plan == reference)
+    if changed.any():
+        names = [lv.name for lv, c in zip(process.levers, changed) if c]
+        raise PlanError(f"changes levers of steps already done (the batch is after step {after_step}): "
+                        f"{names}")
+    ok = process.levers_ok(plan)
+    if not ok.all():
+        bad = [f"lever '{lv.name}' = {v:g} {lv.unit} is outside its bounds {lv.low:g}..{lv.high:g} {lv.unit}"
+               + (" or not a whole number" if lv.integer else "")
+               for lv, v, good in zip(process.levers, plan, ok) if not good]
+        raise PlanError("puts levers outside their limits: " + "; ".join(bad))
 
 
 @dataclass(frozen=True)
@@ -106,14 +156,10 @@ class Agent(ABC):
         prop = self._propose(situation, seed)
         dt = time.perf_counter() - t
         plan = np.asarray(prop.plan, dtype=np.float64)
-        p = situation.process
-        past = ~situation.free
-        if not np.array_equal(plan[past], situation.plan[past]):
-            raise LeverBoundError(f"agent '{self.name}' changed levers of steps already done")
-        ok = p.levers_ok(plan)
-        if not ok.all():
-            bad = [f"{lv.name}={v:g}" for lv, v, good in zip(p.levers, plan, ok) if not good]
-            raise LeverBoundError(f"agent '{self.name}' proposed levers outside their limits: {bad}")
+        try:
+            check_plan(situation.process, plan, situation.step, situation.plan)
+        except PlanError as exc:
+            raise LeverBoundError(f"agent '{self.name}' {exc}") from None
         return Proposal(plan, prop.p_accept, prop.note, dt, prop.extra)
 
     @abstractmethod

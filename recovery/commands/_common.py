@@ -83,3 +83,63 @@ def describe(process, path) -> dict:
     """``{"name", "digest", "path"}`` of a process file, for JSON outputs."""
     return {"name": process.name, "digest": process.digest,
             "path": str(path) if path is not None else process.source}
+
+
+def read_history(path: str | Path, *, batch: str | None = None, check: bool = False, process=None,
+                 csv: bool = False):
+    """Read step data for a subcommand: the one way the CLI reads history.
+
+    Parameters
+    ----------
+    path : str or Path
+        A ``.parquet`` file, a folder of Parquet parts, or (with ``csv``) a
+        ``.csv`` file in the step-data schema.
+    batch : str, optional
+        Keep only this batch's rows; it must be in the data.
+    check : bool
+        Validate the rows (:func:`simulators.schema.validate`), against
+        ``process`` when given; unchecked rows are returned as stored.
+    process : Process, optional
+        The process the rows must match (with ``check``).
+    csv : bool
+        Also accept a CSV file (any name not ending in ``.parquet``).
+
+    Returns
+    -------
+    DataFrame
+        The rows (of ``batch``), coerced to the schema when checked.
+
+    Raises
+    ------
+    UserError
+        The path is missing, cannot be read (naming the format), is not step
+        data of ``process`` (the schema's message), holds no rows, or lacks ``batch``.
+    """
+    import pandas as pd
+
+    from simulators.campaign import read_campaign
+    from simulators.schema import SchemaError, validate
+
+    f = Path(path)
+    if not f.exists():
+        raise UserError(f"{path}: no such file or folder")
+    as_csv = csv and not f.is_dir() and f.suffix != ".parquet"
+    try:
+        df = pd.read_csv(f) if as_csv else read_campaign(f)
+    except Exception as exc:  # noqa: BLE001 - any reader failure is the file's fault
+        raise UserError(f"{path}: cannot read as {'CSV' if as_csv else 'Parquet'}: {exc}") from None
+    if check:
+        try:
+            df = validate(df, process)
+        except SchemaError as exc:
+            if process is None:
+                raise UserError(f"{path}: not step data in the schema: {exc}") from None
+            raise UserError(f"{path} does not match the process '{process.name}': {exc}") from None
+    if "batch_id" not in df or not len(df):
+        raise UserError(f"{path}: no step data (expected the step-data schema)")
+    if batch is not None:
+        ids = list(pd.unique(df["batch_id"].astype(str)))
+        if batch not in ids:
+            raise UserError(f"batch '{batch}' is not in {path} ({len(ids)} batches there)")
+        df = df[df["batch_id"].astype(str) == batch]
+    return df

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
-
 from recovery.cli import UserError
+from recovery.commands._common import read_history
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,35 +31,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from recovery.causal.model import CausalModel, DataError, ModelLoadError
     from recovery.causal.queries import batches_in
-    from simulators.campaign import read_campaign
 
     try:
         model = CausalModel.load(args.model)
     except ModelLoadError as exc:
         raise UserError(str(exc)) from None
-    path = Path(args.history)
-    if not path.exists():
-        raise UserError(f"{path}: no such file or folder")
-    try:
-        history = read_campaign(path)
-    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad input file
-        raise UserError(f"{path}: cannot read as Parquet: {exc}") from None
-    if "batch_id" not in history or not len(history):
-        raise UserError(f"{path}: no step data (expected the step-data schema)")
-    ids = batches_in(history)
-    if args.batch is not None:
-        if args.batch not in ids:
-            raise UserError(f"batch '{args.batch}' is not in {path} ({len(ids)} batches there)")
-        ids = [args.batch]
+    history = read_history(args.history, batch=args.batch, check=True, process=model.graph_.process)
     results = []
     try:
-        from simulators.schema import SchemaError, validate
-        try:
-            history = validate(history, model.graph_.process)
-        except SchemaError as exc:
-            raise DataError(f"{path} does not match the model's process "
-                            f"'{model.graph_.process.name}': {exc}") from None
-        for b in ids:
+        for b in batches_in(history):
             rows = history[history["batch_id"].astype(str) == b]
             st = model.state(rows)
             rc = model.root_cause(rows)

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from recovery.cli import UserError
-from recovery.commands._common import load_process_arg, positive_int, seed_int
+from recovery.commands._common import load_process_arg, positive_int, read_history, seed_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -45,16 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _read(args, process):
-    from simulators.campaign import read_campaign
-
     if args.data:
-        path = Path(args.data)
-        if not path.exists():
-            raise UserError(f"{path}: no such file or folder")
-        try:
-            return read_campaign(path)
-        except Exception as exc:  # noqa: BLE001 - any reader failure is a bad input file
-            raise UserError(f"{path}: cannot read as Parquet: {exc}") from None
+        return read_history(args.data)
     try:
         from recovery.data.store import open_store
     except ImportError:

@@ -1,13 +1,19 @@
-"""``recovery recommend``: continue, intervene or scrap for a flagged batch."""
+"""``recovery recommend``: continue, intervene or scrap for a flagged batch.
+
+With ``--decide accept|reject|modify`` the engineer's decision on the
+recommendation is stored with its audit entries exactly as the service's
+``POST /api/batches/{id}/decision`` stores it (:mod:`recovery.decisions`): one
+final decision per batch and step, another one refused (exit 2) unless
+``--supersedes`` names the current one.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from recovery.cli import UserError
-from recovery.commands._common import seed_int
+from recovery.commands._common import read_history, seed_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,26 +32,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-calibrate", action="store_true",
                    help="plan with the process file's physics even if the model folder holds a calibration")
     p.add_argument("--json", action="store_true", help="print the JSON contract")
+    d = p.add_argument_group("recording a decision (audited as the service's POST /api/batches/{id}/decision)")
+    d.add_argument("--decide", choices=["accept", "reject", "modify"],
+                   help="record this decision on the recommendation in the store, with an audit entry")
+    d.add_argument("--plan", nargs="+", metavar="LEVER=VALUE", type=_lever_value,
+                   help="with --decide modify: the levers changed (physical units); others keep the "
+                        "recommended value")
+    d.add_argument("--comment", default="", help="why, for the audit trail")
+    d.add_argument("--store", metavar="URL", default=None,
+                   help="store URL (default: $RECOVERY_STORE, else the DuckDB file in the user data directory)")
+    d.add_argument("--by", metavar="NAME", default=None,
+                   help="who decides, for the audit trail (default: the login name)")
+    d.add_argument("--supersedes", metavar="ID", type=int, default=None,
+                   help="id of the final decision this one replaces (needed when the batch has one)")
     p.set_defaults(func=run)
 
 
-def read_history(path: str):
-    import pandas as pd
-
-    from simulators.campaign import read_campaign
-    from simulators.schema import SchemaError, validate
-
-    f = Path(path)
-    if not f.exists():
-        raise UserError(f"{path}: no such file or folder")
+def _lever_value(text: str) -> tuple[str, float]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected LEVER=VALUE, got '{text}'")
     try:
-        df = read_campaign(f) if f.is_dir() or f.suffix == ".parquet" else pd.read_csv(f)
-    except Exception as exc:  # noqa: BLE001 - any reader failure is the file's fault
-        raise UserError(f"{path}: cannot read: {exc}") from None
-    try:
-        return validate(df)
-    except SchemaError as exc:
-        raise UserError(f"{path}: not step data in the schema: {exc}") from None
+        return name, float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{name}: expected a number, got '{value}'") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,13 +64,13 @@ def run(args: argparse.Namespace) -> int:
     from recovery.pipeline import load_model, load_policy, load_posterior
     from recovery.recommend import RecommendationError, recommend
     from simulators.process import Simulator
-    from simulators.schema import SchemaError, check_rows
+    from simulators.schema import check_rows
 
     try:
         model = load_model(args.model)
     except (FileNotFoundError, ValueError) as exc:
         raise UserError(f"--model {args.model}: {exc}") from None
-    history = read_history(args.history)
+    history = read_history(args.history, check=True, csv=True)
     process = model.graph_.process
     posterior = None
     if not args.no_calibrate:
@@ -81,11 +91,62 @@ def run(args: argparse.Namespace) -> int:
         rec = recommend(history, model, batch=args.batch, agent=agent, seed=args.seed, posterior=posterior)
     except (RecommendationError, ValueError) as exc:
         raise UserError(str(exc)) from None
+    recorded = None
+    if args.decide is not None:
+        recorded = _record(args, process, model.version_.id, history, rec)
+    elif args.plan or args.supersedes is not None:
+        raise UserError("--plan and --supersedes go with --decide")
     if args.json:
-        print(json.dumps(rec.to_dict(), indent=2))
+        body = rec.to_dict()
+        if recorded is not None:
+            body["recorded_decision"] = recorded
+        print(json.dumps(body, indent=2))
     else:
         print(format_recommendation(rec))
+        if recorded is not None:
+            print(f"decision {recorded['decision_id']} recorded ({recorded['decision']} after step "
+                  f"{recorded['after_step']}; audit entry {recorded['audit_id']})")
     return 0
+
+
+def _record(args, process, model_version: str, history, rec) -> dict:
+    """Store the decision as the service does; a conflicting final decision is a UserError (exit 2)."""
+    import getpass
+
+    from recovery.data.store import StoreError, open_store
+    from recovery.decisions import DecisionConflict, DecisionError, decided_plan, input_hash, record_decision
+
+    plan = dict(args.plan) if args.plan else None
+    if plan is not None and len(plan) != len(args.plan):
+        raise UserError("--plan names a lever twice")
+    try:
+        final = decided_plan(process, rec, args.decide, plan)
+    except DecisionError as exc:
+        raise UserError(f"--decide {args.decide}: {exc}") from None
+    rows = history[history["batch_id"].astype(str) == rec.batch_id]
+    actor = f"cli:{args.by or getpass.getuser()}"
+    try:
+        with open_store(args.store, shared=True) as st, st.transaction():
+            return record_decision(
+                st, process=process, batch_id=rec.batch_id, rec=rec, decision=args.decide,
+                comment=args.comment, plan=final, actor=actor, partner=None, role="cli",
+                model_version=model_version, input_hash=input_hash(rows, model_version, rec.seed),
+                supersedes=args.supersedes)
+    except DecisionConflict as exc:
+        raise UserError(_conflict_message(exc)) from None
+    except StoreError as exc:
+        raise UserError(f"--store: {exc}") from None
+
+
+def _conflict_message(exc) -> str:
+    b, step, current = exc.batch_id, exc.after_step, exc.current
+    if exc.supersedes is None:
+        return (f"batch {b} already has a final decision after step {step} (decision {current}); "
+                f"to replace it, add --supersedes {current}")
+    if current < 0:
+        return f"batch {b} has no final decision after step {step} to supersede; leave out --supersedes"
+    return (f"decision {exc.supersedes} is not the final decision of batch {b} after step {step} "
+            f"(decision {current} is); to replace that one, use --supersedes {current}")
 
 
 def format_recommendation(rec) -> str:

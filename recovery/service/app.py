@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import threading
 import uuid
 from dataclasses import dataclass
@@ -44,6 +43,8 @@ import numpy as np
 import pandas as pd
 
 from recovery.data.ids import check_id
+from recovery.decisions import DecisionConflict, DecisionError, decided_plan, input_hash, record_decision
+from recovery.status import STATUSES, batch_status, outcome_label
 from recovery.service.auth import ALL_PARTNERS, Principal, authenticate, create_token
 
 __all__ = ["Service", "create_app", "MAX_BODY_BYTES", "STATUSES"]
@@ -51,7 +52,6 @@ __all__ = ["Service", "create_app", "MAX_BODY_BYTES", "STATUSES"]
 MAX_BODY_BYTES = 2 * 1024 * 1024
 INT64 = (-(2 ** 63), 2 ** 63 - 1)
 MAX_ROWS = 20_000
-STATUSES = ("on track", "at risk", "recoverable", "scrap recommended", "finished")
 STATIC = Path(__file__).parent / "static"
 
 
@@ -167,11 +167,7 @@ class Service:
         bar), and pandas' row hash has a fixed key, so the same data give the
         same hash in every process.
         """
-        h = hashlib.sha256()
-        h.update(f"{self.model_version}|{self.seed}|{len(history)}|".encode())
-        cols = ["batch_id", "bar_id", "step", "variable", "value", "kind"]
-        h.update(pd.util.hash_pandas_object(history[cols], index=False).to_numpy().tobytes())
-        return h.hexdigest()
+        return input_hash(history, self.model_version, self.seed)
 
     def assess(self, batch_id: str, history: pd.DataFrame | None = None) -> _Cached:
         """The batch's recommendation, predictions and status (cached by input hash).
@@ -199,9 +195,7 @@ class Service:
                 error = str(exc)
             if rec is not None:
                 predicted = self._predicted(history, rec)
-                status = _status(rec)
-            else:
-                status = "finished" if last >= self.process.n_steps else "at risk"
+            status = batch_status(rec, last_step=last, n_steps=self.process.n_steps)
             cached = _Cached(key, rec, error, predicted, status)
             self._cache[batch_id] = cached
             if rec is not None:
@@ -419,36 +413,10 @@ class Service:
         a = self.assess(batch_id)
         if a.rec is None:
             raise BadRequest(f"batch {batch_id} has no recommendation to decide on: {a.error}")
-        p = self.process
-        final = None
-        if decision == "modify":
-            if not plan:
-                raise BadRequest("a 'modify' decision needs the plan: {lever: value}")
-            full = p.nominal_plan()
-            for r in a.rec.plan:
-                full[p.lever_index[r["lever"]]] = r["value"]
-            for name, v in plan.items():
-                if name not in p.lever_index:
-                    raise BadRequest(f"unknown lever '{name}'")
-                lv = p.levers[p.lever_index[name]]
-                if lv.step <= a.rec.step:
-                    raise BadRequest(f"lever '{name}' (step {lv.step}) is already past: the batch is "
-                                     f"after step {a.rec.step}")
-                if not math.isfinite(v):
-                    raise BadRequest(f"lever '{name}': value {v} is not a number")
-                full[p.lever_index[name]] = float(v)
-            ok = p.levers_ok(full)
-            if not ok.all():
-                j = int(np.flatnonzero(~ok)[0])
-                lv = p.levers[j]
-                raise BadRequest(f"lever '{lv.name}' = {full[j]:g} {lv.unit} is outside its bounds "
-                                 f"{lv.low:g}..{lv.high:g} {lv.unit}"
-                                 + (" or not a whole number" if lv.integer else ""))
-            final = {lv.name: float(full[j]) for j, lv in enumerate(p.levers) if lv.step > a.rec.step}
-        elif plan:
-            raise BadRequest(f"a plan goes only with 'modify', not with '{decision}'")
-        elif decision == "accept":
-            final = {r["lever"]: r["value"] for r in a.rec.plan}
+        try:
+            final = decided_plan(self.process, a.rec, decision, plan)
+        except DecisionError as exc:
+            raise BadRequest(str(exc)) from None
         st = self.store
         with self._db():
             with st.transaction():
@@ -458,28 +426,13 @@ class Service:
                                                      request_sha256=request_sha)
                     if first is not None:
                         return self._replay(idempotency_key, request_sha, first)
-                did = st.next_id()
-                current = st.claim_decision(process=self.process.name, batch_id=batch_id,
-                                            after_step=a.rec.step, decision_id=did, supersedes=supersedes)
-                if current is not None:
-                    raise self._conflict(batch_id, a.rec.step, current, supersedes)
-                st.add_decision(batch_id=batch_id, engineer=who.actor, decision=decision, plan=final,
-                                comment=comment, partner=who.partner, decision_id=did)
-                aid = st.add_audit(
-                    actor=who.actor, partner=who.partner, role=who.role, action="decision",
-                    batch_id=batch_id, model_version=self.model_version, input_hash=a.input_hash,
-                    payload={"decision": decision, "comment": comment, "plan": final, "decision_id": did,
-                             "after_step": a.rec.step, "supersedes": supersedes,
-                             "recommended": a.rec.decision, "recommended_plan": a.rec.plan})
-                if supersedes is not None:
-                    st.add_audit(actor=who.actor, partner=who.partner, role=who.role,
-                                 action="decision_superseded", batch_id=batch_id,
-                                 model_version=self.model_version, input_hash=a.input_hash,
-                                 payload={"decision_id": supersedes, "superseded_by": did,
-                                          "after_step": a.rec.step, "comment": comment})
-                answer = {"decision_id": did, "audit_id": aid, "batch_id": batch_id, "decision": decision,
-                          "plan": final, "after_step": a.rec.step, "supersedes": supersedes,
-                          "input_hash": a.input_hash, "model_version": self.model_version}
+                try:
+                    answer = record_decision(
+                        st, process=self.process, batch_id=batch_id, rec=a.rec, decision=decision,
+                        comment=comment, plan=final, actor=who.actor, partner=who.partner, role=who.role,
+                        model_version=self.model_version, input_hash=a.input_hash, supersedes=supersedes)
+                except DecisionConflict as exc:
+                    raise self._conflict(batch_id, exc.after_step, exc.current, supersedes) from None
                 if idempotency_key is not None:
                     st.finish_idempotency_key(token_id=who.token_id, key=idempotency_key, status=201,
                                               response=answer)
@@ -530,20 +483,14 @@ class Service:
         ``accepted`` otherwise; ``pending`` before that. ``final`` is False for
         a decision another one superseded (what was done is the final one).
         """
-        from recovery.causal.queries import view
-
         if not who.can_decide:
             raise Refused("engineer or admin role needed")
         with self._db():
             dec = self.store.decisions(partner=None if who.all_partners else who.partner)
             final = set(self.store.final_decisions(self.process.name)["decision_id"].tolist())
-        p = self.process
         outcomes: dict[str, str] = {}      # a batch decided on many times is read once
         for b in dec["batch_id"].astype(str).unique() if len(dec) else ():
-            h = self.history(b)
-            outcomes[b] = "pending"
-            if ((h["kind"] == "measurement") & (h["step"] == p.n_steps)).any():
-                outcomes[b] = "rejected" if view(self.model, h, b).flags[-1] else "accepted"
+            outcomes[b] = outcome_label(self.model, self.history(b), b)
         return [_jsonable({**r, "outcome": outcomes[str(r["batch_id"])], "final": int(r["id"]) in final})
                 for r in dec.to_dict("records")]
 
@@ -599,16 +546,6 @@ class Service:
                 "fit": {"method": m.report_.method, "batches": m.report_.n_batches,
                         "rhat_max": m.report_.rhat_max, "divergences": m.report_.divergences},
                 "partners": list(self._partners), "statuses": list(STATUSES)}
-
-
-def _status(rec) -> str:
-    if rec.decision == "scrap":
-        return "scrap recommended"
-    if rec.p_accept_do_nothing["mean"] >= 0.9 and rec.decision == "continue":
-        return "on track"
-    if rec.decision == "intervene" and rec.p_accept["mean"] >= 0.5:
-        return "recoverable"
-    return "at risk"
 
 
 def _batch_key(b: str):
