@@ -13,7 +13,8 @@ draws them)::
     recovery.causal     the Bayesian causal model and its per-batch queries
     recovery.calibration  the plant's physics posterior
     recovery.agents     planners, RL and baselines behind one interface
-    recovery.recommend, .evaluate, .pipeline, .tuning, .status, .decisions
+    recovery.recommend, .evaluate, .pipeline, .tuning, .status, .decisions, .health,
+    .track_record
                         the engineer's answer, closed-loop evaluation, the end-to-end runs,
                         batch status and outcome labels, recording decisions
     recovery.service, .commands, .cli
@@ -31,6 +32,6 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("recovery.calibration",),
     ("recovery.agents",),
     ("recovery.recommend", "recovery.evaluate", "recovery.pipeline", "recovery.tuning",
-     "recovery.status", "recovery.decisions"),
+     "recovery.status", "recovery.decisions", "recovery.health", "recovery.track_record"),
     ("recovery.service", "recovery.commands", "recovery.cli"),
 )
