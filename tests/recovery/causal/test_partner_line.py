@@ -83,3 +83,20 @@ def test_root_cause_with_no_hypotheses_says_so(partner_model, monkeypatch):
     assert rc.causes == () and rc.p_deviation == 0.0
     assert "no root-cause hypotheses" in rc.note
 
+
+@pytest.mark.parametrize("agent", ["planner", "none"])
+def test_recommend_without_levers_says_so_and_gives_the_diagnosis(partner_model, tmp_path, capsys, agent):
+    hist = tmp_path / "part.parquet"
+    df = partner_history(1, seed=11, shift={"s1_b": 0.6})
+    df[df["step"] <= 2].to_parquet(hist)          # after station 1: there is a future
+    capsys.readouterr()
+    assert main(["recommend", "--model", str(partner_model), "--history", str(hist), "--agent", agent,
+                 "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["note"].startswith("no levers") and out["plan"] == []
+    assert out["root_cause"][0]["cause"] == "s1_b"
+    assert out["p_accept"] == out["p_accept_do_nothing"]          # nothing to plan: one course
+    assert 0.0 <= out["p_accept"]["mean"] <= 1.0
+    assert main(["recommend", "--model", str(partner_model), "--history", str(hist), "--agent", agent]) == 0
+    text = capsys.readouterr().out
+    assert "no levers; P(accept)" in text and "with the plan" not in text
