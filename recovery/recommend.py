@@ -30,6 +30,12 @@ from recovery.agents.decision import decide
 __all__ = ["Recommendation", "RecommendationError", "recommend", "batch_situation"]
 
 
+#: the note of a recommendation on a process without levers: nothing can be planned,
+#: so the answer is the diagnosis and P(accept) on the nominal course
+NO_LEVERS = ("no levers: the process has no lever to plan with; the figures are the diagnosis "
+             "and P(accept) on the nominal course")
+
+
 class RecommendationError(ValueError):
     """The history cannot be given a recommendation (the message says why)."""
 
@@ -69,7 +75,7 @@ class Recommendation:
             "p_accept_do_nothing": self.p_accept_do_nothing, "plan": self.plan,
             "root_cause": self.root_cause, "acts_on": self.acts_on, "model_version": self.model_version,
             "seed": self.seed, "agent": self.agent, "out_of_range": self.out_of_range,
-            "reasons": list(self.reasons), "currency": self.currency,
+            "reasons": list(self.reasons), "note": self.note, "currency": self.currency,
             "p_accept_model": self.p_accept_model, "physics": self.physics,
             "failed_checks": [{"step": s, "characteristic": c} for s, c in self.failed_checks],
         }
@@ -233,7 +239,8 @@ def recommend(history: pd.DataFrame, model, *, batch: str | None = None, agent: 
         root_cause=[c.to_dict() for c in rc.causes[:5]],
         acts_on=_acts_on(model, plan, process.nominal_plan(), sit.free) if decision == "intervene" else [],
         model_version=model.version_.id if hasattr(model.version_, "id") else str(model.version_),
-        seed=seed, agent=agent.name, out_of_range=out_of_range, reasons=reasons, note=prop.note,
+        seed=seed, agent=agent.name, out_of_range=out_of_range, reasons=reasons,
+        note=NO_LEVERS if not process.levers else prop.note,
         latency_s=time.perf_counter() - t, currency=process.economics.currency,
         p_accept_model=prop.extra.get("p_accept_model"),
         physics="calibrated" if getattr(agent, "calibrated", False) else "file", failed_checks=failed,

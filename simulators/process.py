@@ -189,7 +189,18 @@ class Simulator:
 
     # ---- core ------------------------------------------------------------
     def new_state(self, n_batches: int) -> np.ndarray:
-        return np.zeros((n_batches * self.process.bars_per_batch, self.process.n_chars))
+        """The state of fresh bars, shape ``(n_batches * bars_per_batch, n_chars)``.
+
+        Zero, except that characteristics of role ``other`` start at their
+        nominal: no step kind acts on them (a forming step resets them to 0),
+        so they are carried at nominal instead of reading as 0 and failing
+        every band.
+        """
+        st = np.zeros((n_batches * self.process.bars_per_batch, self.process.n_chars))
+        for i, c in enumerate(self.process.characteristics):
+            if c.role == "other":
+                st[:, i] = c.nominal
+        return st
 
     def new_obs(self, n_batches: int) -> np.ndarray:
         return np.full((n_batches, len(self.process.inspections), self._max_sample,

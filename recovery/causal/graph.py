@@ -613,6 +613,22 @@ class CausalGraph:
             out.append(Segment(q, start, end, acted_v, carry, levers, drift, tuple(faults_here),
                                tuple(sigs)))
             start = end
+        # A characteristic that no step kind acts on before it is first gauged (role
+        # "other": a partner's own measurement) would have no noise at all, and with
+        # one bar per batch and a perfect gauge a zero covariance. It comes into
+        # being in the segment that first gauges it: that segment sets it afresh
+        # (no carry-over), with its own batch-level noise learned from the data.
+        seen = np.zeros(d, dtype=bool)
+        for q, seg in enumerate(out):
+            for c in p.inspections[q].measures:
+                i = mi.get(c)
+                if i is not None and not seen[i] and not seg.acted[i]:
+                    seg.acted[i] = True
+                    seg.carry[i] = False
+            seen |= out[q].acted
+            for c in p.inspections[q].measures:
+                if c in mi:
+                    seen[mi[c]] = True
         result = tuple(out)
         object.__setattr__(self, "_segments", result)
         return result

@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
             "state": st.to_dict(),
             "root_cause": [c.to_dict() for c in rc.causes],
             "out_of_range": bool(st.out_of_range or rc.out_of_range),
+            **({"note": rc.note} if rc.note else {}),
         } for st, rc in results], indent=1))
         return 0
     for st, rc in results:
@@ -64,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
         for i, c in enumerate(rc.causes[: args.top], 1):
             print(f"  {i}. {c.probability:5.3f}  step {c.step:3d}  {c.cause}")
             print(f"           {c.path}")
+        if rc.note:
+            print(f"  {rc.note}")
         reasons = list(dict.fromkeys(st.reasons + rc.reasons))
         if reasons:
             print("OUT OF RANGE: the answers extrapolate beyond the training data:")

@@ -156,6 +156,8 @@ def format_recommendation(rec) -> str:
              f"  P(accept) with the plan   {pa['mean']:.2f}  (94% interval {pa['low']:.2f}-{pa['high']:.2f})",
              f"  P(accept) doing nothing   {pn['mean']:.2f}  (94% interval {pn['low']:.2f}-{pn['high']:.2f})",
              "  expected cost: " + ", ".join(f"{k} {v:,.0f} {c}" for k, v in rec.expected_cost.items())]
+    if not rec.plan and rec.note.startswith("no levers"):
+        lines[1:3] = [f"  no levers; P(accept)       {pn['mean']:.2f}  (94% interval {pn['low']:.2f}-{pn['high']:.2f})"]
     if rec.p_accept_model is not None and rec.plan:
         lines.insert(3, f"  (the causal model alone: {rec.p_accept_model:.2f} with the plan)")
     if rec.out_of_range:

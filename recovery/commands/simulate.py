@@ -105,6 +105,11 @@ def run(args: argparse.Namespace) -> int:
     for step, frac in summary["flagged"].items():
         print(f"  step {step:3d}  {100 * frac:5.1f}%")
     print(f"accepted     {100 * summary['accepted']:.1f}% of batches at the end")
+    carried = [c.name for c in process.characteristics if c.role == "other"]
+    if carried:  # the figures above say nothing about these
+        print(f"not simulated {len(carried)} characteristic(s) of role 'other' ({', '.join(carried[:5])}"
+              f"{', ...' if len(carried) > 5 else ''}): no step kind acts on them, they stay at their "
+              "nominal, so the flags and acceptance above say nothing about them")
     if truth and folder:
         print(f"truth        {truth}/ (faults/, latent/, outcome/)")
     elif truth:

@@ -65,6 +65,9 @@ class RootCause:
         Posterior probability that the batch deviates at all (versus ordinary variation).
     out_of_range : bool
     reasons : tuple[str, ...]
+    note : str
+        Why ``causes`` is empty when there is nothing to weigh (no hypotheses),
+        else empty.
     """
 
     batch_id: str
@@ -74,6 +77,7 @@ class RootCause:
     p_deviation: float
     out_of_range: bool
     reasons: tuple[str, ...] = ()
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -103,7 +107,10 @@ def _hypotheses(model: CausalModel, qf: int, unexplained_rate: float) -> list[_H
             crack = any(c not in mi for c in sig)
             out.append(_Hyp(r, f.step, f.name, "fault", chars, signs, crack, math.log(max(f.rate, 1e-6))))
         for c in np.flatnonzero(seg.acted & rel[r]):
-            first = next(k for k in seg.steps if (k, g.modeled[c]) in g.acts)
+            # a characteristic no step kind acts on comes into being in the segment
+            # that first gauges it (CausalGraph.segments): name its first working step
+            first = next((k for k in seg.steps if (k, g.modeled[c]) in g.acts),
+                         next((k for k in seg.steps if p.step(k).kind != "inspection"), seg.steps[0]))
             out.append(_Hyp(r, first, g.modeled[c], "characteristic", (int(c),), (0,), False,
                             math.log(unexplained_rate)))
         for name in g.crack:
@@ -164,6 +171,12 @@ def root_cause(model: CausalModel, history: pd.DataFrame, *, batch: str | None =
     ev = _no_shift_evidence(model, bv, P, qf)
     crack_ll = _crack_evidence(model, bv, qf)
     hyps = _hypotheses(model, qf, unexplained_rate)
+    if not hyps:
+        # no fault catalogue and nothing the model lets deviate up to this inspection
+        return RootCause(bv.batch_id, p.inspections[qf].step, bv.first_flag is not None, (), 0.0,
+                         bool(reasons), tuple(reasons),
+                         note=f"no root-cause hypotheses up to step {p.inspections[qf].step}: the "
+                              "process has no fault there and no step the model lets deviate")
     logml = np.empty((len(hyps), P.n_draws))
     shift_sign = np.zeros((len(hyps), P.A.shape[2]))
     for h, hy in enumerate(hyps):
@@ -349,8 +362,10 @@ def _path(model: CausalModel, bv: BatchView, hy: _Hyp, sign: np.ndarray, qf: int
         seg = segs[hy.seg]
         acting = [f"{k} {p.step(k).name}" for k in seg.steps if (k, hy.cause) in g.acts]
         direction = {1.0: "rose", -1.0: "fell", 0.0: "deviated"}[float(sign[hy.chars[0]])] if hy.chars else "appeared"
-        head = (f"{hy.cause} {direction} between step {seg.start} and step {seg.end} (steps acting on it: "
-                f"{', '.join(acting)}); no catalogue fault explains it")
+        where = (f"steps acting on it: {', '.join(acting)}" if acting
+                 else f"produced here, first working step {hy.step} {p.step(hy.step).name}")
+        head = (f"{hy.cause} {direction} between step {seg.start} and step {seg.end} ({where}); "
+                "no catalogue fault explains it")
     lo, hi = p.gate_bands(insp.step)
     bad = []
     for ci, ch in enumerate(p.characteristics):
