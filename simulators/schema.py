@@ -383,8 +383,13 @@ def observations_table(process: Process, conditions, obs: np.ndarray, plan: np.n
         r[order] = np.arange(len(names))
         return r
 
-    bar_key = np.where(bar < 0, np.iinfo(np.int64).max, bar)
-    order = np.lexsort((bar_key, rank(var_names)[var], rank(kinds)[kind], step, id_code[batch]))
+    # One int64 key (mixed radix, most significant first) sorts faster than lexsort on five.
+    n_bar = int(bar.max()) + 2 if len(bar) else 1
+    key = id_code[batch].astype(np.int64)
+    for col, size in ((step, last + 1), (rank(kinds)[kind], 3), (rank(var_names)[var], len(var_names)),
+                      (np.where(bar < 0, n_bar - 1, bar), n_bar)):  # a missing bar_id sorts last
+        key = key * size + col
+    order = np.argsort(key, kind="stable")
     batch, step, var, kind, bar, value, stamp = (a[order] for a in (batch, step, var, kind, bar, value, stamp))
 
     step_factory = [s.factory for s in process.steps]
