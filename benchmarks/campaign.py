@@ -19,6 +19,13 @@ the overhead of the distributed path at 1 worker, the CPU milliseconds per
 batch of each path (this process, which hosts the local scheduler, plus the
 workers: less sensitive to other jobs than wall time), and a projection of the
 workers 10 million batches need to finish in an hour.
+
+The anchor is the kernel alone on the same batches (``kernel_only``:
+``simulate_chunk`` for every chunk, which samples the conditions and plans
+and runs the numba rollout, and builds no table), timed in the same repeats;
+``in_process_over_kernel`` is the in-process folder path's batches/s over the
+kernel's (issue 21: target >= 0.3). ``--in-process-only`` skips the Dask
+paths (a quick run on a shared machine).
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from recovery.distributed import cluster_client, simulate_on_client
-from simulators.campaign import CHUNK, chunk_output, simulate_to_files
+from simulators.campaign import CHUNK, chunk_output, n_chunks, simulate_chunk, simulate_to_files
 from simulators.definition import load_process
 
 OUTPUT = "parquet dataset folder (one part file per chunk, written by the worker)"
@@ -60,15 +67,16 @@ def _bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*.parquet"))
 
 
-def _paths(process, n: int, d: Path) -> dict:
+def _paths(process, n: int, d: Path, dask: bool = True) -> dict:
     """Path name -> (workers or None for in-process, run(client, seed))."""
     runs = {
+        "kernel_only": (None, lambda c, r: [simulate_chunk(process, n, k, r) for k in range(n_chunks(n))]),
         "in_process": (None, lambda c, r: simulate_to_files(process, n, r, d / "a", truth=d / "t",
                                                             progress=False)),
         "in_process_single_file": (None, lambda c, r: simulate_to_files(
             process, n, r, d / "a.parquet", truth=d / "t.parquet", progress=False)),
     }
-    for w in (1, 2):
+    for w in (1, 2) if dask else ():
         runs[f"dask_{w}"] = (w, lambda c, r, w=w: simulate_on_client(
             c, process, n, r, d / f"b{w}", truth=d / f"u{w}"))
         runs[f"dask_{w}_single_file"] = (w, lambda c, r, w=w: simulate_on_client(
@@ -76,15 +84,15 @@ def _paths(process, n: int, d: Path) -> dict:
     return runs
 
 
-def _measure(process, n: int, rep: int, d: Path, out: dict) -> None:
+def _measure(process, n: int, rep: int, d: Path, out: dict, dask: bool = True) -> None:
     """Time every path ``rep`` times, interleaved; fill rates, start-ups and CPU into ``out``."""
-    runs = _paths(process, n, d)
+    runs = _paths(process, n, d, dask)
     times: dict[str, list[float]] = {k: [] for k in runs}
     cpu: dict[str, list[float]] = {k: [] for k in runs}
     startup: dict[int, list[float]] = {1: [], 2: []}
     simulate_to_files(process, CHUNK, 0, d / "warm.parquet", progress=False)  # compile
     for r in range(rep):  # every path once per repeat: drifting load hits all paths alike
-        for workers in (None, 1, 2):
+        for workers in (None, 1, 2) if dask else (None,):
             with contextlib.ExitStack() as stack:
                 client = None
                 if workers:  # no cluster is alive during the in-process runs
@@ -99,7 +107,7 @@ def _measure(process, n: int, rep: int, d: Path, out: dict) -> None:
                     cpu[key].append(_cpu(client) - c0)
     for key, ts in times.items():
         out[f"{key}_batches_per_s"] = n / float(np.median(ts))
-    for w, ts in startup.items():
+    for w, ts in startup.items() if dask else ():
         out[f"dask_{w}_startup_s"] = float(np.median(ts))
     out["cpu_ms_per_batch"] = {k: 1000 * float(np.median(v)) / n for k, v in cpu.items()}
     out["_bytes_per_batch"] = (_bytes(d / "a") + _bytes(d / "t")) / n
@@ -109,14 +117,22 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--batches", type=int, default=20_000)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--in-process-only", action="store_true", help="skip the Dask paths")
     args = ap.parse_args()
     process = load_process()
     n = args.batches
     out: dict = {"machine": platform.machine(), "cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d"),
                  "batches": n, "chunk": CHUNK, "process": process.name, "output": OUTPUT}
     with tempfile.TemporaryDirectory() as tmp:
-        _measure(process, n, args.repeat, Path(tmp), out)
+        _measure(process, n, args.repeat, Path(tmp), out, dask=not args.in_process_only)
     bytes_per_batch = out.pop("_bytes_per_batch")
+    out["load_average_1min"] = os.getloadavg()[0]
+    out["in_process_over_kernel"] = out["in_process_batches_per_s"] / out["kernel_only_batches_per_s"]
+    out["in_process_single_file_over_kernel"] = (out["in_process_single_file_batches_per_s"]
+                                                 / out["kernel_only_batches_per_s"])
+    if args.in_process_only:
+        print(json.dumps(out, indent=2))
+        return
     one, two, local = out["dask_1_batches_per_s"], out["dask_2_batches_per_s"], out["in_process_batches_per_s"]
     out["scaling_2_over_1"] = two / one
     out["overhead_dask1_vs_in_process"] = local / one - 1.0

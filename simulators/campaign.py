@@ -28,12 +28,15 @@ import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 import pandas as pd
 
 from simulators.definition import Process
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = ["CHUNK", "ChunkOutput", "ChunkCounts", "simulate_chunk", "chunk_output", "n_chunks",
            "write_campaign", "sum_counts", "chunk_to_folder", "is_folder_output", "check_outputs",
@@ -82,26 +85,32 @@ class ChunkCounts:
 
 @dataclass(frozen=True)
 class ChunkOutput:
-    """What one chunk contributes: the frames to write and the counts to add up."""
+    """What one chunk contributes: the tables to write and the counts to add up.
+
+    The tables are Arrow tables built from the kernel's arrays (no DataFrame on
+    the way), each equal to ``pa.Table.from_pandas`` of the frame it replaces;
+    ``.to_pandas()`` gives that frame.
+    """
 
     chunk: int
-    observations: pd.DataFrame
-    faults: pd.DataFrame
-    latent: pd.DataFrame
-    outcome: pd.DataFrame
+    observations: "pa.Table"
+    faults: "pa.Table"
+    latent: "pa.Table | None"
+    outcome: "pa.Table"
     fault_counts: dict
     faulty: int
     flagged: np.ndarray
     accepted: int
 
     def counts(self) -> ChunkCounts:
-        """The counts alone, without the frames."""
-        return ChunkCounts(chunk=self.chunk, rows=len(self.observations),
+        """The counts alone, without the tables."""
+        return ChunkCounts(chunk=self.chunk, rows=self.observations.num_rows,
                            fault_counts=self.fault_counts, faulty=self.faulty,
                            flagged=self.flagged, accepted=self.accepted)
 
 
 def _latent_frame(res) -> pd.DataFrame:
+    """The truth's latent table as a frame (the reference :func:`_latent_table` equals)."""
     p = res.process
     nb, ns1, nc = res.latent.shape
     return pd.DataFrame({
@@ -117,20 +126,102 @@ def _empty_faults() -> pd.DataFrame:
                          "fault": pd.Series(dtype="string"), "magnitude": pd.Series(dtype="float64")})
 
 
+def _faults_frame(res) -> pd.DataFrame:
+    """The truth's fault table as a frame (the reference :func:`_faults_table` equals)."""
+    ff = res.faults_frame()
+    return ff.astype({"batch_id": "string", "fault": "string"}) if len(ff) else _empty_faults()
+
+
+def _outcome_frame(res) -> pd.DataFrame:
+    """The truth's outcome table as a frame (the reference :func:`_outcome_table` equals)."""
+    return pd.DataFrame({"batch_id": res.conditions.batch_ids.astype(str),
+                         "in_spec_fraction": res.in_spec, "accepted": res.accepted})
+
+
+_SCHEMAS: dict = {}
+
+
+def _schema(name: str, example: pd.DataFrame):
+    # The schema (with pandas metadata) from_pandas gives a one-row frame of the kind:
+    # it does not depend on the rows, and it makes pd.read_parquet restore the dtypes.
+    if name not in _SCHEMAS:
+        from simulators.schema import arrow_schema
+
+        _SCHEMAS[name] = arrow_schema(example)
+    return _SCHEMAS[name]
+
+
+def _str_take(values, codes: np.ndarray):
+    import pyarrow as pa
+
+    return pa.array([str(v) for v in values], type=pa.string()).take(pa.array(codes, type=pa.int64()))
+
+
+def _latent_table(res):
+    import pyarrow as pa
+
+    p = res.process
+    nb, ns1, nc = res.latent.shape
+    schema = _schema("latent", pd.DataFrame({"batch_id": ["B-1"], "step": [0], "variable": ["v"],
+                                             "value": [0.0]}))
+    return pa.Table.from_arrays([
+        _str_take(res.conditions.batch_ids, np.repeat(np.arange(nb), ns1 * nc)),
+        pa.array(np.tile(np.repeat(np.arange(ns1), nc), nb), type=pa.int64()),
+        _str_take([c.name for c in p.characteristics], np.tile(np.arange(nc), nb * ns1)),
+        pa.array(np.ascontiguousarray(res.latent, dtype=np.float64).reshape(-1)),
+    ], schema=schema)
+
+
+def _faults_table(res):
+    """One row per injected fault, faults in process order then batches in order
+    (the order of ``res.faults_frame()``)."""
+    import pyarrow as pa
+
+    p, cond = res.process, res.conditions
+    schema = _schema("faults", pd.DataFrame({"batch_id": pd.array(["B-1"], dtype="string"), "step": [1],
+                                             "fault": pd.array(["f"], dtype="string"), "magnitude": [0.0]}))
+    bs, fs = [], []
+    for k, f in enumerate(p.faults):
+        hit = np.flatnonzero(cond.occurred[:, f.step - 1])
+        bs.append(hit)
+        fs.append(np.full(len(hit), k))
+    b = np.concatenate(bs) if bs else np.zeros(0, np.int64)
+    k = np.concatenate(fs) if fs else np.zeros(0, np.int64)
+    step = np.array([f.step for f in p.faults], dtype=np.int64)[k] if len(k) else np.zeros(0, np.int64)
+    return pa.Table.from_arrays([
+        _str_take(cond.batch_ids, b),
+        pa.array(step, type=pa.int64()),
+        _str_take([f.name for f in p.faults], k),
+        pa.array(np.asarray(cond.fault, dtype=np.float64)[b, step - 1] if len(b) else np.zeros(0)),
+    ], schema=schema), np.bincount(k, minlength=len(p.faults))
+
+
+def _outcome_table(res):
+    import pyarrow as pa
+
+    n = res.conditions.n_batches
+    schema = _schema("outcome", _outcome_frame(res).iloc[:1])
+    return pa.Table.from_arrays([
+        _str_take(res.conditions.batch_ids, np.arange(n)),
+        pa.array(np.asarray(res.in_spec)),
+        pa.array(np.asarray(res.accepted)),
+    ], schema=schema)
+
+
 def chunk_output(process: Process, n_total: int, seed: int, *, chunk: int, explore: float = 0.2,
                  faults: bool = True, truth: bool = True) -> ChunkOutput:
-    """Simulate one chunk and turn it into frames (runs in-process or on a worker)."""
+    """Simulate one chunk and turn it into Arrow tables (runs in-process or on a worker)."""
+    from simulators.schema import observations_table
+
     res = simulate_chunk(process, n_total, chunk, seed, explore=explore, faults=faults)
-    ff = res.faults_frame()
-    ff = ff.astype({"batch_id": "string", "fault": "string"}) if len(ff) else _empty_faults()
+    ft, per_fault = _faults_table(res)
     return ChunkOutput(
         chunk=chunk,
-        observations=res.observations,
-        faults=ff,
-        latent=_latent_frame(res) if truth else pd.DataFrame(),
-        outcome=pd.DataFrame({"batch_id": res.conditions.batch_ids.astype(str),
-                              "in_spec_fraction": res.in_spec, "accepted": res.accepted}),
-        fault_counts={str(k): int(v) for k, v in ff["fault"].value_counts().items()},
+        observations=observations_table(process, res.conditions, res.obs, res.plan),
+        faults=ft,
+        latent=_latent_table(res) if truth else None,
+        outcome=_outcome_table(res),
+        fault_counts={f.name: int(n) for f, n in zip(process.faults, per_fault) if n},
         faulty=int(res.conditions.occurred.any(axis=1).sum()),
         flagged=res.flags.sum(axis=0),
         accepted=int(res.accepted.sum()),
@@ -214,17 +305,17 @@ def write_campaign(process: Process, n_batches: int, outputs: Iterable[ChunkOutp
         paths |= {"faults": truth, "latent": Path(f"{stem}.latent.parquet"),
                   "outcome": Path(f"{stem}.outcome.parquet")}
 
-    def write(key: str, df: pd.DataFrame) -> None:
-        table = pa.Table.from_pandas(df, preserve_index=False)
+    def write(key: str, table: pa.Table) -> None:
         if key not in writers:
-            writers[key] = pq.ParquetWriter(paths[key], table.schema)
+            writers[key] = pq.ParquetWriter(paths[key], table.schema,
+                                            use_dictionary=_dictionary_columns(table.schema))
         writers[key].write_table(table)
 
     def written(items: Iterable[ChunkOutput]):
         for o in _in_chunk_order(items):
             write("observations", o.observations)
             if truth:
-                if len(o.faults):
+                if o.faults.num_rows:
                     write("faults", o.faults)
                 write("latent", o.latent)
                 write("outcome", o.outcome)
@@ -346,14 +437,24 @@ def finish_folders(out: Path, truth: Path | None = None) -> None:
         _remove(d.glob(_TMP_GLOB))
 
 
-def _write_part(df: pd.DataFrame, final: Path) -> None:
-    """Write ``df`` to ``final`` through a hidden temporary file in the same folder."""
+def _dictionary_columns(schema) -> list[str]:
+    """Columns worth Parquet dictionary encoding: the strings (ids, names, units),
+    which repeat. Floats and timestamps hardly repeat; encoding them through a
+    dictionary cost a quarter of the write time for the same file size
+    (default process, 1,000-batch chunk: 0.41 s against 0.31 s, 3.11 MB against
+    3.10 MB). The content read back is the same either way."""
     import pyarrow as pa
+
+    return [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+
+
+def _write_part(table, final: Path) -> None:
+    """Write an Arrow ``table`` to ``final`` through a hidden temporary file in the same folder."""
     import pyarrow.parquet as pq
 
     tmp = final.with_name(f".{final.stem}.{uuid.uuid4().hex}.tmp")
     try:
-        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp)
+        pq.write_table(table, tmp, use_dictionary=_dictionary_columns(table.schema))
         os.replace(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)

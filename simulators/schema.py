@@ -30,8 +30,8 @@ import pandas as pd
 
 from simulators.definition import Process
 
-__all__ = ["COLUMNS", "KINDS_OF_ROW", "SchemaError", "observations_frame", "validate",
-           "check_rows"]
+__all__ = ["COLUMNS", "KINDS_OF_ROW", "SchemaError", "observations_frame", "observations_table",
+           "arrow_schema", "validate", "check_rows"]
 
 COLUMNS: dict[str, str] = {
     "batch_id": "string",
@@ -279,3 +279,131 @@ def observations_frame(process: Process, conditions, obs: np.ndarray, plan: np.n
     df["timestamp"] = pd.to_datetime(df["timestamp"], utc=True).astype("datetime64[ns, UTC]")
     return df.sort_values(["batch_id", "step", "kind", "variable", "bar_id"],
                           kind="stable", ignore_index=True)
+
+
+_START = "2026-01-05T06:00:00Z"  # the first batch's start: day 0 of the season
+
+
+def arrow_schema(example: pd.DataFrame):
+    """The Arrow schema ``pa.Table.from_pandas`` gives ``example``, with its pandas
+    metadata (so that ``pd.read_parquet`` restores the same dtypes). ``example``
+    needs one row at least: an empty object column has no Arrow type."""
+    import pyarrow as pa
+
+    return pa.Schema.from_pandas(example, preserve_index=False)
+
+
+def _observations_schema():
+    global _OBS_SCHEMA
+    if _OBS_SCHEMA is None:
+        one = pd.DataFrame({"batch_id": ["B-1"], "bar_id": [0], "step": [1], "factory": ["f"],
+                            "partner": ["p"], "variable": ["v"], "value": [0.0], "unit": ["mm"],
+                            "kind": ["lever"], "timestamp": pd.to_datetime([_START], utc=True)})
+        one = one.astype({k: v for k, v in COLUMNS.items() if k != "timestamp"})
+        one["timestamp"] = one["timestamp"].astype("datetime64[ns, UTC]")
+        _OBS_SCHEMA = arrow_schema(one)
+    return _OBS_SCHEMA
+
+
+_OBS_SCHEMA = None
+
+
+def _strings(values, codes: np.ndarray):
+    """Arrow strings ``values[codes]``: each distinct string converted once."""
+    import pyarrow as pa
+
+    return pa.array(list(values), type=pa.string()).take(pa.array(codes, type=pa.int64()))
+
+
+def observations_table(process: Process, conditions, obs: np.ndarray, plan: np.ndarray,
+                       *, upto_step: int | None = None):
+    """:func:`observations_frame` as an Arrow table, built from the arrays directly.
+
+    The same rows in the same order with the same values, and the schema
+    (with pandas metadata) ``pa.Table.from_pandas`` gives that frame, so a
+    Parquet file written from it reads back as the same frame; a test holds
+    the two equal. Campaigns write it without building a DataFrame (pandas
+    took ten times the kernel's time on a 1,000-batch chunk).
+
+    Parameters
+    ----------
+    process : Process
+    conditions : simulators.process.Conditions
+    obs : ndarray (n_batches, n_insp, max_sample, n_chars)
+        NaN where nothing was measured.
+    plan : ndarray (n_batches, n_levers)
+        Lever values used.
+    upto_step : int, optional
+        Keep only rows of steps up to this one.
+
+    Returns
+    -------
+    pyarrow.Table
+    """
+    import pyarrow as pa
+
+    last = process.n_steps if upto_step is None else upto_step
+    nb = conditions.n_batches
+    hour = np.int64(3_600_000_000_000)
+    # per batch, exactly as the frame computes it (float days to ns by pandas)
+    batch_start = (pd.Timestamp(_START) + pd.to_timedelta(conditions.time, unit="D")).asi8
+    ids, id_code = np.unique(np.asarray(conditions.batch_ids, dtype=object), return_inverse=True)
+    id_code = id_code.reshape(-1)
+
+    b, q, j, c = np.nonzero(np.isfinite(obs))
+    steps = np.array(process.inspection_steps, dtype=np.int64)[q] if len(q) else np.zeros(0, np.int64)
+    keep = steps <= last
+    b, q, j, c, steps = b[keep], q[keep], j[keep], c[keep], steps[keep]
+    n_char = len(process.characteristics)
+    lev_steps = np.array([lv.step for lv in process.levers], dtype=np.int64)
+    li = np.flatnonzero(lev_steps <= last)
+    bb, ll = np.repeat(np.arange(nb), len(li)), np.tile(li, nb)
+
+    # Rows in the frame's order before its sort: measurements, levers, context.
+    # Variables are coded over one list: characteristics, levers, then season_day.
+    var_names = ([ch.name for ch in process.characteristics] + [lv.name for lv in process.levers]
+                 + ["season_day"])
+    var_units = ([ch.unit for ch in process.characteristics] + [lv.unit for lv in process.levers] + ["day"])
+    kinds = ["measurement", "lever", "context"]
+    n_m, n_l = len(b), len(bb)
+    batch = np.concatenate([b, bb, np.arange(nb)])
+    step = np.concatenate([steps, lev_steps[ll], np.ones(nb, dtype=np.int64)])
+    var = np.concatenate([c, n_char + ll, np.full(nb, len(var_names) - 1)])
+    kind = np.repeat(np.arange(3), [n_m, n_l, nb])
+    bar = np.concatenate([j, np.full(n_l + nb, -1)])
+    value = np.concatenate([obs[b, q, j, c], np.asarray(plan, dtype=np.float64)[bb, ll] if n_l else np.zeros(0),
+                            np.asarray(conditions.time, dtype=np.float64)])
+    stamp = batch_start[batch] + np.where(kind == 2, 0, step * 2 * hour)
+
+    # The frame's stable sort by batch_id, step, kind, variable, bar_id (missing last),
+    # on codes that order as the strings do.
+    def rank(names):
+        order = np.argsort(np.array(names, dtype=object), kind="stable")
+        r = np.empty(len(names), dtype=np.int64)
+        r[order] = np.arange(len(names))
+        return r
+
+    # One int64 key (mixed radix, most significant first) sorts faster than lexsort on five.
+    n_bar = int(bar.max()) + 2 if len(bar) else 1
+    key = id_code[batch].astype(np.int64)
+    for col, size in ((step, last + 1), (rank(kinds)[kind], 3), (rank(var_names)[var], len(var_names)),
+                      (np.where(bar < 0, n_bar - 1, bar), n_bar)):  # a missing bar_id sorts last
+        key = key * size + col
+    order = np.argsort(key, kind="stable")
+    batch, step, var, kind, bar, value, stamp = (a[order] for a in (batch, step, var, kind, bar, value, stamp))
+
+    step_factory = [s.factory for s in process.steps]
+    step_partner = [s.partner for s in process.steps]
+    cols = [
+        _strings(ids, id_code[batch]),
+        pa.array(bar, type=pa.int64(), mask=bar < 0),
+        pa.array(step, type=pa.int64()),
+        _strings(step_factory, step - 1),
+        _strings(step_partner, step - 1),
+        _strings(var_names, var),
+        pa.array(value, type=pa.float64()),
+        _strings(var_units, var),
+        _strings(kinds, kind),
+        pa.array(stamp.astype("datetime64[ns]"), type=pa.timestamp("ns", tz="UTC")),
+    ]
+    return pa.Table.from_arrays(cols, schema=_observations_schema())

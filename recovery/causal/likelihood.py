@@ -21,7 +21,7 @@ from recovery.causal.layout import Layout, Standardisation
 from recovery.causal.summaries import Summaries
 
 __all__ = ["FitData", "fit_data", "noise_covariance", "noise_covariance_tensor", "loglik_tensor",
-           "gaussian_parts", "loglik_terms"]
+           "data_names", "data_values", "gaussian_parts", "loglik_terms"]
 
 
 @dataclass(frozen=True)
@@ -136,11 +136,30 @@ def noise_covariance_tensor(A, tau, R: np.ndarray, rows_q: np.ndarray, rows_c: n
     return Sigma, Gl
 
 
-def loglik_tensor(P: dict, fd: FitData, layout: Layout, bars: int, *, per_batch: bool = False):
+def data_names(fd: FitData) -> list[str]:
+    """Names of the data inputs of :func:`loglik_tensor` for ``fd``, in the order
+    of :func:`data_values`: ``R``, then ``Z<k>`` and ``zeta<k>`` of each pattern."""
+    return ["R"] + [f"{w}{k}" for k in range(len(fd.patterns)) for w in ("Z", "zeta")]
+
+
+def data_values(fd: FitData) -> dict[str, np.ndarray]:
+    """The data of ``fd`` by :func:`data_names` (standardised units, float64)."""
+    vals = [fd.R] + [a for _, Zp, zeta in fd.patterns for a in (Zp, zeta)]
+    return {n: np.ascontiguousarray(v, dtype=np.float64) for n, v in zip(data_names(fd), vals)}
+
+
+def loglik_tensor(P: dict, fd: FitData, layout: Layout, bars: int, *, per_batch: bool = False,
+                  data: dict | None = None):
     """Log-likelihood of the training summaries (PyTensor), hidden steps integrated out.
 
     The total, or with ``per_batch`` each batch's term (batches in the order of
     ``fd.patterns``).
+
+    ``data`` maps :func:`data_names` to symbolic inputs (shared variables) that
+    stand for the readings, features and reading variances; without it they
+    enter the graph as constants. With symbolic data the graph depends on the
+    structure of ``fd`` only (its rows and the observed set of each pattern),
+    so a compiled graph serves every data set of that structure.
     """
     import pytensor.tensor as pt
     from pytensor.tensor.slinalg import cholesky, solve_triangular
@@ -158,7 +177,8 @@ def loglik_tensor(P: dict, fd: FitData, layout: Layout, bars: int, *, per_batch:
     blocks_q = [np.flatnonzero(q_ == q) for q in range(Q)]
     Kobs = pt.concatenate([K[q][c_[blocks_q[q]]] for q in range(Q) if len(blocks_q[q])], axis=0)
     mvec = m[q_, c_]
-    Sigma, Gl = noise_covariance_tensor(A, tau, fd.R, q_, c_, Q, d)
+    R = fd.R if data is None else data["R"]
+    Sigma, Gl = noise_covariance_tensor(A, tau, R, q_, c_, Q, d)
     # The fault-shift mixture (``_filter.component_log_weights``): none, one
     # shift in segment q, or two or more (a shift in every fault segment).
     fault_q = [int(q) for q in layout.rate_q]
@@ -169,7 +189,9 @@ def loglik_tensor(P: dict, fd: FitData, layout: Layout, bars: int, *, per_batch:
     if several:
         lw.append(pt.log(pt.maximum(1.0 - pt.exp(pt.logsumexp(pt.stack(lw))), 1e-300)))
     total, terms = 0.0, []
-    for idx, Zp, zeta in fd.patterns:
+    for k, (idx, Zp, zeta) in enumerate(fd.patterns):
+        if data is not None:
+            Zp, zeta = data[f"Z{k}"], data[f"zeta{k}"]
         Sp = Sigma[idx][:, idx]
         L = cholesky(Sp)
         resid = pt.as_tensor_variable(Zp) - (mvec[idx] + pt.dot(zeta, Kobs[idx].T))

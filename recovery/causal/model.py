@@ -243,7 +243,8 @@ class CausalModel:
         if not fd.patterns:
             raise DataError("no batch has gauge readings the model can use")
         data_notes = _unmoved_lever_notes(process, layout, summ, std, priors) if prior is None else []
-        s = sample_posterior(layout, fd, prior, process.bars_per_batch, cfg, progress)
+        s = sample_posterior(layout, fd, prior, process.bars_per_batch, cfg, progress,
+                             process_digest=process.digest)
         s.notes.extend(data_notes)
         report = build_report(s.idata, layout, graph, spread, all_summ, cfg, s.sampler, summ.n_batches,
                               fd.excluded, s.compile_seconds, s.sample_seconds, s.notes)

@@ -18,10 +18,10 @@ from threadpoolctl import threadpool_limits
 from recovery.causal.config import FitConfig
 from recovery.causal.errors import DataError
 from recovery.causal.layout import Layout
-from recovery.causal.likelihood import FitData, loglik_tensor
+from recovery.causal.likelihood import FitData, data_values, loglik_tensor
 from recovery.causal.robust import robust_adjust
 
-__all__ = ["Sampled", "build_pymc_model", "checked_start", "sample_posterior"]
+__all__ = ["Sampled", "build_pymc_model", "checked_start", "model_data", "sample_posterior"]
 
 
 @dataclass
@@ -46,19 +46,47 @@ class Sampled:
     notes: list = field(default_factory=list)
 
 
-def build_pymc_model(layout: Layout, fd: FitData, prior, bars: int):
+def model_data(layout: Layout, fd: FitData, prior) -> dict[str, np.ndarray]:
+    """The data of the PyMC model built with ``shared=True``, by input name: the
+    likelihood's (:func:`~recovery.causal.likelihood.data_values`) and the
+    prior's moments (``prior_mu``, ``prior_sd``, or an update's ``prior_mean``,
+    ``prior_chol``)."""
+    out = data_values(fd)
+    if prior is None:
+        out["prior_mu"] = np.asarray(layout.prior_mu, dtype=np.float64)
+        out["prior_sd"] = np.asarray(layout.prior_sd, dtype=np.float64)
+    else:
+        out["prior_mean"] = np.asarray(prior[0], dtype=np.float64)
+        out["prior_chol"] = np.linalg.cholesky(prior[1])
+    return out
+
+
+def build_pymc_model(layout: Layout, fd: FitData, prior, bars: int, *, shared: bool = False):
     """The PyMC model: ``theta`` with the layout's priors (or an update's
-    multivariate normal ``prior = (mean, cov)``) and the likelihood as a potential."""
+    multivariate normal ``prior = (mean, cov)``) and the likelihood as a potential.
+
+    With ``shared`` the data (:func:`model_data`) enter as PyTensor shared
+    variables of unknown length, so the graph is the same for every data set of
+    one structure and its compiled form can be reused
+    (:mod:`recovery.causal.compiled`); without, as constants."""
     import pymc as pm
 
+    data = None
+    if shared:
+        import pytensor
+
+        data = {k: pytensor.shared(v, name=k, shape=(None,) * v.ndim)
+                for k, v in model_data(layout, fd, prior).items()}
     with pm.Model(coords={"param": layout.names}) as model:
         if prior is None:
-            theta = pm.Normal("theta", mu=layout.prior_mu, sigma=layout.prior_sd, dims="param")
+            mu, sd = (layout.prior_mu, layout.prior_sd) if data is None else (data["prior_mu"], data["prior_sd"])
+            theta = pm.Normal("theta", mu=mu, sigma=sd, dims="param")
         else:
-            chol = np.linalg.cholesky(prior[1])
-            theta = pm.MvNormal("theta", mu=prior[0], chol=chol, dims="param")
+            mean, chol = ((prior[0], np.linalg.cholesky(prior[1])) if data is None
+                          else (data["prior_mean"], data["prior_chol"]))
+            theta = pm.MvNormal("theta", mu=mean, chol=chol, dims="param")
         P = layout.decode_tensor(theta)
-        pm.Potential("loglik", loglik_tensor(P, fd, layout, bars))
+        pm.Potential("loglik", loglik_tensor(P, fd, layout, bars, data=data))
         if prior is None and layout.drift_scale_i is not None:
             # Partial pooling of the factory drift slopes: kappa ~ N(0, sd_drift). The
             # wide base prior of theta stays underneath; an update's prior already holds this.
@@ -144,7 +172,8 @@ def checked_start(logp_dlogp, start: np.ndarray, sd: np.ndarray, names: list[str
     return start, moved
 
 
-def _run_nuts(model, cfg: FitConfig, progress: bool, t0: float, layout: Layout, prior) -> Sampled:
+def _run_nuts(build_model, cfg: FitConfig, progress: bool, t0: float, layout: Layout, fd: FitData,
+              prior, bars: int, process_digest: str, use_cache: bool) -> Sampled:
     import pymc as pm
 
     sampler = cfg.sampler
@@ -154,28 +183,41 @@ def _run_nuts(model, cfg: FitConfig, progress: bool, t0: float, layout: Layout, 
             sampler = "nutpie"
         except ImportError:
             sampler = "pymc"
+    notes = []
     if sampler == "nutpie":
         import nutpie
+
+        from recovery.causal.compiled import compile_nutpie, structure_key
 
         # Every chain starts at the prior means (catalogue fault rates, carry-over 1,
         # no lever effect) rather than jittered by U(-1, 1) in standardised units:
         # a jittered start can put a chain in a fault-mixture mode that explains a
         # fault type as batch noise, where it stays (seen once in four fits of
         # 1,000 batches: R-hat 1.84). R-hat still compares the chains.
-        compiled = nutpie.compile_pymc_model(model, jitter_rvs=set())
+        mean0 = layout.prior_mu if prior is None else np.asarray(prior[0], dtype=np.float64)
         sd0 = layout.prior_sd if prior is None else np.sqrt(np.diag(prior[1]))
-        start, _ = checked_start(compiled.logp_func, compiled.initial_point_func(0), sd0, layout.names)
-        compiled = replace(compiled, initial_point_func=lambda seed: start.copy())
+        # The data are shared inputs, so the compiled graph of this structure is
+        # reused from the cache by every later fit of the same process.
+        c = compile_nutpie(lambda: build_pymc_model(layout, fd, prior, bars, shared=True),
+                           structure_key(layout, fd, prior, bars, process_digest),
+                           model_data(layout, fd, prior), mean0, use_cache=use_cache)
+        start, _ = checked_start(c.logp_dlogp, mean0, sd0, layout.names)
+        compiled = replace(c.model, initial_point_func=lambda seed: start.copy())
+        notes.append("compiled log-density " + ("from the cache" if c.cache_hit else "compiled afresh")
+                     + f" ({c.seconds:.1f} s)")
+        if c.note:
+            notes.append(c.note)
         t1 = time.perf_counter()
         idata = nutpie.sample(compiled, draws=cfg.draws, tune=cfg.tune, chains=cfg.chains,
                               cores=min(cfg.chains, 2), seed=cfg.seed, progress_bar=progress)
     else:
+        model = build_model()
         t1 = time.perf_counter()
         with model:
             idata = pm.sample(draws=cfg.draws, tune=cfg.tune, chains=cfg.chains, init="adapt_diag",
                               cores=1, random_seed=cfg.seed, progressbar=progress,
                               compute_convergence_checks=False)
-    return Sampled(idata, sampler, t1 - t0, time.perf_counter() - t1, [])
+    return Sampled(idata, sampler, t1 - t0, time.perf_counter() - t1, notes)
 
 
 def _widen(s: Sampled, cfg: FitConfig, fd: FitData, layout: Layout, prior) -> None:
@@ -204,7 +246,7 @@ def _widen(s: Sampled, cfg: FitConfig, fd: FitData, layout: Layout, prior) -> No
 
 
 def sample_posterior(layout: Layout, fd: FitData, prior, bars: int, cfg: FitConfig,
-                     progress: bool) -> Sampled:
+                     progress: bool, *, process_digest: str = "", use_cache: bool = True) -> Sampled:
     """Build the PyMC model, sample it as ``cfg`` says, and widen the draws.
 
     Parameters
@@ -219,6 +261,11 @@ def sample_posterior(layout: Layout, fd: FitData, prior, bars: int, cfg: FitConf
     cfg : FitConfig
     progress : bool
         Show the sampler's progress bar.
+    process_digest : str
+        ``Process.digest``: part of the key of the compiled log-density.
+    use_cache : bool
+        Reuse (and store) nutpie's compiled log-density of this structure
+        (:mod:`recovery.causal.compiled`); ``False`` compiles afresh.
 
     Returns
     -------
@@ -230,7 +277,6 @@ def sample_posterior(layout: Layout, fd: FitData, prior, bars: int, cfg: FitConf
     import pymc  # noqa: F401  (imported before the clock starts: its import is not compile time)
 
     t0 = time.perf_counter()
-    model = build_pymc_model(layout, fd, prior, bars)
     # One BLAS thread: the chains run on their own threads, and each leapfrog
     # step factors small (35 x 35 on the default process) matrices; OpenBLAS's
     # own threads on top oversubscribed the two cores (14.4 ms per step and
@@ -239,8 +285,9 @@ def sample_posterior(layout: Layout, fd: FitData, prior, bars: int, cfg: FitConf
     # covers fits from Python (notebooks, benchmarks, the service).
     with threadpool_limits(limits=1, user_api="blas"):
         if cfg.method == "advi":
-            s = _run_advi(model, cfg, progress, t0)
+            s = _run_advi(build_pymc_model(layout, fd, prior, bars), cfg, progress, t0)
         else:
-            s = _run_nuts(model, cfg, progress, t0, layout, prior)
+            s = _run_nuts(lambda: build_pymc_model(layout, fd, prior, bars), cfg, progress, t0,
+                          layout, fd, prior, bars, process_digest, use_cache)
         _widen(s, cfg, fd, layout, prior)
     return s

@@ -48,3 +48,19 @@ def one_batch(sim, res, b, upto_step=None):
 
 def seeded(x):
     return np.random.default_rng(x)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fit_cache(tmp_path_factory):
+    """Fits in tests compile into a folder of their own, never the user's cache."""
+    import os
+
+    from recovery.causal.compiled import CACHE_ENV
+
+    old = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(tmp_path_factory.mktemp("fit-cache"))
+    yield
+    if old is None:
+        os.environ.pop(CACHE_ENV, None)
+    else:
+        os.environ[CACHE_ENV] = old

@@ -1,0 +1,142 @@
+"""The compiled log-density cache: cached against fresh compilation, the key, a bad entry."""
+
+import copy
+import ctypes
+import warnings
+
+import numpy as np
+import pytest
+
+from recovery.causal import compiled as cc
+from recovery.causal.likelihood import data_values, fit_data, loglik_tensor
+from recovery.causal.sampling import build_pymc_model, model_data
+
+from .test_model import small_layout
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+def _toy(y0):
+    """A two-parameter model whose data ``y`` enter as a shared input of unknown length."""
+    def build():
+        import pymc as pm
+        import pytensor
+        import pytensor.tensor as pt
+
+        y = pytensor.shared(np.asarray(y0, dtype=float), name="y", shape=(None,))
+        with pm.Model() as m:
+            th = pm.Normal("theta", 0.0, 3.0, shape=2)
+            pm.Potential("ll", pt.sum(-th[1] - 0.5 * ((y - th[0]) / pt.exp(th[1])) ** 2))
+        return m
+    return build
+
+
+def _want(y, x):
+    """The toy's log-density and gradient, by hand (up to the normal constant)."""
+    mu, ls = x
+    r = (y - mu) / np.exp(ls)
+    logp = -0.5 * np.sum((x / 3.0) ** 2) + np.sum(-ls - 0.5 * r**2)
+    grad = np.array([-mu / 9.0 + np.sum(r) / np.exp(ls), -ls / 9.0 + np.sum(-1.0 + r**2)])
+    return logp, grad
+
+
+def _call_c(model, x):
+    """The C entry point nutpie calls, with the model's bound data."""
+    f = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_uint64, ctypes.c_void_p, ctypes.c_void_p,
+                         ctypes.c_void_p, ctypes.c_void_p)(model.compiled_logp_func.address)
+    x = np.ascontiguousarray(x, dtype=float)
+    grad, logp = np.zeros_like(x), np.zeros(())
+    rc = f(len(x), x.ctypes.data, grad.ctypes.data, logp.ctypes.data, model.user_data.ctypes.data)
+    assert rc == 0
+    return float(logp), grad
+
+
+def _draws(model):
+    import nutpie
+
+    tr = nutpie.sample(model, draws=30, tune=30, chains=1, seed=7, progress_bar=False)
+    return tr.posterior["theta"].values
+
+
+def test_cached_and_fresh_compilation_agree_on_new_data(tmp_path):
+    rng = np.random.default_rng(0)
+    y1, y2 = rng.normal(1.0, 2.0, 40), rng.normal(-0.5, 0.7, 65)  # another length: data, not structure
+    start = np.zeros(2)
+    first = cc.compile_nutpie(_toy(y1), "toy", {"y": y1}, start, folder=tmp_path)
+    assert not first.cache_hit and (tmp_path / "toy.pkl").exists()
+    # the cache was written from y1; bound to y2 it must be the model of y2
+    cached = cc.compile_nutpie(_toy(y1), "toy", {"y": y2}, start, folder=tmp_path)
+    fresh = cc.compile_nutpie(_toy(y2), "toy", {"y": y2}, start, use_cache=False)
+    assert cached.cache_hit and not fresh.cache_hit
+    for x in rng.normal(0.0, 0.5, (4, 2)):
+        want = _want(y2, x)
+        for c in (cached, fresh):
+            lp, g = _call_c(c.model, x)
+            assert lp - want[0] == pytest.approx(_call_c(fresh.model, np.zeros(2))[0] - _want(y2, np.zeros(2))[0])
+            np.testing.assert_allclose(g, want[1], rtol=1e-10)
+            lp2, g2 = c.logp_dlogp(x)  # what checked_start sees: the same data
+            assert lp2 == pytest.approx(lp, rel=1e-12)
+            np.testing.assert_allclose(g2, g, rtol=1e-12)
+        assert _call_c(cached.model, x)[0] == pytest.approx(_call_c(fresh.model, x)[0], rel=1e-12)
+    np.testing.assert_array_equal(_draws(cached.model), _draws(fresh.model))
+
+
+def test_an_unreadable_cache_entry_is_rebuilt(tmp_path):
+    y = np.linspace(-1.0, 1.0, 9)
+    cc.compile_nutpie(_toy(y), "toy", {"y": y}, np.zeros(2), folder=tmp_path)
+    (tmp_path / "toy.pkl").write_bytes(b"not a pickle")
+    again = cc.compile_nutpie(_toy(y), "toy", {"y": y}, np.zeros(2), folder=tmp_path)
+    assert not again.cache_hit and "unreadable" in again.note
+    np.testing.assert_allclose(_call_c(again.model, np.array([0.2, 0.1]))[1], _want(y, np.array([0.2, 0.1]))[1],
+                               rtol=1e-10)
+    assert cc.compile_nutpie(_toy(y), "toy", {"y": y}, np.zeros(2), folder=tmp_path).cache_hit
+
+
+def test_the_key_follows_the_structure_not_the_data(small_sim):
+    _, g, summ, std, layout, spread = small_layout(small_sim, n=30, seed=2)
+    fd = fit_data(summ, g, std, layout, spread)
+    _, g2, summ2, std2, layout2, spread2 = small_layout(small_sim, n=40, seed=3)
+    fd2 = fit_data(summ2, g2, std2, layout2, spread2)
+    assert [i.tolist() for i, _, _ in fd.patterns] == [i.tolist() for i, _, _ in fd2.patterns]
+    bars, dig = small_sim.process.bars_per_batch, small_sim.process.digest
+    key = cc.structure_key(layout, fd, None, bars, dig)
+    assert cc.structure_key(layout2, fd2, None, bars, dig) == key  # new data, same structure
+    assert cc.structure_key(layout, fd, None, bars, "another process") != key
+    prior = (layout.prior_mu, np.diag(layout.prior_sd**2))
+    assert cc.structure_key(layout, fd, prior, bars, dig) != key
+    # a pattern that observes fewer readings is another graph
+    idx, Zp, zeta = fd.patterns[0]
+    fewer = fd.__class__(fd.rows, fd.n_sample, fd.gauge, [(idx[1:], Zp[:, 1:], zeta)], fd.R, 0)
+    assert cc.structure_key(layout, fewer, None, bars, dig) != key
+    # so is a layout whose fixed carry-over differs (an expert edit of the graph)
+    other = copy.copy(layout)
+    other.carry_fixed = layout.carry_fixed.copy()
+    other.carry_fixed[0, 0, 0] = 0.5
+    assert cc.structure_key(other, fd, None, bars, dig) != key
+
+
+def test_the_likelihood_with_shared_data_equals_the_one_with_constants(small_sim):
+    import pytensor
+    import pytensor.tensor as pt
+
+    _, g, summ, std, layout, spread = small_layout(small_sim)
+    fd = fit_data(summ, g, std, layout, spread)
+    theta = pt.vector("theta")
+    data = {k: pytensor.shared(v, name=k, shape=(None,) * v.ndim) for k, v in data_values(fd).items()}
+    P = layout.decode_tensor(theta)
+    f = pytensor.function([theta], [loglik_tensor(P, fd, layout, 8, per_batch=True),
+                                    loglik_tensor(P, fd, layout, 8, per_batch=True, data=data)],
+                          mode="FAST_COMPILE")
+    for s in range(3):
+        th = layout.prior_mu + 0.3 * layout.prior_sd * np.random.default_rng(s).standard_normal(layout.size)
+        a, b = f(th)
+        np.testing.assert_allclose(b, a, rtol=1e-12)
+    # and the PyMC model's data are those of the fit
+    md = model_data(layout, fd, None)
+    np.testing.assert_array_equal(md["prior_mu"], layout.prior_mu)
+    m = build_pymc_model(layout, fd, None, 8, shared=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lp_shared = m.compile_logp()({"theta": layout.prior_mu})
+        lp_const = build_pymc_model(layout, fd, None, 8).compile_logp()({"theta": layout.prior_mu})
+    assert lp_shared == pytest.approx(lp_const, rel=1e-12)
