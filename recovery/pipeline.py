@@ -127,8 +127,8 @@ def load_or_fit_model(args, process, *, log, plant=None):
     History: ``--train-batches`` batches simulated on seed ``seed + 1`` (never the
     evaluation's own seed), with past engineers' lever moves on a fifth of them,
     from ``plant`` (default: the process file itself). The model is fitted with
-    ``process`` and, unless ``args.no_calibrate``, the physics calibrated on the
-    same history into the model folder. Both are saved under :func:`workdir` and
+    ``process`` and, with a ``plant`` and unless ``args.no_calibrate``, the physics
+    calibrated on the same history into the model folder. Both are saved under :func:`workdir` and
     reused by a later run.
     """
     from recovery.errors import UserError
@@ -146,7 +146,10 @@ def load_or_fit_model(args, process, *, log, plant=None):
     # the history (and so the model) depends on the plant: one folder per plant
     suffix = "" if plant is None else f"-plant-{plant.digest}"
     d = workdir(args, process) / f"model-{args.train_batches}-{budget}{suffix}"
-    calibrate = not getattr(args, "no_calibrate", False)
+    # Without a plant the world is the process file itself: evaluate behaves as it
+    # did before calibration existed (same figures, same time). With a plant, the
+    # agents' physics is calibrated on the plant's history unless --no-calibrate.
+    calibrate = plant is not None and not getattr(args, "no_calibrate", False)
 
     def history():
         return Simulator(world).simulate(args.train_batches, args.seed + 1, explore=0.2).observations

@@ -1,4 +1,5 @@
-"""The evaluate pipeline's model cache: reused when it loads, refitted when it does not."""
+"""The evaluate pipeline's model cache: reused when it loads, refitted when it does not;
+no calibration without a plant."""
 
 import io
 import json
@@ -17,6 +18,9 @@ def test_a_cached_model_is_reused_and_one_from_another_version_is_refitted(tmp_p
         log = io.StringIO()
         first, d = load_or_fit_model(args, process, log=log)
         assert "fitting the causal model" in log.getvalue()
+        # without a plant the world is the file: nothing is calibrated, as before issue 18
+        assert "calibration" not in log.getvalue()
+        assert not tmp_path.joinpath(d, "calibration").exists()
         log = io.StringIO()
         again, _ = load_or_fit_model(args, process, log=log)
         assert "using the model fitted earlier" in log.getvalue()
