@@ -125,10 +125,6 @@ class Step:
     params: Mapping[str, float]
     target: str | None = None
 
-    @property
-    def is_inspection(self) -> bool:
-        return self.kind == "inspection"
-
 
 @dataclass(frozen=True, slots=True)
 class Lever:
