@@ -324,18 +324,31 @@ def _load(path: Path):
     return payload["parts"]
 
 
+def _shared_inputs(parts: dict) -> list:
+    return [*parts["logp"].get_shared(), *parts["expand"].get_shared()]
+
+
 def _save(path: Path, parts: dict) -> None:
     # Written beside the entry and renamed over it: a reader never sees half a file,
-    # and two fits writing the same entry leave one whole copy.
+    # and two fits writing the same entry leave one whole copy. The shared inputs
+    # hold this fit's data (partners' readings); they are emptied while pickling so
+    # that the cache keeps the structure only, and put back for this fit.
     path.parent.mkdir(parents=True, exist_ok=True)
+    shared = _shared_inputs(parts)
+    kept = [v.get_value(borrow=True) for v in shared]
     fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
     try:
+        for v, value in zip(shared, kept):
+            v.set_value(np.zeros((0,) * np.ndim(value), dtype=np.asarray(value).dtype))
         with os.fdopen(fd, "wb") as f:
             pickle.dump({"payload": _PAYLOAD, "parts": parts}, f, protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    finally:
+        for v, value in zip(shared, kept):
+            v.set_value(value, borrow=True)
 
 
 def compile_nutpie(build_model, key: str, data: dict[str, np.ndarray], start: np.ndarray, *,

@@ -81,6 +81,22 @@ def test_cached_and_fresh_compilation_agree_on_new_data(tmp_path):
     np.testing.assert_array_equal(_draws(cached.model), _draws(fresh.model))
 
 
+def test_the_cache_keeps_the_structure_not_the_data(tmp_path):
+    # A fit's readings are partners' data: the entry on disk must not hold them, and
+    # emptying them for the pickle must not change the fit that wrote it.
+    import pickle
+
+    y = np.array([123.456789, 7.25, -3.5])
+    first = cc.compile_nutpie(_toy(y), "toy", {"y": y}, np.zeros(2), folder=tmp_path)
+    x = np.array([0.3, -0.2])
+    np.testing.assert_allclose(first.logp_dlogp(x)[1], _want(y, x)[1], rtol=1e-10)
+    np.testing.assert_allclose(_call_c(first.model, x)[1], _want(y, x)[1], rtol=1e-10)
+    raw = (tmp_path / "toy.pkl").read_bytes()
+    assert y.tobytes() not in raw and np.float64(123.456789).tobytes() not in raw
+    parts = pickle.loads(raw)["parts"]
+    assert all(v.get_value().size == 0 for v in cc._shared_inputs(parts))
+
+
 def test_an_unreadable_cache_entry_is_rebuilt(tmp_path):
     y = np.linspace(-1.0, 1.0, 9)
     cc.compile_nutpie(_toy(y), "toy", {"y": y}, np.zeros(2), folder=tmp_path)
