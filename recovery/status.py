@@ -11,9 +11,10 @@ Layer: with :mod:`recovery.recommend` (reads its recommendations, imports
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
-__all__ = ["STATUSES", "ON_TRACK_P", "RECOVERABLE_P", "batch_status", "outcome_label"]
+__all__ = ["STATUSES", "ON_TRACK_P", "RECOVERABLE_P", "batch_status", "final_outcomes", "outcome_label"]
 
 #: Every status a batch can have, in the order the batch list explains them.
 STATUSES = ("on track", "at risk", "recoverable", "scrap recommended", "finished")
@@ -62,8 +63,35 @@ def batch_status(rec, *, last_step: int, n_steps: int) -> str:
     return "at risk"
 
 
+def final_outcomes(process, steps: pd.DataFrame) -> dict[str, str]:
+    """batch id -> ``"accepted"``/``"rejected"`` for every batch whose final inspection
+    has readings in ``steps``; batches without them are left out (pending).
+
+    The final inspection's verdict as the simulator applies it: ``"rejected"`` when
+    a sample mean lies outside its final band (:meth:`Process.gate_flags` at the
+    last step), ``"accepted"`` otherwise.
+
+    Parameters
+    ----------
+    process : simulators.definition.Process
+    steps : DataFrame
+        Step data of any number of batches (schema of :mod:`simulators.schema`).
+    """
+    h = steps[(steps["kind"] == "measurement") & (steps["step"] == process.n_steps)]
+    if not len(h):
+        return {}
+    means = h.groupby(["batch_id", "variable"], observed=True)["value"].mean().unstack()
+    arr = np.full((len(means), process.n_chars), np.nan)
+    for name, i in process.char_index.items():
+        if name in means.columns:
+            arr[:, i] = means[name].to_numpy(float)
+    flags = process.gate_flags(process.n_steps, arr)
+    return {str(b): ("rejected" if f else "accepted") for b, f in zip(means.index, flags)}
+
+
 def outcome_label(model, history: pd.DataFrame, batch_id: str) -> str:
-    """What became of a batch: the final inspection's verdict once its readings are stored.
+    """What became of one batch: :func:`final_outcomes` of its step data, or
+    ``"pending"`` while the final inspection has no readings.
 
     Parameters
     ----------
@@ -72,18 +100,6 @@ def outcome_label(model, history: pd.DataFrame, batch_id: str) -> str:
     history : DataFrame
         The batch's step data (schema of :mod:`simulators.schema`).
     batch_id : str
-
-    Returns
-    -------
-    str
-        ``"rejected"`` when a sample mean of the final inspection lies outside
-        its final band (the gate rule of every inspection, as the simulator
-        applies it), ``"accepted"`` otherwise; ``"pending"`` while the final
-        inspection has no readings.
     """
-    from recovery.causal.queries import view
-
-    p = model.graph_.process
-    if not ((history["kind"] == "measurement") & (history["step"] == p.n_steps)).any():
-        return "pending"
-    return "rejected" if view(model, history, batch_id).flags[-1] else "accepted"
+    own = history[history["batch_id"].astype(str) == str(batch_id)]
+    return final_outcomes(model.graph_.process, own).get(str(batch_id), "pending")

@@ -36,6 +36,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from recovery.status import final_outcomes
+
 __all__ = ["TrackRecord", "track_record", "BATCH_COLUMNS", "INTERVAL"]
 
 INTERVAL = 0.94
@@ -173,17 +175,7 @@ def _outcomes(store, process, batch_ids: list[str]) -> dict[str, str]:
     """batch -> ``accepted``/``rejected`` for batches whose final inspection is stored."""
     if not batch_ids:
         return {}
-    h = store.read_steps(process=process.name, batch_ids=batch_ids)
-    h = h[(h["kind"] == "measurement") & (h["step"] == process.n_steps)]
-    if not len(h):
-        return {}
-    means = h.groupby(["batch_id", "variable"], observed=True)["value"].mean().unstack()
-    arr = np.full((len(means), process.n_chars), np.nan)
-    for name, i in process.char_index.items():
-        if name in means.columns:
-            arr[:, i] = means[name].to_numpy(float)
-    flags = process.gate_flags(process.n_steps, arr)
-    return {str(b): ("rejected" if f else "accepted") for b, f in zip(means.index, flags)}
+    return final_outcomes(process, store.read_steps(process=process.name, batch_ids=batch_ids))
 
 
 def track_record(store, *, since: str | pd.Timestamp | None = None, visible=None,
