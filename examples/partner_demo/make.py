@@ -58,6 +58,7 @@ def sawing(rng: np.random.Generator) -> tuple[str, dict[str, int]]:
 
     Returns the file text and the flag of each part id.
     """
+    # the real sawing export starts with this dummy header line, and the mapping skips it
     lines = ["placeholder,placeholder,placeholder,placeholder"]
     t = datetime(2024, 3, 11, 8, 0, 0)
     flags: dict[str, int] = {}
