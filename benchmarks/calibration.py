@@ -100,15 +100,15 @@ def smc_plant(plant_file: str, process_name: str, batches: int, explore: float, 
     """ABC-SMC with ``pm.Simulator`` on the calibration's summaries (the rejected method)."""
     import pymc as pm
 
-    from recovery.calibration.summaries import Layout, read_history
+    from recovery.calibration.summaries import SummaryLayout, summarise_history
     from recovery.calibration.surrogate import _Setup, _simulate
 
     process = load_process(process_name)
     plant = load_process(ROOT / plant_file)
     df = Simulator(plant).simulate(batches, history_seed(seed, i), explore=explore).observations
     t0 = time.perf_counter()
-    hist = read_history(df, process)
-    lay = Layout.build(process, hist.levers)
+    hist = summarise_history(df, process)
+    lay = SummaryLayout.build(process, hist.levers)
     feats, design = lay.features(hist.mean), lay.design(hist.levers)
     observed = lay.summaries(feats, design)
     sd = lay.bootstrap(feats, design, 400, np.random.default_rng(seed)).std(axis=0) * np.sqrt(1.5)

@@ -28,7 +28,7 @@ import pandas as pd
 
 from simulators.definition import Process
 
-__all__ = ["CalibrationError", "History", "Layout", "read_history", "batch_means"]
+__all__ = ["CalibrationError", "History", "SummaryLayout", "summarise_history", "batch_means"]
 
 #: A lever counts as moved in the history when at least this many batches used
 #: another value than nominal; fewer make a slope that is mostly noise.
@@ -80,7 +80,7 @@ class History:
         return len(self.batch_ids)
 
 
-def read_history(df: pd.DataFrame, process: Process, *, since: float | None = None) -> History:
+def summarise_history(df: pd.DataFrame, process: Process, *, since: float | None = None) -> History:
     """Check the history's structure against ``process`` and reduce it.
 
     The check is on structure, not on the file's digest: every row must fit the
@@ -149,7 +149,7 @@ def batch_means(obs: np.ndarray, process: Process) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class Layout:
+class SummaryLayout:
     """Which summaries there are, and how batch means and levers become them.
 
     Attributes
@@ -181,8 +181,8 @@ class Layout:
     slope_mask: np.ndarray
 
     @classmethod
-    def build(cls, process: Process, levers: np.ndarray) -> "Layout":
-        """Layout for ``process`` given the history's lever values ``(B, n_levers)``."""
+    def build(cls, process: Process, levers: np.ndarray) -> "SummaryLayout":
+        """SummaryLayout for ``process`` given the history's lever values ``(B, n_levers)``."""
         pairs, prev, last = [], [], {}
         for q, ins in enumerate(process.inspections):
             for name in ins.measures:

@@ -2,7 +2,7 @@
 
 Method (``"surrogate-nuts"``; docs/calibration.md shows why):
 
-1. read the history and check its structure (:func:`~recovery.calibration.summaries.read_history`);
+1. read the history and check its structure (:func:`~recovery.calibration.summaries.summarise_history`);
 2. reduce it to summaries (levels and changes per inspection and characteristic
    at the nominal plan, and their slopes on the levers past engineers moved),
    and bootstrap their noise;
@@ -27,7 +27,8 @@ import pandas as pd
 
 from recovery.calibration.emulator import Box, QuadraticEmulator, latin_hypercube
 from recovery.calibration.posterior import ParameterSummary, PhysicsPosterior
-from recovery.calibration.summaries import CalibrationError, History, Layout, batch_means, read_history
+from recovery.calibration.summaries import (CalibrationError, History, SummaryLayout, batch_means,
+                                            summarise_history)
 from simulators.definition import Process
 from simulators.kinds import KINDS
 
@@ -104,7 +105,7 @@ class _Setup:
     file_values: np.ndarray
     time: np.ndarray
     plans: np.ndarray
-    layout: Layout
+    layout: SummaryLayout
     seed: int
 
 
@@ -326,7 +327,7 @@ def calibrate(history: pd.DataFrame, process: Process, *, seed: int = 0,
     if not process.uncertain:
         raise CalibrationError(f"process '{process.name}' has no uncertain parameter to calibrate "
                                f"(see 'Uncertain physics' in docs/process-format.md)")
-    hist = read_history(history, process, since=since)
+    hist = summarise_history(history, process, since=since)
     rng = np.random.default_rng([seed, 0])
     keys = tuple(u.key for u in process.uncertain)
     k = len(keys)
@@ -342,7 +343,7 @@ def calibrate(history: pd.DataFrame, process: Process, *, seed: int = 0,
     box = Box((ranges[:, 0] + ranges[:, 1]) / 2, (ranges[:, 1] - ranges[:, 0]) / 2)
     prior_box = box
 
-    layout = Layout.build(process, hist.levers)
+    layout = SummaryLayout.build(process, hist.levers)
     feats = layout.features(hist.mean)
     design_h = layout.design(hist.levers)
     observed = layout.summaries(feats, design_h)
