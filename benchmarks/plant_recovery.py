@@ -43,7 +43,7 @@ import numpy as np
 
 from recovery.agents.base import Agent
 from recovery.evaluate import (EVAL_CHUNK, chunk_seed, closed_loop, flagged_cases, physics_difference,
-                               summarise)
+                               summarise_outcomes)
 from simulators.definition import load_process
 from simulators.process import Simulator
 
@@ -222,7 +222,7 @@ def run_plant(args: Args, path: str) -> dict:
                 outcomes[a.name].append(closed_loop(world, case, a, seed=(cs + 7919 * i) % (2**31 - 1),
                                                     process=process))
     log["evaluate_s"] = time.perf_counter() - t
-    summary = summarise(outcomes, args.batches, args.seed)
+    summary = summarise_outcomes(outcomes, args.batches, args.seed)
     oracle = summary["agents"].get("oracle", {}).get("recovery_rate")
     table = {}
     for a in agents:

@@ -178,7 +178,7 @@ def closed_loop(sim: Simulator, case: Case, agent, *, seed: int, process=None) -
                    tuple(lat), violations, plan, p_first)
 
 
-def summarise(outcomes: dict[str, list[Outcome]], n_batches: int, seed: int) -> dict:
+def summarise_outcomes(outcomes: dict[str, list[Outcome]], n_batches: int, seed: int) -> dict:
     """The evaluation's JSON contract (see ``recovery evaluate --help``)."""
     n_flagged = len(next(iter(outcomes.values()))) if outcomes else 0
     base = {o.batch_id: o for o in outcomes.get("none", [])}
@@ -297,7 +297,7 @@ def evaluate_agents(sim: Simulator, agents: list, n_batches: int, seed: int, *,
         "net_value", "scrap_avoided", "regret", "lever_bound_violations",
         "latency_p50_s", "latency_p95_s", "by_fault": {fault: {"n", "recovery_rate"}}}}}``
     """
-    return summarise(play_agents(sim, agents, n_batches, seed, progress=progress, process=process),
+    return summarise_outcomes(play_agents(sim, agents, n_batches, seed, progress=progress, process=process),
                      n_batches, seed)
 
 
@@ -358,4 +358,4 @@ def evaluate_on_cluster(client, process, names: tuple[str, ...], n_batches: int,
     for r in tqdm(results, total=n_chunks, desc="evaluate", unit="chunk", disable=not progress):
         for name, outs in r.outcomes.items():
             outcomes[name].extend(outs)
-    return summarise(outcomes, n_batches, seed)
+    return summarise_outcomes(outcomes, n_batches, seed)

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from recovery.agents.base import Agent, Situation
-from recovery.agents.decision import decide
+from recovery.agents.decision import choose_action
 
 __all__ = ["Recommendation", "RecommendationError", "recommend", "batch_situation"]
 
@@ -194,7 +194,7 @@ def recommend(history: pd.DataFrame, model, *, batch: str | None = None, agent: 
     -------
     Recommendation
     """
-    from recovery.agents.model_planner import PlannerAgent
+    from recovery.agents.planner_agent import PlannerAgent
 
     process = model.graph_.process
     sit = batch_situation(history, process, batch)
@@ -215,7 +215,7 @@ def recommend(history: pd.DataFrame, model, *, batch: str | None = None, agent: 
         def to_come(plan):
             return float(process.lever_cost(np.where(sit.free, plan, process.nominal_plan())))
 
-        d = decide(process, sit.step, float(pred.p_accept[1]), float(pred.p_accept[0]), to_come(prop.plan))
+        d = choose_action(process, sit.step, float(pred.p_accept[1]), float(pred.p_accept[0]), to_come(prop.plan))
         decision, costs = d.decision, d.expected_cost
         pa = (float(pred.p_accept[0]), float(pred.low[0]), float(pred.high[0]))
         pn = (float(pred.p_accept[1]), float(pred.low[1]), float(pred.high[1]))

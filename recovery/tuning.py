@@ -29,7 +29,7 @@ def sample_oracle_params(trial) -> dict:
 
 
 def sample_planner_params(trial) -> dict:
-    """Settings of the Optuna planner (``recovery.agents.planner.PlannerConfig``)."""
+    """Settings of the Optuna planner (``recovery.agents.plan_search.PlannerConfig``)."""
     return {"n_trials": trial.suggest_int("n_trials", 16, 160, step=16),
             "max_levers": trial.suggest_int("max_levers", 2, 8),
             "screen_grid": trial.suggest_int("screen_grid", 3, 9, step=2),
@@ -106,8 +106,8 @@ def _build(spec: TuneSpec, sim, params: dict):
         from recovery.agents.oracle import OracleAgent
         return OracleAgent(sim, **params)
     if spec.agent == "planner":
-        from recovery.agents.model_planner import PlannerAgent
-        from recovery.agents.planner import PlannerConfig
+        from recovery.agents.planner_agent import PlannerAgent
+        from recovery.agents.plan_search import PlannerConfig
         from recovery.pipeline import load_model
         if not spec.model_dir:
             raise ValueError("tuning the planner needs --model")

@@ -320,12 +320,24 @@ class UncertainParam:
 
 @dataclass(frozen=True, slots=True)
 class Economics:
-    """Money, in ``currency`` per batch."""
+    """Money, in ``currency`` per batch.
+
+    Attributes
+    ----------
+    measurement_cost : float
+        Cost of gauging one characteristic on one bar (currency per bar and
+        characteristic); what an extra or larger sample costs.
+    station_cost : float
+        Cost of running one inspection station for one batch (currency per
+        batch), on top of its measurements; what adding an inspection step costs.
+    """
 
     batch_value: float
     scrap_cost: float
     processing_cost_per_step: float
     currency: str = "EUR"
+    measurement_cost: float = 0.0
+    station_cost: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -767,10 +779,15 @@ def parse_process(text: str, label: str = "<string>") -> Process:
     season = head.get("season_days", float, 250.0)
 
     eco_r = _Reader(label, "[economics]", doc.get("economics", None) or {})
-    eco_r.unknown({"batch_value", "scrap_cost", "processing_cost_per_step", "currency"})
+    eco_r.unknown({"batch_value", "scrap_cost", "processing_cost_per_step", "currency",
+                   "measurement_cost", "station_cost"})
     economics = Economics(eco_r.get("batch_value", float), eco_r.get("scrap_cost", float),
                           eco_r.get("processing_cost_per_step", float, 0.0),
-                          eco_r.get("currency", str, "EUR"))
+                          eco_r.get("currency", str, "EUR"),
+                          eco_r.get("measurement_cost", float, 0.0),
+                          eco_r.get("station_cost", float, 0.0))
+    if economics.measurement_cost < 0 or economics.station_cost < 0:
+        eco_r.fail("measurement_cost and station_cost must be >= 0")
 
     partners = []
     for where, t in _tables(label, doc, "partners"):

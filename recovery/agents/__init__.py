@@ -51,7 +51,7 @@ def make_agent(name: str, sim, *, model=None, policy=None, budget: str = "defaul
     if name == "planner":
         if model is None:
             raise ValueError("the planner needs a fitted causal model")
-        from recovery.agents.model_planner import PlannerAgent
+        from recovery.agents.planner_agent import PlannerAgent
         return PlannerAgent(model, budget=budget, posterior=posterior)
     if name == "rl":
         if policy is None:

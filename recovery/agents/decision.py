@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from simulators.definition import Process
 
-__all__ = ["Decision", "decide"]
+__all__ = ["Decision", "choose_action"]
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class Decision:
     lever_cost: float
 
 
-def decide(process: Process, step: int, p_continue: float, p_plan: float, lever_cost: float, *,
+def choose_action(process: Process, step: int, p_continue: float, p_plan: float, lever_cost: float, *,
            continue_cost: float = 0.0, min_gain: float = 1.0) -> Decision:
     """Pick continue, intervene or scrap for a batch after ``step``.
 
@@ -53,9 +53,9 @@ def decide(process: Process, step: int, p_continue: float, p_plan: float, lever_
     --------
     >>> from simulators import load_process
     >>> p = load_process()
-    >>> decide(p, 15, 0.0, 0.9, 200.0).decision
+    >>> choose_action(p, 15, 0.0, 0.9, 200.0).decision
     'intervene'
-    >>> decide(p, 25, 0.0, 0.0, 0.0).decision
+    >>> choose_action(p, 25, 0.0, 0.0, 0.0).decision
     'scrap'
     """
     eco = process.economics

@@ -388,7 +388,7 @@ class Service:
                         "partners": sorted(owners.get(b, ()))})
         return out
 
-    def decide(self, who: Principal, batch_id: str, decision: str, comment: str,
+    def record_engineer_decision(self, who: Principal, batch_id: str, decision: str, comment: str,
                plan: dict[str, float] | None, *, supersedes: int | None = None,
                idempotency_key: str | None = None) -> tuple[int, dict]:
         """Record an engineer's decision; returns (HTTP status, answer).
@@ -775,7 +775,7 @@ def create_app(store_url: str, model_dir: str | Path, *, data_dir: str | Path | 
                       idempotency_key: Id | None = Header(default=None, alias="Idempotency-Key")):
         """Record a decision. 409 when the batch has a final decision after this step, unless
         ``supersedes`` names it; an ``Idempotency-Key`` replay returns the first answer."""
-        res = guard(lambda *a: svc.decide(*a, supersedes=body.supersedes, idempotency_key=idempotency_key),
+        res = guard(lambda *a: svc.record_engineer_decision(*a, supersedes=body.supersedes, idempotency_key=idempotency_key),
                     who, batch_id, body.decision, body.comment, body.plan)
         return res if isinstance(res, JSONResponse) else JSONResponse(res[1], status_code=res[0])
 

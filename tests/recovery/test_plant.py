@@ -138,7 +138,7 @@ def _healthy_history(process):
 
 
 def test_rollouts_use_the_posteriors_physics(small_model, flagged, file_and_plant):
-    from recovery.agents.model_planner import PlannerAgent
+    from recovery.agents.planner_agent import PlannerAgent
     from recovery.agents.rollouts import posterior_bars, rollout_objective
 
     model, _ = small_model
@@ -163,7 +163,7 @@ def test_rollouts_use_the_posteriors_physics(small_model, flagged, file_and_plan
 
 
 def test_a_two_point_posterior_splits_the_rollouts(small_model, flagged, file_and_plant):
-    from recovery.agents.model_planner import PlannerAgent
+    from recovery.agents.planner_agent import PlannerAgent
     from recovery.agents.rollouts import posterior_bars
 
     model, _ = small_model

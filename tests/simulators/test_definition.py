@@ -199,3 +199,12 @@ def test_gate_flags_any_gauged_mean_outside_its_band():
     np.testing.assert_array_equal(p.gate_flags(ins.step, means), [False, True, True])
     # not gauged (NaN) never flags, whatever the band
     assert not p.gate_flags(ins.step, np.full(p.n_chars, np.nan))
+
+
+def test_measurement_and_station_costs_are_read_and_checked():
+    p = parse_process(SMALL, "small.toml")
+    assert (p.economics.measurement_cost, p.economics.station_cost) == (2.0, 30.0)
+    bare = parse_process(_mutate("measurement_cost = 2.0", "# no measurement cost"), "small.toml")
+    assert bare.economics.measurement_cost == 0.0
+    with pytest.raises(ProcessDefinitionError, match=r"small.toml: \[economics\]: .*station_cost must be >= 0"):
+        parse_process(_mutate("station_cost = 30.0", "station_cost = -1.0"), "small.toml")

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from recovery.agents.decision import decide
-from recovery.agents.planner import PlannerConfig, optimise_plan
+from recovery.agents.decision import choose_action
+from recovery.agents.plan_search import PlannerConfig, optimise_plan
 from simulators import load_process
 
 P = load_process("small")
@@ -54,9 +54,9 @@ def test_past_levers_keep_their_values():
 
 def test_decide_weighs_the_expected_costs():
     eco = P.economics
-    assert decide(P, 3, 0.0, 0.9, 40.0).decision == "intervene"
-    assert decide(P, 3, 0.95, 0.96, 40.0).decision == "continue"   # a tiny gain does not pay the levers
-    d = decide(P, 9, 0.0, 0.0, 0.0)
+    assert choose_action(P, 3, 0.0, 0.9, 40.0).decision == "intervene"
+    assert choose_action(P, 3, 0.95, 0.96, 40.0).decision == "continue"   # a tiny gain does not pay the levers
+    d = choose_action(P, 9, 0.0, 0.0, 0.0)
     assert d.decision == "scrap"
     assert d.expected_cost["scrap"] == pytest.approx(eco.scrap_cost + eco.batch_value
                                              - eco.processing_cost_per_step * (P.n_steps - 9))

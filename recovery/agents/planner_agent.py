@@ -4,7 +4,7 @@ under the causal model's posterior.
 Each candidate plan is scored as expected money by Monte Carlo rollouts of the
 numba simulator of the model's process, started from joint posterior draws of
 the batch's state (:mod:`recovery.agents.rollouts`), with common random
-numbers across candidates; :func:`recovery.agents.planner.optimise_plan`
+numbers across candidates; :func:`recovery.agents.plan_search.optimise_plan`
 searches (screening, CMA-ES, pruning to few levers). The chosen, current and
 do-nothing plans are then scored again on fresh draws for the figures shown,
 and the decision (continue, intervene, scrap) weighs their expected costs.
@@ -26,8 +26,8 @@ from __future__ import annotations
 import numpy as np
 
 from recovery.agents.base import Agent, Proposal, Situation
-from recovery.agents.decision import decide
-from recovery.agents.planner import PlannerConfig, optimise_plan
+from recovery.agents.decision import choose_action
+from recovery.agents.plan_search import PlannerConfig, optimise_plan
 
 __all__ = ["PlannerAgent"]
 
@@ -113,7 +113,7 @@ class PlannerAgent(Agent):
         def to_come(plan):  # what is spent is spent: cost of the levers still ahead
             return float(p.lever_cost(np.where(situation.free, plan, p.nominal_plan())))
 
-        d = decide(p, situation.step, float(pa[1]), float(pa[0]), to_come(res.plan),
+        d = choose_action(p, situation.step, float(pa[1]), float(pa[0]), to_come(res.plan),
                    continue_cost=to_come(current))
         k = 0 if d.decision == "intervene" else 1
         plan = res.plan if k == 0 else current
