@@ -14,9 +14,10 @@ draws them)::
     recovery.calibration  the plant's physics posterior
     recovery.agents     planners, RL and baselines behind one interface
     recovery.recommend, .evaluate, .pipeline, .tuning, .status, .decisions, .health,
-    .track_record
+    .track_record, .voi
                         the engineer's answer, closed-loop evaluation, the end-to-end runs,
-                        batch status and outcome labels, recording decisions
+                        batch status and outcome labels, recording decisions, the value of
+                        an extra measurement
     recovery.service, .commands, .cli
                         thin shells: HTTP service, CLI subcommands, the CLI
 """
@@ -32,6 +33,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("recovery.calibration",),
     ("recovery.agents",),
     ("recovery.recommend", "recovery.evaluate", "recovery.pipeline", "recovery.tuning",
-     "recovery.status", "recovery.decisions", "recovery.health", "recovery.track_record"),
+     "recovery.status", "recovery.decisions", "recovery.health", "recovery.track_record",
+     "recovery.voi"),
     ("recovery.service", "recovery.commands", "recovery.cli"),
 )
