@@ -125,9 +125,12 @@ def situation_for(sim: Simulator, case: Case, step: int, obs: np.ndarray, plan: 
 
     view = sim.process if process is None else process
     hist = observations_frame(view, case.conditions, obs[None], plan[None], upto_step=step)
+    # the same readings as an array, for agents that decide on arrays (what the history shows)
+    readings = obs.copy()
+    readings[np.asarray(view.inspection_steps) > step] = np.nan
     return Situation(view, case.batch_id, step, hist, plan.copy(),
                      true_state=state.copy() if truth else None,
-                     true_conditions=case.conditions if truth else None)
+                     true_conditions=case.conditions if truth else None, readings=readings)
 
 
 def closed_loop(sim: Simulator, case: Case, agent, *, seed: int, process=None) -> Outcome:

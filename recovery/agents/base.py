@@ -22,7 +22,7 @@ import pandas as pd
 from simulators.definition import Process
 from simulators.process import Conditions
 
-__all__ = ["Situation", "Proposal", "Agent", "LeverBoundError", "PlanError", "check_plan"]
+__all__ = ["Situation", "Proposal", "Agent", "LeverBoundError", "PlanError", "check_plan", "readings_from_history"]
 
 
 class LeverBoundError(RuntimeError):
@@ -79,6 +79,32 @@ def check_plan(process: Process, plan, after_step: int, reference) -> None:
         raise PlanError("puts levers outside their limits: " + "; ".join(bad))
 
 
+def readings_from_history(process: Process, history) -> np.ndarray:
+    """Gauge readings (n_insp, max_sample, n_chars) from a batch's step data (NaN: none).
+
+    The one place where an agent reads the step table; the decisions that
+    follow run on the array. Rows of other steps, characteristics or bars
+    beyond the inspection's largest sample are left out.
+    """
+    a = process.arrays
+    out = np.full((len(process.inspections), int(a.insp_sample.max()), process.n_chars), np.nan)
+    m = (history["kind"] == "measurement").to_numpy()
+    if not m.any():
+        return out
+    rows = history.loc[m, ["step", "variable", "bar_id", "value"]]
+    q_of = np.full(process.n_steps + 2, -1, dtype=np.int64)
+    q_of[np.asarray(process.inspection_steps, dtype=np.int64)] = np.arange(len(process.inspections))
+    step = rows["step"].to_numpy(dtype=np.int64)
+    q = np.where((step >= 0) & (step < len(q_of)), q_of[np.clip(step, 0, len(q_of) - 1)], -1)
+    c = np.fromiter((process.char_index.get(v, -1) for v in rows["variable"].astype(str)), dtype=np.int64,
+                    count=len(rows))
+    bar = rows["bar_id"].to_numpy(dtype=np.float64, na_value=np.nan)
+    ok = (q >= 0) & (c >= 0) & np.isfinite(bar) & (bar >= 0) & (bar < out.shape[1])
+    # later rows win, as one row after the other would write them
+    out[q[ok], bar[ok].astype(np.int64), c[ok]] = rows["value"].to_numpy(dtype=np.float64)[ok]
+    return out
+
+
 @dataclass(frozen=True)
 class Situation:
     """What an agent is shown when asked for a plan.
@@ -98,6 +124,10 @@ class Situation:
         Every bar's true state. Only agents with ``needs_truth`` get it (the oracle).
     true_conditions : Conditions, optional
         The batch's true conditions, for the oracle.
+    readings : ndarray (n_insp, max_sample, n_chars), optional
+        The gauge readings of ``history`` as an array (NaN where none), when
+        the caller has them already (the closed-loop evaluation does); else
+        :meth:`gauge_readings` reads them from ``history``.
     """
 
     process: Process
@@ -107,6 +137,13 @@ class Situation:
     plan: np.ndarray
     true_state: np.ndarray | None = None
     true_conditions: Conditions | None = None
+    readings: np.ndarray | None = None
+
+    def gauge_readings(self) -> np.ndarray:
+        """Gauge readings (n_insp, max_sample, n_chars) up to ``step``, NaN where none."""
+        if self.readings is not None:
+            return self.readings
+        return readings_from_history(self.process, self.history)
 
     @property
     def free(self) -> np.ndarray:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from recovery.agents.base import Agent, Proposal, Situation
+from recovery.agents.base import Agent, Proposal, Situation, readings_from_history
 from simulators.definition import Process
 from simulators.process import Simulator
 
@@ -58,18 +58,18 @@ def nominal_sensitivities(process: Process, *, n_batches: int = 64, seed: int = 
     return expected, sens
 
 
-def readings_from_history(process: Process, history) -> np.ndarray:
-    """Gauge readings (n_insp, max_sample, n_chars) from a batch's step data (NaN: none)."""
-    a = process.arrays
-    out = np.full((len(process.inspections), int(a.insp_sample.max()), process.n_chars), np.nan)
-    m = history[history["kind"] == "measurement"]
-    q_of = {s: q for q, s in enumerate(process.inspection_steps)}
-    for step, var, bar, val in zip(m["step"], m["variable"].astype(str), m["bar_id"], m["value"]):
-        q = q_of.get(int(step))
-        c = process.char_index.get(var)
-        if q is not None and c is not None and bar is not None and bar == bar and int(bar) < out.shape[1]:
-            out[q, int(bar), c] = float(val)
-    return out
+def _sample_means(readings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per (inspection, characteristic): whether a finite reading exists, and the
+    readings' mean ignoring NaN.
+
+    Sums over a contiguous bar axis, so that each mean is the same number
+    ``np.nanmean`` gives for that sample alone (the same pairwise summation).
+    """
+    r = np.ascontiguousarray(np.swapaxes(readings, 1, 2))   # (n_insp, n_chars, max_sample)
+    there = ~np.isnan(r)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(there, r, 0.0).sum(axis=-1) / there.sum(axis=-1)
+    return np.isfinite(r).any(axis=-1), mean
 
 
 def latest_means(process: Process, readings: np.ndarray, step: int) -> list[tuple[int, int, float]]:
@@ -78,21 +78,22 @@ def latest_means(process: Process, readings: np.ndarray, step: int) -> list[tupl
     Parameters
     ----------
     readings : ndarray (n_insp, max_sample, n_chars)
-        Gauge readings, NaN where none (``recovery.agents.rl.readings_from_history``).
+        Gauge readings, NaN where none (:func:`readings_from_history`).
 
     Returns
     -------
     list of (char, inspection step, mean), ordered by step, then characteristic.
     """
-    out = []
-    with np.errstate(invalid="ignore"):
-        for c in range(process.n_chars):
-            for q in range(len(process.inspections) - 1, -1, -1):
-                s = process.inspection_steps[q]
-                x = readings[q, :, c]
-                if s <= step and np.isfinite(x).any():
-                    out.append((c, s, float(np.nanmean(x))))
-                    break
+    return _latest_means(np.asarray(process.inspection_steps, dtype=np.int64), readings, step)
+
+
+def _latest_means(insp_steps: np.ndarray, readings: np.ndarray, step: int) -> list[tuple[int, int, float]]:
+    gauged, mean = _sample_means(readings)
+    # the last inspection up to ``step`` that gauged the characteristic
+    seen = gauged & (insp_steps <= step)[:, None]
+    n_insp = len(insp_steps)
+    last = n_insp - 1 - np.argmax(seen[::-1], axis=0)
+    out = [(c, int(insp_steps[q]), float(mean[q, c])) for c, q in enumerate(last.tolist()) if seen[q, c]]
     return sorted(out, key=lambda t: (t[1], t[0]))
 
 
@@ -103,6 +104,9 @@ class EngineerRule:
     nearest lever downstream that moves that characteristic, by the process's
     nominal sensitivities (see :func:`nominal_sensitivities`). Used by the
     ``heuristic`` agent and as the base policy the ``rl`` agent corrects.
+    Everything that does not depend on the readings (which levers can move
+    which characteristic, in step order) is worked out once here, so that a
+    decision is a few array operations and a short loop over characteristics.
 
     Parameters
     ----------
@@ -113,9 +117,20 @@ class EngineerRule:
     """
 
     def __init__(self, process: Process, *, threshold: float = 0.15):
-        self.process = process
+        self.process = p = process
         self.threshold = threshold
         self.expected_, self.sens_ = nominal_sensitivities(process)
+        self._insp_steps = np.asarray(p.inspection_steps, dtype=np.int64)
+        self._lo, self._hi = p.lever_bounds()
+        self._nominal = p.nominal_plan()
+        self._integer = np.array([lv.integer for lv in p.levers], dtype=bool)
+        self._width = np.array([ch.upper - ch.lower for ch in p.characteristics], dtype=np.float64)
+        # levers in step order (stable: by index within a step), the order the rule tries them in
+        order = np.argsort([lv.step for lv in p.levers], kind="stable")
+        span = self._hi - self._lo
+        # per characteristic, the levers that move it noticeably (10 % of its band over their range)
+        self._movers = [[int(j) for j in order if not abs(self.sens_[j, c]) * span[j] < 0.1 * self._width[c]]
+                        for c in range(p.n_chars)]
 
     def __call__(self, readings: np.ndarray, step: int, plan: np.ndarray) -> np.ndarray:
         """The plan after ``step``, given the readings so far; levers up to ``step`` kept."""
@@ -125,25 +140,23 @@ class EngineerRule:
         """The plan and one note per lever moved."""
         p = self.process
         plan = np.asarray(plan, dtype=np.float64).copy()
-        free = sorted(map(int, np.flatnonzero(p.free_levers(step))), key=lambda j: p.levers[j].step)
-        lo, hi = p.lever_bounds()
-        used: set[int] = set()
+        free = p.free_levers(step)
+        used = np.zeros(len(plan), dtype=bool)
         notes = []
-        for c, at, mean in latest_means(p, readings, step):
-            ch = p.characteristics[c]
+        for c, at, mean in _latest_means(self._insp_steps, readings, step):
             dev = mean - self.expected_[at, c]
-            width = ch.upper - ch.lower
+            width = self._width[c]
             if width <= 0 or abs(dev) < self.threshold * width:
                 continue
-            for j in free:  # the nearest free lever (by step) that moves this characteristic noticeably
-                s = self.sens_[j, c]
-                if j in used or abs(s) * (hi[j] - lo[j]) < 0.1 * width:
+            for j in self._movers[c]:  # the nearest free lever (by step) that moves this characteristic
+                if used[j] or not free[j]:
                     continue
-                v = np.clip(p.levers[j].nominal - dev / s, lo[j], hi[j])
-                plan[j] = np.round(v) if p.levers[j].integer else v
-                used.add(j)
+                v = np.clip(self._nominal[j] - dev / self.sens_[j, c], self._lo[j], self._hi[j])
+                plan[j] = np.round(v) if self._integer[j] else v
+                used[j] = True
+                ch, lv = p.characteristics[c], p.levers[j]
                 notes.append(f"{ch.name} off by {dev:+.3g} {ch.unit} at step {at}: "
-                             f"{p.levers[j].name} -> {plan[j]:.4g} {p.levers[j].unit}")
+                             f"{lv.name} -> {plan[j]:.4g} {lv.unit}")
                 break
         return plan, notes
 
@@ -160,6 +173,5 @@ class HeuristicAgent(Agent):
         self.rule = EngineerRule(process, threshold=threshold)
 
     def _propose(self, situation: Situation, seed: int) -> Proposal:
-        readings = readings_from_history(situation.process, situation.history)
-        plan, notes = self.rule.plan(readings, situation.step, situation.plan)
+        plan, notes = self.rule.plan(situation.gauge_readings(), situation.step, situation.plan)
         return Proposal(plan, note="; ".join(notes) or "no deviation worth a lever")

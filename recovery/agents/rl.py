@@ -19,8 +19,10 @@ initial exploration) instead of near "do nothing", which a sparse end reward
 over 14 levers and 6 decisions does not teach it to leave. ``base=None``
 trains a policy from scratch.
 
-A decision is instant: the policy is rolled through the lever steps ahead of
-the batch with the gauge readings it has, one ``predict`` per step.
+A decision is instant and runs on arrays, with no pandas and no torch call:
+the policy's forward pass is done in NumPy with weights copied from the SB3
+model (:class:`PolicyForward`; the model stays an SB3 zip on disk), for all
+the lever steps ahead of the batch at once, on the gauge readings it has.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from recovery.agents.base import Agent, Proposal, Situation
 from recovery.agents.baselines import readings_from_history
 from simulators.definition import Process, load_process
 
-__all__ = ["RLPolicy", "RLAgent", "train_policy", "load_policy", "process_variants", "training_simulators",
+__all__ = ["RLPolicy", "RLAgent", "PolicyForward", "train_policy", "load_policy", "process_variants", "training_simulators",
            "readings_from_history",
            "DEFAULT_TIMESTEPS"]
 
@@ -189,8 +191,73 @@ def _base_policy(base: str | None, process: Process):
     raise ValueError(f"unknown base policy '{base}'; known: heuristic, or None")
 
 
+class PolicyForward:
+    """The deterministic action of a PPO ``MlpPolicy``, on NumPy arrays.
+
+    The weights are copied once from the SB3 model (which stays an SB3 model
+    on disk, loadable with ``PPO.load``); a decision is then a few small
+    matrix products, without torch's per-call overhead. The arithmetic is
+    SB3's, in float32: flatten, the policy MLP (linear layers and their
+    activations), the action net (the Gaussian's mean, which is the
+    deterministic action), clipped to the action space.
+
+    Parameters
+    ----------
+    model : stable_baselines3.PPO
+        A trained model whose policy is an ``ActorCriticPolicy`` with a
+        flatten feature extractor, no squashed output and no state-dependent
+        exploration (what :func:`train_policy` builds).
+
+    Raises
+    ------
+    ValueError
+        If the policy has another structure (use ``model.predict`` then).
+    """
+
+    def __init__(self, model):
+        import torch
+
+        pol = model.policy
+        acts = {torch.nn.Tanh: np.tanh, torch.nn.ReLU: lambda x: np.maximum(x, np.float32(0.0)),
+                torch.nn.Identity: None}
+        if (type(pol.pi_features_extractor).__name__ != "FlattenExtractor" or pol.squash_output
+                or getattr(pol, "use_sde", False)):
+            raise ValueError("PolicyForward takes an MlpPolicy with a flatten extractor, "
+                             "no squashed output and no gSDE")
+        self.layers: list[tuple[str, object]] = []
+        for m in list(pol.mlp_extractor.policy_net) + [pol.action_net]:
+            if isinstance(m, torch.nn.Linear):
+                w = m.weight.detach().cpu().numpy().astype(np.float32)
+                b = m.bias.detach().cpu().numpy().astype(np.float32)
+                self.layers.append(("linear", (np.ascontiguousarray(w.T), b)))
+            elif type(m) in acts:
+                if acts[type(m)] is not None:
+                    self.layers.append(("act", acts[type(m)]))
+            else:
+                raise ValueError(f"PolicyForward: no NumPy form for layer {type(m).__name__}")
+        self.low = np.asarray(model.action_space.low, dtype=np.float32)
+        self.high = np.asarray(model.action_space.high, dtype=np.float32)
+        self.obs_size = int(np.prod(model.observation_space.shape))
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        """Actions ``(n, k)`` of observations ``(n, obs_size)`` (float32, as SB3)."""
+        x = np.asarray(obs, dtype=np.float32).reshape(len(obs), self.obs_size)
+        for what, f in self.layers:
+            if what == "linear":
+                w, b = f
+                x = x @ w + b
+            else:
+                x = f(x)
+        return np.clip(x, self.low, self.high)
+
+
 class RLAgent(Agent):
     """Rolls a trained policy through the decision steps ahead of the batch.
+
+    The decision runs on arrays (:meth:`decide`): the gauge readings, the
+    engineer's rule on them, one forward pass of the policy for all decision
+    steps ahead (their observations depend on the readings only, not on the
+    actions before them), and the actions applied to the plan as in the env.
 
     Parameters
     ----------
@@ -209,37 +276,67 @@ class RLAgent(Agent):
                            for s in self.layout.decision_steps]
         self.base = _base_policy(policy.base, p)
         self._k = max((len(x) for x in self._levers_at), default=1)
+        try:
+            self.forward = PolicyForward(policy.model)
+        except ValueError:  # another policy structure: SB3's own predict, one batch of observations
+            self.forward = lambda x: np.asarray(policy.model.predict(x.astype(np.float32), deterministic=True)[0])
+        lo, hi = p.lever_bounds()
+        self._lo, self._hi = lo, hi
+        self._int = np.array([lv.integer for lv in p.levers])
+        self._per_use = np.array([lv.cost_per_use for lv in p.levers])
+        self._per_unit = np.array([lv.cost_per_unit for lv in p.levers])
+        self._nominal = p.nominal_plan()
 
     def _propose(self, situation: Situation, seed: int) -> Proposal:
-        from simulators.env import _apply_action, action_of
-
         p = situation.process
         if p.digest != self.policy.process.digest:
             raise ValueError("the policy was trained on another process")
-        readings = readings_from_history(p, situation.history)
-        plan = situation.plan.copy()
-        lo, hi = p.lever_bounds()
-        ints = np.array([lv.integer for lv in p.levers])
-        per_use = np.array([lv.cost_per_use for lv in p.levers])
-        per_unit = np.array([lv.cost_per_unit for lv in p.levers])
-        nom = p.nominal_plan()
-        obs = np.zeros(self.layout.size)
-        steps = self.layout.decision_steps
-        # as in the env: the rule plans the levers ahead afresh from the latest readings
-        base = (self.base(readings, situation.step, np.where(situation.free, nom, plan))
-                if self.base is not None else None)
-        for d in np.flatnonzero(steps > situation.step):
-            self.layout.fill(readings, int(steps[d] - 1), int(d), obs)
-            x = obs
-            if base is not None:
-                ba = np.zeros(self._k)
-                for i, j in enumerate(self._levers_at[d]):
-                    ba[i] = action_of(base[j], nom[j], lo[j], hi[j])
-                x = np.concatenate([obs, ba])
-            action, _ = self.policy.model.predict(x.astype(np.float32), deterministic=True)
-            action = np.asarray(action, dtype=np.float64)
-            if base is not None:
-                action = np.clip(action + ba, -1.0, 1.0)
-            _apply_action(action, self._levers_at[d], lo, hi - lo, ints, nom, per_use, per_unit, plan)
-        how = "corrections to the engineer's rule" if base is not None else "plan"
+        plan = self.decide(situation.gauge_readings(), situation.step, situation.plan)
+        how = "corrections to the engineer's rule" if self.base is not None else "plan"
         return Proposal(plan, note=f"PPO policy ({self.policy.timesteps} training steps; {how})")
+
+    def decide(self, readings: np.ndarray, step: int, plan: np.ndarray) -> np.ndarray:
+        """The plan the policy sets for the levers after ``step`` (arrays only).
+
+        Parameters
+        ----------
+        readings : ndarray (n_insp, max_sample, n_chars)
+            Gauge readings so far, NaN where none (``Situation.gauge_readings``).
+        step : int
+            The last step the batch has completed.
+        plan : ndarray (n_levers,)
+            Lever values: as used up to ``step``, as planned after it (physical units).
+
+        Returns
+        -------
+        ndarray (n_levers,)
+            The plan with the levers of the decision steps after ``step`` set.
+        """
+        from simulators.env import _apply_action, action_of
+
+        plan = np.array(plan, dtype=np.float64)
+        lo, hi, nom = self._lo, self._hi, self._nominal
+        steps = self.layout.decision_steps
+        ahead = np.flatnonzero(steps > step)
+        if not len(ahead):
+            return plan
+        # as in the env: the rule plans the levers ahead afresh from the latest readings
+        base = (self.base(readings, step, np.where(self.policy.process.free_levers(step), nom, plan))
+                if self.base is not None else None)
+        width = self.layout.size + (self._k if base is not None else 0)
+        x = np.zeros((len(ahead), width))
+        ba = np.zeros((len(ahead), self._k))
+        for i, d in enumerate(ahead):
+            self.layout.fill(readings, int(steps[d] - 1), int(d), x[i, : self.layout.size])
+            if base is not None:
+                for r, j in enumerate(self._levers_at[d]):
+                    ba[i, r] = action_of(base[j], nom[j], lo[j], hi[j])
+        if base is not None:
+            x[:, self.layout.size:] = ba
+        actions = np.asarray(self.forward(x.astype(np.float32)), dtype=np.float64).reshape(len(ahead), -1)
+        if base is not None:
+            actions = np.clip(actions + ba, -1.0, 1.0)
+        for i, d in enumerate(ahead):
+            _apply_action(actions[i], self._levers_at[d], lo, hi - lo, self._int, nom, self._per_use,
+                          self._per_unit, plan)
+        return plan

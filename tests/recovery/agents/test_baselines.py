@@ -126,3 +126,64 @@ def test_batch_ids_are_unique_across_evaluation_chunks():
         outs = evaluate_chunk(sim, [NoneAgent()], 2 * EVAL_CHUNK, 4, c)["none"]
         ids += [o.batch_id for o in outs]
     assert len(ids) == len(set(ids)) > 0
+
+
+def _random_readings(p, rng):
+    """Gauge readings as the rule may see them: some inspections done, some bars and
+    characteristics missing, means far enough off to move levers."""
+    a = p.arrays
+    r = np.full((len(p.inspections), int(a.insp_sample.max()), p.n_chars), np.nan)
+    lo, hi = p.final_bands()
+    nom = np.array([ch.nominal for ch in p.characteristics])
+    for q in range(len(p.inspections)):
+        if rng.random() < 0.3:
+            continue
+        n = int(rng.integers(1, r.shape[1] + 1))
+        shift = rng.normal(0.0, 0.5, p.n_chars) * (hi - lo)
+        r[q, :n] = nom + shift + rng.normal(0.0, 0.1, (n, p.n_chars)) * (hi - lo)
+        r[q, :n][rng.random((n, p.n_chars)) < 0.2] = np.nan
+    return r
+
+
+@pytest.mark.parametrize("name", ["small", None])
+def test_engineer_rule_on_arrays_equals_the_naive_rule(name):
+    """The precomputed, vectorised rule gives the plans of the first, loop-by-loop one,
+    to the last bit, on many random situations (steps, readings, plans so far)."""
+    from recovery.agents.baselines import EngineerRule, latest_means
+    from simulators.definition import load_process
+    from tests.recovery.agents import naive
+
+    p = load_process(name)
+    rule = EngineerRule(p)
+    rng = np.random.default_rng(5)
+    lo, hi = p.lever_bounds()
+    moved = 0
+    for _ in range(300):
+        r = _random_readings(p, rng)
+        step = int(rng.integers(0, p.n_steps + 1))
+        plan = np.where(rng.random(len(lo)) < 0.5, p.nominal_plan(), rng.uniform(lo, hi))
+        assert latest_means(p, r, step) == naive.latest_means(p, r, step)
+        got = rule(r, step, plan)
+        want = naive.engineer_plan(p, rule.expected_, rule.sens_, rule.threshold, r, step, plan)
+        np.testing.assert_array_equal(got, want)
+        moved += int(np.any(got != plan))
+    assert moved > 50
+
+
+def test_situation_readings_are_what_the_history_shows(world):
+    """The array the evaluation hands to agents equals the readings of the step table
+    it shows them, read the fast way and the naive way, at every inspection."""
+    from recovery.agents.base import readings_from_history
+    from tests.recovery.agents import naive
+
+    sim, cases = world
+    p = sim.process
+    n = 0
+    for c in cases[:10]:
+        for step in [s for s in p.inspection_steps if s >= c.detect_step - 3]:
+            sit = situation_for(sim, c, step, c.obs, p.nominal_plan(), c.state, truth=False)
+            want = naive.readings_from_history(p, sit.history)
+            np.testing.assert_array_equal(readings_from_history(p, sit.history), want)
+            np.testing.assert_array_equal(sit.gauge_readings(), want)
+            n += int(np.isfinite(want).any())
+    assert n > 10

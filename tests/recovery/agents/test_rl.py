@@ -90,3 +90,45 @@ def test_agent_with_a_silent_policy_proposes_the_rules_plan(tiny_policy, rule):
         np.testing.assert_array_equal(a.plan, b.plan)  # deterministic policy
         assert p.levers_ok(a.plan).all()
     assert moved >= 5
+
+
+def test_numpy_forward_pass_gives_sb3_predict_actions(tiny_policy):
+    """The policy's forward pass on NumPy arrays gives SB3's deterministic actions
+    on many random observations (float32 rounding aside)."""
+    from recovery.agents.rl import PolicyForward
+
+    pol, _ = tiny_policy
+    fwd = PolicyForward(pol.model)
+    rng = np.random.default_rng(0)
+    n = pol.model.observation_space.shape[0]
+    obs = np.concatenate([rng.normal(0.0, 1.0, (500, n)), rng.normal(0.0, 20.0, (500, n))]).astype(np.float32)
+    want = pol.model.predict(obs, deterministic=True)[0]
+    got = fwd(obs)
+    assert got.shape == want.shape and got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-6)
+    assert np.abs(want).max() > 0.05  # a policy that moves, so the comparison means something
+
+
+def test_agent_on_arrays_decides_as_the_step_by_step_predict_path(tiny_policy):
+    """The agent's decision (rule on arrays, one NumPy forward pass for all steps ahead)
+    gives the plans of the first form (one SB3 ``predict`` per decision step), on many
+    random situations."""
+    from tests.recovery.agents import naive
+    from tests.recovery.agents.test_baselines import _random_readings
+
+    pol, _ = tiny_policy
+    agent = RLAgent(pol)
+    p = pol.process
+    rng = np.random.default_rng(1)
+    lo, hi = p.lever_bounds()
+    moved = 0
+    for _ in range(200):
+        r = _random_readings(p, rng)
+        step = int(rng.choice(p.inspection_steps))
+        plan = np.where(rng.random(len(lo)) < 0.7, p.nominal_plan(), rng.uniform(lo, hi))
+        plan[p.free_levers(step)] = p.nominal_plan()[p.free_levers(step)]
+        got = agent.decide(r, step, plan)
+        want = naive.rl_plan(agent, r, step, plan)
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6 * (hi - lo).max())
+        moved += int(np.any(np.abs(got - plan) > 1e-9))
+    assert moved > 20
