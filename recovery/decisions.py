@@ -30,7 +30,7 @@ DECISIONS = ("accept", "reject", "modify")
 
 
 class DecisionError(ValueError):
-    """The decision cannot be accepted as asked (its plan, its kind); the message says why."""
+    """The decision cannot be accepted as asked (its plan, or a decision other than accept, reject or modify); the message says why."""
 
 
 class DecisionConflict(Exception):

@@ -301,7 +301,7 @@ def evaluate_agents(sim: Simulator, agents: list, n_batches: int, seed: int, *,
         "latency_p50_s", "latency_p95_s", "by_fault": {fault: {"n", "recovery_rate"}}}}}``
     """
     return summarise_outcomes(play_agents(sim, agents, n_batches, seed, progress=progress, process=process),
-                     n_batches, seed)
+                              n_batches, seed)
 
 
 def outcomes_frame(outcomes: dict[str, list[Outcome]]) -> "pd.DataFrame":

@@ -105,8 +105,13 @@ def crack_probability(coating: float, critical: float, scale: float) -> float:
     return 1.0 / (1.0 + np.exp(-(coating - critical) / scale))
 
 
+# One function of about 250 lines on purpose (the project's limit is 120): the
+# step kinds are dispatched once per batch with the bar loop inside each branch,
+# which numba compiles to tight loops; calls out to per-kind helpers would have
+# to pass most of the 26 arrays each time. Its twin, reference.advance_reference,
+# follows it branch for branch.
 @njit(**NJIT)
-def advance(state, bars_per_batch, start, stop, kind, normals, params, param_set, target, slot,
+def advance(state, bars_per_batch, start, stop, kind_id, normals, params, param_set, target, slot,
             lever_first, lever_count, lever_param, plan, fault, drift,
             insp_of_step, insp_measures, insp_sample, gauge_sigma,
             obs, latent, rng, noise, uniform, cursor):
@@ -155,7 +160,7 @@ def advance(state, bars_per_batch, start, stop, kind, normals, params, param_set
     # inside the physics loop would: a tight draw loop, then a loop without calls.
     buf = np.empty(bars_per_batch * max(4, n_chars))
     for s in range(start, stop):
-        k = kind[s]
+        k = kind_id[s]
         t = target[s]
         if k != WASHING and k != INSPECTION:
             for b in range(n_batches):
@@ -402,7 +407,7 @@ def char_in_spec_fraction(state, bars_per_batch, lower, upper):
 
 
 @njit(**NJIT)
-def draws_needed(kind, normals, insp_of_step, insp_measures, insp_sample, n_batches, bars_per_batch,
+def draws_needed(kind_id, normals, insp_of_step, insp_measures, insp_sample, n_batches, bars_per_batch,
                  start, stop, gauge=True):
     """(normals, uniforms) that ``advance`` draws for steps ``start .. stop - 1``.
 
@@ -410,7 +415,7 @@ def draws_needed(kind, normals, insp_of_step, insp_measures, insp_sample, n_batc
     """
     n_norm = n_unif = 0
     for s in range(start, stop):
-        k = kind[s]
+        k = kind_id[s]
         if k != WASHING and k != INSPECTION:
             n_norm += n_batches * (1 + bars_per_batch * normals[s])
         if k == GRINDING or k == BENDING or k == REBEND:

@@ -278,7 +278,7 @@ class MetalBarRecoveryEnv(gym.Env):
         self._base_step, self._base_plan = -1, self._nominal
         # All random numbers of the episode, drawn now (see the module docstring).
         a = self.arrays
-        nn, nu = _kernels.draws_needed(a.kind, a.normals, a.insp_of_step, a.insp_measures, a.insp_sample,
+        nn, nu = _kernels.draws_needed(a.kind_id, a.normals, a.insp_of_step, a.insp_measures, a.insp_sample,
                                        1, self.process.bars_per_batch, detect, self.process.n_steps)
         self._noise = self.np_random.standard_normal(nn)
         self._unif = self.np_random.random(nu)
@@ -297,7 +297,7 @@ class MetalBarRecoveryEnv(gym.Env):
 
     def _advance(self, stop: int) -> None:
         a = self.arrays
-        _kernels.advance(self._state, self.process.bars_per_batch, self._pos, stop, a.kind, a.normals,
+        _kernels.advance(self._state, self.process.bars_per_batch, self._pos, stop, a.kind_id, a.normals,
                          self._params, self._set, a.target, a.slot, a.lever_first, a.lever_count,
                          a.lever_param, self._plan, self._cond.fault, self._cond.drift, a.insp_of_step, a.insp_measures,
                          a.insp_sample, a.gauge_sigma, self._readings, _EMPTY3, None, self._noise,
@@ -450,11 +450,11 @@ class MetalBarRecoveryVectorEnv(VectorEnv):
             st = np.ascontiguousarray(self._state[rows])
             rd = np.ascontiguousarray(self._readings[grp])
             # Pre-drawn numbers again: a Generator argument costs ~12 us per kernel call.
-            nn, nu = _kernels.draws_needed(a.kind, a.normals, a.insp_of_step, a.insp_measures,
+            nn, nu = _kernels.draws_needed(a.kind_id, a.normals, a.insp_of_step, a.insp_measures,
                                            a.insp_sample, len(grp), bpb, pos, stop)
             noise = self.np_random.standard_normal(nn)
             unif = self.np_random.random(nu)
-            _kernels.advance(st, bpb, pos, stop, a.kind, a.normals, self._single._params,
+            _kernels.advance(st, bpb, pos, stop, a.kind_id, a.normals, self._single._params,
                              np.ascontiguousarray(self._set[grp]), a.target, a.slot,
                              a.lever_first, a.lever_count, a.lever_param, np.ascontiguousarray(self._plan[grp]),
                              np.ascontiguousarray(self._fault[grp]), np.ascontiguousarray(self._drift[grp]),

@@ -290,7 +290,7 @@ class Simulator:
             advance_reference(state, p.bars_per_batch, after_step, stop_step, a, plan,
                               conditions.fault, conditions.drift, obs, latent, rng, params, param_set)
         else:
-            _kernels.advance(state, p.bars_per_batch, after_step, stop_step, a.kind, a.normals, params,
+            _kernels.advance(state, p.bars_per_batch, after_step, stop_step, a.kind_id, a.normals, params,
                              param_set, a.target, a.slot, a.lever_first, a.lever_count, a.lever_param,
                              plan, conditions.fault, conditions.drift, a.insp_of_step,
                              a.insp_measures, a.insp_sample, a.gauge_sigma, obs, latent, rng,

@@ -39,6 +39,11 @@ def advance_reference(state, bars_per_batch, start, stop, arrays, plan, fault, d
                       obs, latent, rng, params=None, param_set=None):
     """Same contract as the kernel's ``advance``; ``arrays`` is a ``CompiledProcess``.
 
+    One long function on purpose (about 140 lines, over the project's 120): it
+    mirrors the kernel's ``advance`` branch for branch, in the kernel's order of
+    random draws, so the two can be read side by side; split into helpers, the
+    twin would no longer read like the kernel it checks.
+
     ``params`` (n_sets, n_steps, MAX_PARAMS) and ``param_set`` (n_batches,) give
     each batch its own physics, as in the kernel; default: the file's, for all.
     """
@@ -64,7 +69,7 @@ def advance_reference(state, bars_per_batch, start, stop, arrays, plan, fault, d
         return np.repeat(a, bars_per_batch)
 
     for s in range(start, stop):
-        k = arrays.kind[s]
+        k = arrays.kind_id[s]
         if k in (_K["washing"], _K["inspection"]):
             zb = None
         else:

@@ -141,7 +141,6 @@ def train_policy(process: Process | str | None = None, *, seed: int = 0, total_t
     from stable_baselines3.common.vec_env import VecNormalize
 
     from simulators.env import MetalBarRecoveryEnv
-    from simulators.process import Simulator
 
     torch.set_num_threads(1)
     if not isinstance(process, Process):

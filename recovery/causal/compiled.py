@@ -11,9 +11,9 @@ user cache folder and loaded by the next fit, which only binds its data.
 What the key holds (:func:`structure_key`): the process digest, the model
 format, the layout's structure (parameter names, index arrays, fixed
 carry-over, drift map), the gauged rows and the observed set of each
-inspection pattern, the prior's kind, the bars per batch, the versions of
-the libraries that build and run the graph, and the source of the modules
-that write it. Anything else (a batch count, a reading, a prior mean) is
+inspection pattern, whether a prior is given (and its size), the bars per
+batch, the versions of the libraries that build and run the graph, and the
+source of the modules that write it. Anything else (a batch count, a reading, a prior mean) is
 data. A stale or unreadable entry is rebuilt, never trusted: PyTensor's own
 numba cache (``~/.pytensor``) keeps the machine code behind the pickled
 functions, keyed by their graphs.
@@ -97,7 +97,7 @@ def structure_key(layout, fd, prior, bars: int, process_digest: str) -> str:
     layout : Layout
     fd : FitData
     prior : (mean, cov) or None
-        Only its kind (and size) enters the key: the values are data.
+        Only whether it is given (and its size) enters the key: the values are data.
     bars : int
         Bars per batch.
     process_digest : str

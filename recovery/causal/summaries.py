@@ -116,11 +116,11 @@ def summarise(df: pd.DataFrame, process: Process, *, validate: bool = True) -> S
     nb = len(batch_ids)
     n_insp, nc, nl = len(process.inspections), process.n_chars, len(process.levers)
     step = df["step"].to_numpy(dtype=np.int64)
-    kind = df["kind"].astype(str).to_numpy()
+    row_kind = df["kind"].astype(str).to_numpy()
     var = df["variable"].astype(str).to_numpy()
     val = df["value"].to_numpy(dtype=np.float64, na_value=np.nan)
 
-    meas = kind == "measurement"
+    meas = row_kind == "measurement"
     q_all = np.where((step >= 1) & (step <= process.n_steps),
                      a.insp_of_step[np.clip(step, 1, process.n_steps) - 1], -1)
     cidx = pd.Series(var).map(dict(process.char_index)).to_numpy(dtype=float, na_value=-1)
@@ -152,7 +152,7 @@ def summarise(df: pd.DataFrame, process: Process, *, validate: bool = True) -> S
 
     levers = np.tile(process.nominal_plan(), (nb, 1))
     seen = np.zeros((nb, nl), dtype=bool)
-    lev = kind == "lever"
+    lev = row_kind == "lever"
     if lev.any() and nl:
         li = pd.Series(var[lev]).map(dict(process.lever_index)).to_numpy(dtype=float, na_value=-1)
         ok = li >= 0
@@ -160,7 +160,7 @@ def summarise(df: pd.DataFrame, process: Process, *, validate: bool = True) -> S
         seen[batch_codes[lev][ok], li[ok].astype(np.int64)] = True
 
     day = np.full(nb, np.nan)
-    ctx = (kind == "context") & (var == "season_day")
+    ctx = (row_kind == "context") & (var == "season_day")
     if ctx.any():
         day[batch_codes[ctx]] = val[ctx]
     if np.isnan(day).any() and "timestamp" in df:

@@ -188,12 +188,12 @@ def test_pre_drawn_noise_reproduces_the_generator_and_is_counted_exactly(sim):
     # steps 1..21 draw only normals, so one normal stream serves both ways
     s1, o1 = sim.new_state(n), sim.new_obs(n)
     sim.run(s1, 0, 21, plan, cond, np.random.default_rng(9), obs=o1)
-    nn, nu = _kernels.draws_needed(a.kind, a.normals, a.insp_of_step, a.insp_measures, a.insp_sample,
+    nn, nu = _kernels.draws_needed(a.kind_id, a.normals, a.insp_of_step, a.insp_measures, a.insp_sample,
                                    n, p.bars_per_batch, 0, 21)
     assert nu == 0
     noise = np.random.default_rng(9).standard_normal(nn)
     s2, o2, cur = sim.new_state(n), sim.new_obs(n), np.zeros(2, dtype=np.int64)
-    _kernels.advance(s2, p.bars_per_batch, 0, 21, a.kind, a.normals, a.params[None], np.zeros(n, dtype=np.int64),
+    _kernels.advance(s2, p.bars_per_batch, 0, 21, a.kind_id, a.normals, a.params[None], np.zeros(n, dtype=np.int64),
                      a.target, a.slot,
                      a.lever_first, a.lever_count, a.lever_param, plan, cond.fault, cond.drift,
                      a.insp_of_step, a.insp_measures, a.insp_sample, a.gauge_sigma, o2,
@@ -202,10 +202,10 @@ def test_pre_drawn_noise_reproduces_the_generator_and_is_counted_exactly(sim):
     np.testing.assert_array_equal(o1, o2)
     assert cur[0] == nn
     # and over the whole process, uniforms included, the count is exact
-    nn, nu = _kernels.draws_needed(a.kind, a.normals, a.insp_of_step, a.insp_measures, a.insp_sample,
+    nn, nu = _kernels.draws_needed(a.kind_id, a.normals, a.insp_of_step, a.insp_measures, a.insp_sample,
                                    n, p.bars_per_batch, 0, p.n_steps)
     s3, o3, cur = sim.new_state(n), sim.new_obs(n), np.zeros(2, dtype=np.int64)
-    _kernels.advance(s3, p.bars_per_batch, 0, p.n_steps, a.kind, a.normals, a.params[None], np.zeros(n, dtype=np.int64),
+    _kernels.advance(s3, p.bars_per_batch, 0, p.n_steps, a.kind_id, a.normals, a.params[None], np.zeros(n, dtype=np.int64),
                      a.target, a.slot,
                      a.lever_first, a.lever_count, a.lever_param, plan, cond.fault, cond.drift,
                      a.insp_of_step, a.insp_measures, a.insp_sample, a.gauge_sigma, o3,

@@ -31,7 +31,8 @@ class Cause:
         the segment that acts on the characteristic.
     cause : str
         A fault type of the catalogue, or a characteristic name.
-    kind : {"fault", "characteristic"}
+    cause_type : {"fault", "characteristic"}
+        What ``cause`` names.
     probability : float
         Posterior probability, given that the batch deviates.
     path : str
@@ -40,7 +41,7 @@ class Cause:
 
     step: int
     cause: str
-    kind: str
+    cause_type: str
     probability: float
     path: str
 
@@ -85,7 +86,7 @@ class _Hyp:
     seg: int
     step: int
     cause: str
-    kind: str
+    cause_type: str
     chars: tuple[int, ...]       # modelled characteristics the shift moves
     signs: tuple[int, ...]       # +1, -1, 0
     crack: bool                  # it may crack bars
@@ -201,7 +202,7 @@ def root_cause(model: CausalModel, history: pd.DataFrame, *, batch: str | None =
         hy = hyps[h]
         if fc is None:
             fc = _final_outlook(model, bv, seed)
-        causes.append(Cause(hy.step, hy.cause, hy.kind, float(post[h]),
+        causes.append(Cause(hy.step, hy.cause, hy.cause_type, float(post[h]),
                             _path(model, bv, hy, shift_sign[h], qf, fc)))
     return RootCause(bv.batch_id, p.inspections[qf].step, bv.first_flag is not None, tuple(causes),
                      float(p_dev), bool(reasons), tuple(reasons))
@@ -350,7 +351,7 @@ def _path(model: CausalModel, bv: BatchView, hy: _Hyp, sign: np.ndarray, qf: int
     insp = p.inspections[qf]
     moved = [(g.modeled[c], sign[c]) for c in hy.chars]
     verb = {1.0: "raised", -1.0: "lowered", 0.0: "shifted"}
-    if hy.kind == "fault":
+    if hy.cause_type == "fault":
         by_verb: dict[str, list[str]] = {}
         for name, sg in moved:
             by_verb.setdefault(verb[float(sg)], []).append(name)
