@@ -184,7 +184,7 @@ def reliability(world: Simulator, cases: dict, agent: Named, n_rollouts: int, se
         if pa is None or step != case.detect_step:
             continue
         ins = world.rollout(case.state, step, plan[None], n_rollouts, seed, case.conditions)
-        pairs.append((float(pa), float((ins[0] >= world.process.acceptance_level - 1e-12).mean())))
+        pairs.append((float(pa), float(world.process.accepts(ins[0]).mean())))
     if not pairs:
         return {}
     p, q = np.array(pairs).T

@@ -138,13 +138,13 @@ def _flagged_characteristics(process, history: pd.DataFrame, step: int) -> set[s
     m = history[(history["kind"].astype(str) == "measurement") & (history["step"] == step)]
     if m.empty:
         return set()
-    lo, hi = process.gate_bands(step)
-    out = set()
+    means = np.full(process.n_chars, np.nan)  # NaN: not gauged, never outside
     for name, mean in m.groupby(m["variable"].astype(str))["value"].mean().items():
         i = process.char_index.get(name)
-        if i is not None and (mean < lo[i] or mean > hi[i]):  # NaN bands never compare
-            out.add(name)
-    return out
+        if i is not None:
+            means[i] = mean
+    outside = process.gate_outside(step, means)
+    return {c.name for c, out in zip(process.characteristics, outside) if out}
 
 
 def dependent_checks(model, posterior, sit: Situation, plan: np.ndarray) -> tuple[tuple[int, str], ...]:

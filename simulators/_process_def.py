@@ -134,9 +134,27 @@ class Process:
         -------
         ndarray of bool (...)
         """
+        return self.gate_outside(step, sample_means).any(axis=-1)
+
+    def gate_outside(self, step: int, sample_means: np.ndarray) -> np.ndarray:
+        """The gate rule per characteristic: which sample means lie outside their
+        gate band at inspection ``step`` (:meth:`gate_flags` is "any of these").
+
+        Parameters
+        ----------
+        step : int
+            The inspection step.
+        sample_means : ndarray (..., n_chars)
+            Sample means in the characteristics' units; NaN where not gauged
+            (never outside a band).
+
+        Returns
+        -------
+        ndarray of bool (..., n_chars)
+        """
         lo, hi = self.gate_bands(step)
         with np.errstate(invalid="ignore"):
-            return ((sample_means < lo) | (sample_means > hi)).any(axis=-1)
+            return (sample_means < lo) | (sample_means > hi)
 
     def nominal_plan(self) -> np.ndarray:
         """Lever values when nobody intervenes, shape ``(n_levers,)``."""

@@ -26,7 +26,7 @@ from simulators._entries import (Characteristic, Economics, Factory, Fault, Gate
 from simulators._process_def import Process
 from simulators.kinds import KINDS, ROLES
 
-__all__ = ["BUILTIN_PROCESSES", "decision_step_count", "load_process", "parse_process"]
+__all__ = ["BUILTIN_PROCESSES", "TableReader", "decision_step_count", "load_process", "parse_process"]
 
 BUILTIN_PROCESSES = {"default": "default.toml", "small": "small.toml"}
 
@@ -42,8 +42,25 @@ def decision_step_count(name: str = "default") -> int:
     return len({int(lv["step"]) for lv in tomllib.loads(text).get("levers", [])})
 
 
-class _Reader:
-    """Pulls typed fields out of one table of the file, naming it in errors."""
+class TableReader:
+    """Pulls typed fields out of one TOML table, naming the file and entry in errors.
+
+    A float field takes an integer (``1`` for ``1.0``) and must be finite.
+    Other TOML files of the project (partner mappings) subclass it with their
+    own ``error``.
+
+    Parameters
+    ----------
+    file : str
+        The file's name, as errors show it.
+    where : str
+        The entry, e.g. ``steps[3] (step 4)``.
+    table : dict
+        The parsed table; anything else fails.
+    """
+
+    #: The exception raised, with ``"{file}: {where}: {message}"``.
+    error: type[Exception] = ProcessDefinitionError
 
     def __init__(self, file: str, where: str, table: Any):
         self.file, self.where = file, where
@@ -52,7 +69,7 @@ class _Reader:
         self.table = table
 
     def fail(self, msg: str) -> None:
-        raise ProcessDefinitionError(f"{self.file}: {self.where}: {msg}")
+        raise self.error(f"{self.file}: {self.where}: {msg}")
 
     def get(self, key: str, typ: type | tuple[type, ...], default: Any = ...) -> Any:
         if key not in self.table:
@@ -131,7 +148,7 @@ def parse_process(text: str, label: str = "<string>") -> Process:
     except tomllib.TOMLDecodeError as exc:
         raise ProcessDefinitionError(f"{label}: not valid TOML: {exc}") from None
 
-    head = _Reader(label, "[process]", doc.get("process", None) or {})
+    head = TableReader(label, "[process]", doc.get("process", None) or {})
     head.unknown({"name", "version", "description", "bars_per_batch",
                   "acceptance_level", "season_days"})
     name = head.get("name", str)
@@ -167,7 +184,7 @@ def parse_process(text: str, label: str = "<string>") -> Process:
 
 
 def _read_economics(label: str, doc: dict) -> Economics:
-    eco_r = _Reader(label, "[economics]", doc.get("economics", None) or {})
+    eco_r = TableReader(label, "[economics]", doc.get("economics", None) or {})
     eco_r.unknown({"batch_value", "scrap_cost", "processing_cost_per_step", "currency",
                    "measurement_cost", "station_cost"})
     economics = Economics(eco_r.get("batch_value", float), eco_r.get("scrap_cost", float),
@@ -183,7 +200,7 @@ def _read_economics(label: str, doc: dict) -> Economics:
 def _read_partners(label: str, doc: dict) -> list[Partner]:
     partners = []
     for where, t in _tables(label, doc, "partners"):
-        r = _Reader(label, where, t)
+        r = TableReader(label, where, t)
         r.unknown({"id", "name", "offset"})
         partners.append(Partner(r.get("id", str), r.get("name", str, ""), r.get("offset", float, 0.0)))
     _unique(label, "partners", [p.id for p in partners])
@@ -193,7 +210,7 @@ def _read_partners(label: str, doc: dict) -> list[Partner]:
 def _read_factories(label: str, doc: dict, pids: set[str]) -> list[Factory]:
     factories = []
     for where, t in _tables(label, doc, "factories"):
-        r = _Reader(label, where, t)
+        r = TableReader(label, where, t)
         r.unknown({"id", "partner", "name", "drift"})
         f = Factory(r.get("id", str), r.get("partner", str), r.get("name", str, ""),
                     r.get("drift", float, 0.0))
@@ -204,13 +221,13 @@ def _read_factories(label: str, doc: dict, pids: set[str]) -> list[Factory]:
     return factories
 
 
-def _read_characteristics(label: str, doc: dict) -> tuple[list[Characteristic], list[tuple[_Reader, Gate]]]:
+def _read_characteristics(label: str, doc: dict) -> tuple[list[Characteristic], list[tuple[TableReader, Gate]]]:
     """The characteristics, and their gates with the reader that names each in errors
     (gates are checked against the inspections, read later)."""
     chars = []
     gates = []
     for where, t in _tables(label, doc, "characteristics"):
-        r = _Reader(label, where, t)
+        r = TableReader(label, where, t)
         r.unknown({"name", "unit", "role", "nominal", "lower", "upper", "gauge_sigma",
                    "description", "gates"})
         role = r.get("role", str, "other")
@@ -225,7 +242,7 @@ def _read_characteristics(label: str, doc: dict) -> tuple[list[Characteristic], 
             r.fail("gauge_sigma must be >= 0")
         _check_unit(r, c.unit)
         for j, g in enumerate(r.get("gates", list, [])):
-            gr = _Reader(label, f"{where}.gates[{j}]", g)
+            gr = TableReader(label, f"{where}.gates[{j}]", g)
             gr.unknown({"step", "lower", "upper"})
             gate = Gate(gr.get("step", int), c.name, gr.get("lower", float), gr.get("upper", float))
             if gate.lower > gate.upper:
@@ -239,15 +256,15 @@ def _read_characteristics(label: str, doc: dict) -> tuple[list[Characteristic], 
 
 
 def _read_steps(label: str, doc: dict, fac: dict[str, Factory],
-                chars: list[Characteristic]) -> tuple[list[Step], list[tuple[_Reader, dict | bool]]]:
+                chars: list[Characteristic]) -> tuple[list[Step], list[tuple[TableReader, dict | bool]]]:
     """The steps, and each step's raw ``uncertain`` entry with its reader (resolved
     once the levers are known, see :func:`_resolve_uncertain`)."""
     cnames = {c.name: c for c in chars}
     roles_present = {c.role for c in chars}
     steps = []
-    uncertain_raw: list[tuple[_Reader, dict | bool]] = []
+    uncertain_raw: list[tuple[TableReader, dict | bool]] = []
     for where, t in _tables(label, doc, "steps"):
-        r = _Reader(label, where, t)
+        r = TableReader(label, where, t)
         r.unknown({"step", "name", "kind", "factory", "params", "target", "uncertain"})
         idx = r.get("step", int)
         r.where = f"{where} (step {idx})"
@@ -278,7 +295,7 @@ def _read_steps(label: str, doc: dict, fac: dict[str, Factory],
             if target is None or target not in cnames or cnames[target].role != "bend_angle":
                 r.fail(f"kind '{kind}' needs 'target' naming a bend_angle characteristic")
         elif target is not None:
-            r.fail(f"'target' is only for bending and rebend steps")
+            r.fail("'target' is only for bending and rebend steps")
         unc = r.table.get("uncertain", True)
         if not isinstance(unc, (dict, bool)):
             r.fail(f"field 'uncertain' must be a table or true/false, got {unc!r}")
@@ -303,7 +320,7 @@ def _read_levers(label: str, doc: dict, steps: list[Step]) -> list[Lever]:
     n = len(steps)
     levers = []
     for where, t in _tables(label, doc, "levers"):
-        r = _Reader(label, where, t)
+        r = TableReader(label, where, t)
         r.unknown({"name", "step", "sets", "unit", "nominal", "lower", "upper", "max_change",
                    "cost_per_use", "cost_per_unit", "integer", "description"})
         lv = Lever(r.get("name", str), r.get("step", int), r.get("sets", str), r.get("unit", str),
@@ -337,7 +354,7 @@ def _read_inspections(label: str, doc: dict, steps: list[Step], chars: list[Char
     cnames = {c.name for c in chars}
     inspections = []
     for where, t in _tables(label, doc, "inspections"):
-        r = _Reader(label, where, t)
+        r = TableReader(label, where, t)
         r.unknown({"step", "measures", "sample"})
         ins = Inspection(r.get("step", int), tuple(r.get("measures", list)), r.get("sample", int))
         if not 1 <= ins.step <= n or steps[ins.step - 1].kind != "inspection":
@@ -358,7 +375,7 @@ def _read_inspections(label: str, doc: dict, steps: list[Step], chars: list[Char
     return inspections
 
 
-def _check_gates(gates: list[tuple[_Reader, Gate]], inspections: list[Inspection]) -> None:
+def _check_gates(gates: list[tuple[TableReader, Gate]], inspections: list[Inspection]) -> None:
     """Each gate sits at an inspection that measures its characteristic."""
     for r, g in gates:
         if g.step not in {i.step for i in inspections}:
@@ -372,7 +389,7 @@ def _read_faults(label: str, doc: dict, steps: list[Step]) -> list[Fault]:
     n = len(steps)
     faults = []
     for where, t in _tables(label, doc, "faults"):
-        r = _Reader(label, where, t)
+        r = TableReader(label, where, t)
         r.unknown({"name", "step", "rate", "low", "high", "unit", "symmetric", "recoverable",
                    "description"})
         f = Fault(r.get("name", str), r.get("step", int), r.get("rate", float),
@@ -396,7 +413,7 @@ def _read_faults(label: str, doc: dict, steps: list[Step]) -> list[Fault]:
     return faults
 
 
-def _resolve_uncertain(steps: list[Step], raw: list[tuple[_Reader, dict | bool]],
+def _resolve_uncertain(steps: list[Step], raw: list[tuple[TableReader, dict | bool]],
                        lever_params: set[tuple[int, str]]) -> tuple[UncertainParam, ...]:
     """The uncertain parameters: each kind's defaults, overridden per step.
 
@@ -455,7 +472,7 @@ def _unique(label: str, what: str, keys: list) -> None:
 _UNITS_OK: dict[str, bool] = {}
 
 
-def _check_unit(r: _Reader, unit: str) -> None:
+def _check_unit(r: TableReader, unit: str) -> None:
     """Units must parse with pint, so partner data can be converted into them."""
     if unit not in _UNITS_OK:
         try:

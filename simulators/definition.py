@@ -19,7 +19,8 @@ private modules, one concern each:
 - ``_compiled``: :class:`CompiledProcess`, the process as arrays for the
   numba kernel (``Process.arrays``);
 - ``_process_file``: reading and validating the TOML file
-  (:func:`load_process`, :func:`parse_process`).
+  (:func:`load_process`, :func:`parse_process`; :class:`TableReader`, which
+  other TOML readers of the project can share).
 
 Their classes and functions say ``simulators.definition`` as their module,
 so reprs, pickles and documentation name the public path.
@@ -31,17 +32,17 @@ from simulators._compiled import CompiledProcess
 from simulators._entries import (Characteristic, Economics, Factory, Fault, Gate, Inspection, Lever, Partner,
                                  Prior, ProcessDefinitionError, Step, UncertainParam, parse_prior)
 from simulators._process_def import Process
-from simulators._process_file import BUILTIN_PROCESSES, decision_step_count, load_process, parse_process
+from simulators._process_file import BUILTIN_PROCESSES, TableReader, decision_step_count, load_process, parse_process
 
 __all__ = [
     "Characteristic", "Gate", "Partner", "Factory", "Step", "Lever", "Inspection",
     "Fault", "Economics", "Process", "ProcessDefinitionError", "load_process",
     "BUILTIN_PROCESSES", "Prior", "UncertainParam", "parse_prior",
-    "parse_process", "decision_step_count", "CompiledProcess",
+    "parse_process", "decision_step_count", "CompiledProcess", "TableReader",
 ]
 
 for _obj in (CompiledProcess, Characteristic, Economics, Factory, Fault, Gate, Inspection, Lever, Partner, Prior,
              ProcessDefinitionError, Step, UncertainParam, parse_prior, Process, decision_step_count,
-             load_process, parse_process):
+             load_process, parse_process, TableReader):
     _obj.__module__ = __name__
 del _obj

@@ -61,6 +61,11 @@ class ObservationLayout:
         self.nominal = nom[self.c]
         self.width = width[self.c]
         self.decision_steps = np.array(sorted({lv.step for lv in p.levers}), dtype=np.int64)
+        #: the levers of each decision step (indices into ``process.levers``), in action order
+        self.levers_at = [np.array([j for j, lv in enumerate(p.levers) if lv.step == s], dtype=np.int64)
+                          for s in self.decision_steps]
+        #: entries of an action: the most levers at one step
+        self.action_size = max((len(x) for x in self.levers_at), default=1)
         self.n_pairs = len(self.q)
         self.size = 2 * self.n_pairs + 1 + len(self.decision_steps)
         self.n_steps = p.n_steps
@@ -239,10 +244,8 @@ class MetalBarRecoveryEnv(gym.Env):
         self._set_of = {id(s): i for i, s in enumerate(self._sims)}
         self._set = np.zeros(1, dtype=np.int64)
         self.source = CaseSource(self._sims, block=block)
-        steps = self.layout.decision_steps
-        self._levers_at = [np.array([j for j, lv in enumerate(p.levers) if lv.step == s], dtype=np.int64)
-                           for s in steps]
-        k = max((len(x) for x in self._levers_at), default=1)
+        self._levers_at = self.layout.levers_at
+        k = self.layout.action_size
         self.action_space = spaces.Box(-1.0, 1.0, (k,), dtype=np.float32)
         self.observation_space = spaces.Box(-50.0, 50.0, (self.layout.size + (k if base else 0),),
                                             dtype=np.float32)

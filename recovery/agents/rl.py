@@ -271,10 +271,9 @@ class RLAgent(Agent):
         self.policy = policy
         self.layout = ObservationLayout(policy.process)
         p = policy.process
-        self._levers_at = [np.array([j for j, lv in enumerate(p.levers) if lv.step == s], dtype=np.int64)
-                           for s in self.layout.decision_steps]
+        self._levers_at = self.layout.levers_at
         self.base = _base_policy(policy.base, p)
-        self._k = max((len(x) for x in self._levers_at), default=1)
+        self._k = self.layout.action_size
         try:
             self.forward = PolicyForward(policy.model)
         except ValueError:  # another policy structure: SB3's own predict, one batch of observations

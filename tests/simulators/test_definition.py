@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from simulators.definition import ProcessDefinitionError, load_process, parse_process
-from simulators.kinds import KINDS
+from simulators.kinds import KIND_IDS, KINDS
 
 SMALL = resources.files("simulators.processes").joinpath("small.toml").read_text("utf-8")
 
@@ -199,6 +199,28 @@ def test_gate_flags_any_gauged_mean_outside_its_band():
     np.testing.assert_array_equal(p.gate_flags(ins.step, means), [False, True, True])
     # not gauged (NaN) never flags, whatever the band
     assert not p.gate_flags(ins.step, np.full(p.n_chars, np.nan))
+    # per characteristic: exactly the one moved out, and flags are "any of these"
+    out = p.gate_outside(ins.step, means)
+    assert out.shape == means.shape
+    assert np.flatnonzero(out[1]).tolist() == [gated[0]] and np.flatnonzero(out[2]).tolist() == [gated[-1]]
+    np.testing.assert_array_equal(out.any(axis=-1), p.gate_flags(ins.step, means))
+
+
+def test_definition_is_one_import_path_for_its_modules():
+    """The split modules' public names are reachable, and named, as ``simulators.definition``'s."""
+    import pickle
+
+    import simulators.definition as d
+
+    for name in d.__all__:
+        obj = getattr(d, name)
+        if callable(obj):
+            assert obj.__module__ == "simulators.definition", name
+    p = load_process("small")
+    assert pickle.loads(pickle.dumps(p.economics)) == p.economics
+    assert repr(p.levers[0]).startswith("Lever(")
+    # the array form names the step kind's id, not the kind
+    assert p.arrays.kind_id.tolist() == [KIND_IDS[s.kind] for s in p.steps]
 
 
 def test_measurement_and_station_costs_are_read_and_checked():

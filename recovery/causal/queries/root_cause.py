@@ -380,9 +380,9 @@ def _path(model: CausalModel, bv: BatchView, hy: _Hyp, sign: np.ndarray, qf: int
     for q in range(hy.seg + 1, len(segs)):
         reach = {c for c in range(len(g.modeled)) if segs[q].carry[c, list(reach)].any()} if reach else set()
     names = {g.modeled[c] for c in reach} | (set(g.crack) if hy.crack else set())
-    level = p.acceptance_level
+    # a characteristic that alone would fail the acceptance rule
     outs = [f"{n} (expected {100 * fc.p_in_band[n]:.0f}% of bars inside)" for n in
-            sorted(names, key=lambda n: p.char_index[n]) if n in fc.p_in_band and fc.p_in_band[n] < level]
+            sorted(names, key=lambda n: p.char_index[n]) if n in fc.p_in_band and not p.accepts(fc.p_in_band[n])]
     tail = ("out of final band under the nominal plan: " + ", ".join(outs)) if outs else \
         "final bands expected to hold under the nominal plan"
     return f"{head} -> {flag} -> {tail}"
