@@ -4,13 +4,24 @@ Pure physics and data generation: this package never imports ``recovery``
 (``tests/test_layers.py`` checks it).
 
 - ``definition``: process files -> frozen dataclasses (``load_process``), and
-  the process's rules (``Process.accepts``, ``Process.gate_flags``,
-  ``Process.free_levers``)
+  the process's rules (``Process.accepts``, ``Process.gate_flags`` and
+  ``gate_outside``, ``Process.free_levers``); the one import path for its
+  private modules ``_entries``, ``_process_def``, ``_compiled`` (the arrays
+  the kernel reads) and ``_process_file`` (reading the TOML)
 - ``kinds``: the step kinds, their parameters, levers and fault channels
-- ``_kernels``: the numba kernel (private); ``reference``: its NumPy twin
+- ``units``: unit parsing and conversion (pint)
+- ``_kernels``: the numba kernels (private; flags in ``_config``);
+  ``reference``: their NumPy twins
 - ``process``: public rollouts (``Simulator``)
+- ``schema``: the step table (observations and truth) and its check
+- ``campaign``: many batches to Parquet in seeded chunks (``recovery.distributed``
+  spreads the chunks on Dask)
 - ``cases``: flagged cases, frozen at the inspection that flags them
 - ``env``: the gymnasium env ``MetalBarRecovery-v0`` and its vectorised variant
+
+May import: NumPy, numba, pandas, pyarrow, pandera (the schema's check),
+pint, tqdm and gymnasium (the env and the registration below); never
+``recovery``.
 
 ``import simulators`` registers ``MetalBarRecovery-v0`` with gymnasium by
 entry-point strings, so ``gym.make("MetalBarRecovery-v0")`` and
