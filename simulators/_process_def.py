@@ -122,17 +122,9 @@ class Process:
         """The gate rule: an inspection flags a batch when any gauged sample mean
         lies outside its gate band (:meth:`gate_bands`).
 
-        Parameters
-        ----------
-        step : int
-            The inspection step.
-        sample_means : ndarray (..., n_chars)
-            Sample means in the characteristics' units; NaN where not gauged
-            (never outside a band).
-
-        Returns
-        -------
-        ndarray of bool (...)
+        Takes what :meth:`gate_outside` takes (``sample_means (..., n_chars)``,
+        NaN where not gauged); returns ``ndarray of bool (...)``, whether any
+        characteristic is outside.
         """
         return self.gate_outside(step, sample_means).any(axis=-1)
 
