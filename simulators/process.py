@@ -235,10 +235,10 @@ class Simulator:
         for c, (step, name) in enumerate(keys):
             if not 1 <= int(step) <= p.n_steps:
                 raise ValueError(f"{p.source}: no step {step}")
-            kind = KINDS[p.step(int(step)).kind]
-            if name not in kind.params or (int(step), name) in levers:
+            spec = KINDS[p.step(int(step)).kind]
+            if name not in spec.params or (int(step), name) in levers:
                 raise ValueError(f"{p.source}: step {step} has no physics parameter '{name}'")
-            out[:, int(step) - 1, kind.index(name)] = draws[:, c]
+            out[:, int(step) - 1, spec.index(name)] = draws[:, c]
         return out
 
     def run(self, state: np.ndarray, after_step: int, stop_step: int, plan: np.ndarray,

@@ -57,10 +57,10 @@ def check_id(value) -> str | None:
     for i, ch in enumerate(value, start=1):
         cat = unicodedata.category(ch)
         if cat[0] == "C" or cat in ("Zl", "Zp"):
-            kind = {"Cc": "control", "Cf": "format (invisible or bidi)", "Cs": "surrogate",
+            what = {"Cc": "control", "Cf": "format (invisible or bidi)", "Cs": "surrogate",
                     "Co": "private-use", "Cn": "unassigned", "Zl": "line separator",
                     "Zp": "paragraph separator"}[cat]
-            return f"contains the {kind} character U+{ord(ch):04X} at position {i}"
+            return f"contains the {what} character U+{ord(ch):04X} at position {i}"
     if value != value.strip():
         return "has leading or trailing whitespace"
     return None
