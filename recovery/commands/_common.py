@@ -8,24 +8,23 @@ from pathlib import Path
 from recovery.cli import UserError
 
 
-def positive_int(text: str) -> int:
+def _int_at_least(text: str, minimum: int, what: str, below: str) -> int:
+    """``text`` as a whole number >= ``minimum``; ``what`` and ``below`` word the errors."""
     try:
         v = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {v}")
+        raise argparse.ArgumentTypeError(f"expected {what}, got '{text}'") from None
+    if v < minimum:
+        raise argparse.ArgumentTypeError(f"{below}, got {v}")
     return v
+
+
+def positive_int(text: str) -> int:
+    return _int_at_least(text, 1, "a whole number", "expected a number >= 1")
 
 
 def seed_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole-number seed, got '{text}'") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"a seed must be >= 0, got {v}")
-    return v
+    return _int_at_least(text, 0, "a whole-number seed", "a seed must be >= 0")
 
 
 def share(text: str) -> float:
