@@ -219,9 +219,11 @@ class PolicyForward:
         pol = model.policy
         acts = {torch.nn.Tanh: np.tanh, torch.nn.ReLU: lambda x: np.maximum(x, np.float32(0.0)),
                 torch.nn.Identity: None}
-        if (type(pol.pi_features_extractor).__name__ != "FlattenExtractor" or pol.squash_output
-                or getattr(pol, "use_sde", False)):
-            raise ValueError("PolicyForward takes an MlpPolicy with a flatten extractor, "
+        extractor = getattr(pol, "pi_features_extractor", None)
+        if (type(extractor).__name__ != "FlattenExtractor" or getattr(pol, "squash_output", True)
+                or getattr(pol, "use_sde", False) or not hasattr(pol, "mlp_extractor")
+                or not hasattr(pol, "action_net")):
+            raise ValueError("PolicyForward takes an actor-critic MlpPolicy with a flatten extractor, "
                              "no squashed output and no gSDE")
         self.layers: list[tuple[str, object]] = []
         for m in list(pol.mlp_extractor.policy_net) + [pol.action_net]:

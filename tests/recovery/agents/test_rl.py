@@ -132,3 +132,30 @@ def test_agent_on_arrays_decides_as_the_step_by_step_predict_path(tiny_policy):
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6 * (hi - lo).max())
         moved += int(np.any(np.abs(got - plan) > 1e-9))
     assert moved > 20
+
+
+def test_agent_falls_back_to_sb3_predict_for_other_policy_structures(tiny_policy, monkeypatch):
+    """A policy PolicyForward cannot copy (here: refused on purpose) is run through SB3's
+    ``predict``, one batch of observations, with the same plans."""
+    import recovery.agents.rl as rl
+    from tests.recovery.agents import naive
+    from tests.recovery.agents.test_baselines import _random_readings
+
+    def refuse(model):
+        raise ValueError("not an MlpPolicy")
+
+    pol, _ = tiny_policy
+    original = rl.PolicyForward
+    monkeypatch.setattr(rl, "PolicyForward", refuse)
+    agent = RLAgent(pol)
+    assert not isinstance(agent.forward, original)  # the fallback is in use
+    p = pol.process
+    lo, hi = p.lever_bounds()
+    rng = np.random.default_rng(2)
+    for _ in range(20):
+        r = _random_readings(p, rng)
+        step = int(rng.choice(p.inspection_steps))
+        got = agent.decide(r, step, p.nominal_plan())
+        # one batched predict against one per step: float32 sums may differ in the last bit
+        np.testing.assert_allclose(got, naive.rl_plan(agent, r, step, p.nominal_plan()), rtol=1e-6,
+                                   atol=1e-6 * (hi - lo).max())
