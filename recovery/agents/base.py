@@ -89,32 +89,22 @@ def readings_from_history(process: Process, history) -> np.ndarray:
     a = process.arrays
     out = np.full((len(process.inspections), int(a.insp_sample.max()), process.n_chars), np.nan)
     # whole columns as arrays, then NumPy: pandas' row selection costs more than the rest
-    m = np.asarray(history["kind"].to_numpy(dtype=object) == "measurement", dtype=bool)
+    m = (history["kind"] == "measurement").to_numpy(dtype=bool, na_value=False)
     if not m.any():
         return out
     q_of = np.full(process.n_steps + 2, -1, dtype=np.int64)
     q_of[np.asarray(process.inspection_steps, dtype=np.int64)] = np.arange(len(process.inspections))
-    step = history["step"].to_numpy(dtype=np.int64)[m]
-    q = np.where((step >= 0) & (step < len(q_of)), q_of[np.clip(step, 0, len(q_of) - 1)], -1)
+    step = history["step"].to_numpy(dtype=np.float64, na_value=np.nan)[m]
+    known = np.isfinite(step) & (step >= 0) & (step < len(q_of))
+    q = np.where(known, q_of[np.where(known, step, 0).astype(np.int64)], -1)
     index = process.char_index
     c = np.fromiter((index.get(str(v), -1) for v in history["variable"].to_numpy(dtype=object)[m]),
                     dtype=np.int64, count=int(m.sum()))
     bar = history["bar_id"].to_numpy(dtype=np.float64, na_value=np.nan)[m]
     ok = (q >= 0) & (c >= 0) & np.isfinite(bar) & (bar >= 0) & (bar < out.shape[1])
     # later rows win, as one row after the other would write them
-    out[q[ok], bar[ok].astype(np.int64), c[ok]] = history["value"].to_numpy(dtype=np.float64)[m][ok]
-    return out
-    rows = history.loc[m, ["step", "variable", "bar_id", "value"]]
-    q_of = np.full(process.n_steps + 2, -1, dtype=np.int64)
-    q_of[np.asarray(process.inspection_steps, dtype=np.int64)] = np.arange(len(process.inspections))
-    step = rows["step"].to_numpy(dtype=np.int64)
-    q = np.where((step >= 0) & (step < len(q_of)), q_of[np.clip(step, 0, len(q_of) - 1)], -1)
-    c = np.fromiter((process.char_index.get(v, -1) for v in rows["variable"].astype(str)), dtype=np.int64,
-                    count=len(rows))
-    bar = rows["bar_id"].to_numpy(dtype=np.float64, na_value=np.nan)
-    ok = (q >= 0) & (c >= 0) & np.isfinite(bar) & (bar >= 0) & (bar < out.shape[1])
-    # later rows win, as one row after the other would write them
-    out[q[ok], bar[ok].astype(np.int64), c[ok]] = rows["value"].to_numpy(dtype=np.float64)[ok]
+    value = history["value"].to_numpy(dtype=np.float64, na_value=np.nan)[m]
+    out[q[ok], bar[ok].astype(np.int64), c[ok]] = value[ok]
     return out
 
 

@@ -187,3 +187,30 @@ def test_situation_readings_are_what_the_history_shows(world):
             np.testing.assert_array_equal(sit.gauge_readings(), want)
             n += int(np.isfinite(want).any())
     assert n > 10
+
+
+def test_readings_keep_only_gauged_bars_of_known_inspections():
+    """Rows that are no measurement, lack a bar, name another step or characteristic, or a
+    bar beyond the largest sample are left out; of two rows for one reading the last wins."""
+    import pandas as pd
+
+    from recovery.agents.base import readings_from_history
+    from simulators.definition import load_process
+
+    p = load_process("small")
+    q, s = 1, p.inspection_steps[1]
+    other = next(k for k in range(1, p.n_steps + 1) if k not in p.inspection_steps)
+    c = p.characteristics[0].name
+    big = int(p.arrays.insp_sample.max())
+    h = pd.DataFrame({
+        "kind": pd.array(["measurement", "measurement", None, "lever", "measurement", "measurement",
+                          "measurement", "measurement"], dtype="string"),
+        "step": pd.array([s, s, s, s, other, s, s, None], dtype="Int64"),
+        "variable": [c, c, c, c, c, "no_such_char", c, c],
+        "bar_id": pd.array([0, 0, 1, None, 2, 3, big, 4], dtype="Int64"),
+        "value": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0],
+    })
+    r = readings_from_history(p, h)
+    assert r.shape == (len(p.inspections), big, p.n_chars)
+    assert np.argwhere(np.isfinite(r)).tolist() == [[q, 0, 0]]
+    assert r[q, 0, 0] == 2.0
