@@ -376,7 +376,7 @@ def main() -> None:
         n_audit = sum(1 for d in posted.values() if int(d) in audited)
         shown = int((trail["action"] == "recommendation_shown").sum())
         served = sum(1 for kind, _, status, _, _ in mixed + cached
-                     if kind in ("recommendation", "view") and status == 200) + len(batches)
+                     if kind in ("recommendation", "view") and status == 200) + 2 * len(batches)  # cold, answers
         svc, anc = _summary(cached, wall_c, CACHED), _summary(anchor, wall_a, CACHED)
         out = {
             "machine": f"{platform.node()} ({os.cpu_count()} cores), python {platform.python_version()}",

@@ -75,7 +75,7 @@ from recovery.data.store.decisions import Decisions
 from recovery.data.store.engine import (ENV_VAR, LOCK_TIMEOUT, POOL_SIZE, SHARED_IDLE, Engine, StoreError,
                                         default_url, shown_path)
 from recovery.data.store.steps import IngestRecord, StepData, process_text
-from recovery.data.store.tables import COLUMNS, NO_BAR, ddl
+from recovery.data.store.tables import NO_BAR, ddl
 
 __all__ = ["Store", "StoreError", "open_store", "default_url", "ENV_VAR", "IngestRecord", "shown_path",
            "NO_BAR", "LOCK_TIMEOUT", "SHARED_IDLE", "POOL_SIZE", "process_text"]

@@ -272,6 +272,18 @@ class Engine:
         with self._write:
             yield
 
+    @contextmanager
+    def exclusive(self) -> Iterator["Engine"]:
+        """A block of reads and writes no other thread's write interleaves with (DuckDB).
+
+        For a check and the write it allows (the service's ownership check and
+        the ingest of the rows): DuckDB holds the process's write lock for the
+        block. PostgreSQL's keys and transactions guard the same cases across
+        processes, so there it is just a session.
+        """
+        with self.session(), self._writing():
+            yield self
+
     def _exec(self, sql: str, params: Sequence[Any] = ()) -> None:
         with self.session(), self._writing():
             self._con.execute(self._sql(sql), tuple(params))
