@@ -104,6 +104,10 @@ def _recommendation(d: dict | None):
     return Recommendation(**d)
 
 
+#: ``Service.current``'s default: the caller did not read the batch's data version.
+_UNREAD = object()
+
+
 class Service:
     """The service's logic, independent of HTTP (the tests call it directly too).
 
@@ -156,22 +160,25 @@ class Service:
 
     def _owners(self, batch_ids: list[str] | None = None) -> dict[str, set[str]]:
         """batch -> its owners: partners with step data in it, and those it was handed to."""
+        return self._index(batch_ids)[0]
+
+    def _index(self, batch_ids: list[str] | None = None) -> tuple[dict[str, set[str]], dict[str, tuple]]:
+        """(batch -> owners, batch -> data version): what every request for a batch asks first."""
         with self._db():
-            bo = self.store.batch_owners(self.process.name, batch_ids)
-        out: dict[str, set[str]] = {}
-        for b, pt in zip(bo["batch_id"], bo["partner"]):
-            out.setdefault(b, set()).add(pt)
-        return out
+            return self.store.owners_and_versions(self.process.name, batch_ids)
 
     def visible_batches(self, who: Principal, owners: dict[str, set[str]] | None = None) -> list[str]:
         owners = self._owners() if owners is None else owners
         ids = [b for b, pts in owners.items() if who.all_partners or who.partner in pts]
         return sorted(ids, key=_batch_key)
 
-    def check_visible(self, who: Principal, batch_id: str) -> None:
-        pts = self._owners([batch_id]).get(batch_id)
+    def check_visible(self, who: Principal, batch_id: str) -> tuple | None:
+        """Raise :class:`NotFound` unless ``who`` may see the batch; returns its data version."""
+        owners, versions = self._index([batch_id])
+        pts = owners.get(batch_id)
         if not pts or not (who.all_partners or who.partner in pts):
             raise NotFound(batch_id)
+        return versions.get(batch_id)
 
     # ---- data --------------------------------------------------------------
     def history(self, batch_id: str) -> pd.DataFrame:
@@ -187,13 +194,13 @@ class Service:
         """
         return input_hash(history, self.model_version, self.seed)
 
-    def current(self, batch_id: str, version: tuple | None = None) -> _Cached:
+    def current(self, batch_id: str, version: tuple | None | object = _UNREAD) -> _Cached:
         """The batch's assessment for its stored rows, read only when they changed.
 
-        ``version`` is the batch's data version when the caller has it (the batch
-        list asks for every batch's in one query).
+        ``version`` is the batch's data version when the caller has it (None: no
+        rows), read before this call.
         """
-        if version is None:
+        if version is _UNREAD:
             with self._db():
                 version = self.store.data_versions(self.process.name, [batch_id]).get(batch_id)
         hit = self._cache.get(batch_id)
@@ -364,8 +371,8 @@ class Service:
     # ---- answers -----------------------------------------------------------
     def recommendation(self, who: Principal, batch_id: str) -> dict:
         """The batch's current recommendation; showing it is written to the audit trail."""
-        self.check_visible(who, batch_id)
-        return self._answer_shown(who, batch_id, self.current(batch_id))
+        version = self.check_visible(who, batch_id)
+        return self._answer_shown(who, batch_id, self.current(batch_id, version))
 
     def _answer_shown(self, who: Principal, batch_id: str, a: _Cached) -> dict:
         """The recommendation's answer, once its audit entry is committed."""
@@ -386,18 +393,16 @@ class Service:
 
     def batch_view(self, who: Principal, batch_id: str) -> dict:
         """What the web page draws: readings, bands, inspections, levers, and the recommendation."""
-        self.check_visible(who, batch_id)
-        a = self.current(batch_id)
+        version = self.check_visible(who, batch_id)
+        a = self.current(batch_id, version)
         body = self._answer_shown(who, batch_id, a)   # the same rows as the readings drawn
         body.update(a.page)
         return body
 
     def batches(self, who: Principal, status: str | None = None) -> list[dict]:
         out = []
-        owners = self._owners()
+        owners, versions = self._index()
         ids = self.visible_batches(who, owners)
-        with self._db():
-            versions = self.store.data_versions(self.process.name, ids)
         stale = [b for b in ids if (hit := self._cache.get(b)) is None or hit.version != versions.get(b)]
         by_batch: dict[str, pd.DataFrame] = {}
         if stale:       # one query for every batch whose rows changed
@@ -430,7 +435,7 @@ class Service:
         """
         if not who.can_decide:
             raise Refused("your role may not record decisions (engineer or admin needed)")
-        self.check_visible(who, batch_id)
+        version = self.check_visible(who, batch_id)
         request_sha = hashlib.sha256(json.dumps(
             {"batch_id": batch_id, "decision": decision, "comment": comment, "plan": plan,
              "supersedes": supersedes}, sort_keys=True).encode()).hexdigest()
@@ -439,7 +444,7 @@ class Service:
                 first = self.store.idempotency_answer(token_id=who.token_id, key=idempotency_key)
             if first is not None:
                 return self._replay(idempotency_key, request_sha, first)
-        a = self.current(batch_id)
+        a = self.current(batch_id, version)
         if a.rec is None:
             raise BadRequest(f"batch {batch_id} has no recommendation to decide on: {a.error}")
         try:

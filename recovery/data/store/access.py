@@ -33,6 +33,28 @@ class Access:
             return pd.DataFrame({"batch_id": pd.Series([], dtype=str), "partner": pd.Series([], dtype=str)})
         return df.astype(str)
 
+    def owners_and_versions(self, process: str, batch_ids: Iterable[str] | None = None
+                            ) -> tuple[dict[str, set[str]], dict[str, tuple[int, int]]]:
+        """Each batch's owners (as :meth:`batch_owners`) and data version (as
+        :meth:`~recovery.data.store.steps.StepData.data_versions`), in one query.
+
+        The service asks both on every request for a batch; plain tuples, no frame.
+        """
+        w1, p1 = filters(process=process, batch_ids=batch_ids, alias="o")
+        w2, p2 = filters(process=process, batch_ids=batch_ids, alias="h")
+        rows = self._rows(f"SELECT o.batch_id, o.partner, COUNT(*), MAX(o.ingest_id) FROM observations o{w1} "
+                          f"GROUP BY o.batch_id, o.partner UNION ALL "
+                          f"SELECT h.batch_id, h.partner, 0, NULL FROM handovers h{w2}", [*p1, *p2])
+        owners: dict[str, set[str]] = {}
+        seen: dict[str, list[int]] = {}
+        for b, pt, n, last in rows:
+            b = str(b)
+            owners.setdefault(b, set()).add(str(pt))
+            if n:
+                v = seen.setdefault(b, [0, -1])
+                v[0], v[1] = v[0] + int(n), max(v[1], int(last))
+        return owners, {b: (v[0], v[1]) for b, v in seen.items()}
+
     def known_partners(self) -> dict[str, str]:
         """Partners the store knows, each with where from (a stored process, or ingested data).
 

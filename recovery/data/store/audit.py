@@ -58,6 +58,22 @@ class AuditTrail:
                          [partner, *ids, *params])
         return parsed(df, "recorded_at", ["payload"])
 
+    def _add_audits(self, entries: list[dict]) -> list[int]:
+        """Append entries in one transaction with two statements (their ids, then the rows)."""
+        n = len(entries)
+        series = "range(?)" if self.dialect == "duckdb" else "generate_series(1, ?)"
+        with self.transaction():
+            ids = [int(r[0]) for r in self._rows(f"SELECT nextval('recovery_ids') FROM {series}", (n,))]
+            at = now()
+            params = []
+            for aid, e in zip(ids, entries):
+                params += [aid, at, e["actor"], e["partner"], e["role"], e["action"], e["batch_id"],
+                           e["model_version"], e["input_hash"], json.dumps(e["payload"] or {}, default=str)]
+            values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * n)
+            self._exec("INSERT INTO audit (id, recorded_at, actor, partner, role, action, batch_id, "
+                       f"model_version, input_hash, payload) VALUES {values}", params)
+        return ids
+
     def add_audit_now(self, *, actor: str, action: str, partner: str | None = None, role: str | None = None,
                       batch_id: str | None = None, model_version: str | None = None,
                       input_hash: str | None = None, payload: dict | None = None) -> int:
@@ -98,9 +114,9 @@ class _GroupCommit:
                 batch, self._queue = self._queue, []
                 self._cond.release()
                 try:
-                    with store.transaction():
-                        for s in batch:
-                            s["id"] = store.add_audit(**s["entry"])
+                    ids = store._add_audits([s["entry"] for s in batch])
+                    for s, aid in zip(batch, ids):
+                        s["id"] = aid
                 except BaseException as exc:
                     for s in batch:
                         s["error"] = exc
