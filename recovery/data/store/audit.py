@@ -82,10 +82,13 @@ class AuditTrail:
         Entries that threads of this process add at the same time share one
         transaction: the first caller writes everything queued so far, the
         others wait for it. If that transaction fails, every caller in it gets
-        the error (none was acknowledged).
+        the error (none was acknowledged). Called inside a session or a
+        transaction, the entry is written there, on its own.
         """
-        if getattr(self._local, "in_tx", False):
-            # inside the caller's transaction the entry commits (or not) with it
+        if getattr(self._local, "depth", 0):
+            # Inside the caller's session (or transaction, with which the entry then commits
+            # or not), on its connection: a caller waiting for the group while holding a
+            # connection could leave the writer of the group without one.
             return self.add_audit(actor=actor, action=action, partner=partner, role=role, batch_id=batch_id,
                                   model_version=model_version, input_hash=input_hash, payload=payload)
         entry = dict(actor=actor, action=action, partner=partner, role=role, batch_id=batch_id,
