@@ -159,6 +159,23 @@ async def _too_large(send, limit):
     await send({"type": "http.response.body", "body": body})
 
 
+def _guard(fn, *args):
+    """``fn(*args)``, with the service's refusals as HTTP answers (``args[1]`` is the batch id)."""
+    from fastapi import HTTPException
+    from fastapi.responses import JSONResponse
+
+    try:
+        return fn(*args)
+    except NotFound:
+        raise HTTPException(404, f"no batch '{args[1]}'") from None
+    except Refused as exc:
+        raise HTTPException(exc.status, str(exc)) from None
+    except BadRequest as exc:
+        raise HTTPException(422, str(exc)) from None
+    except Conflict as exc:
+        return JSONResponse({"detail": str(exc), "current_decision_id": exc.current}, status_code=409)
+
+
 def create_app(store_url: str, model_dir: str | Path, *, data_dir: str | Path | None = None, seed: int = 0):
     """The FastAPI application (see the module docstring)."""
     from fastapi import Depends, FastAPI, Header, HTTPException, Path as PathParam, Query
@@ -185,17 +202,7 @@ def create_app(store_url: str, model_dir: str | Path, *, data_dir: str | Path | 
             raise HTTPException(401, "missing or invalid API token", headers={"WWW-Authenticate": "Bearer"})
         return who
 
-    def guard(fn, *args):
-        try:
-            return fn(*args)
-        except NotFound:
-            raise HTTPException(404, f"no batch '{args[1]}'") from None
-        except Refused as exc:
-            raise HTTPException(exc.status, str(exc)) from None
-        except BadRequest as exc:
-            raise HTTPException(422, str(exc)) from None
-        except Conflict as exc:
-            return JSONResponse({"detail": str(exc), "current_decision_id": exc.current}, status_code=409)
+    guard = _guard
 
     @app.get("/health", tags=["service"])
     def health():

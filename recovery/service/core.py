@@ -400,6 +400,12 @@ class Service:
         return body
 
     def batches(self, who: Principal, status: str | None = None) -> list[dict]:
+        """The caller's batches with their status (only those with ``status`` when given).
+
+        One query for every batch's owners and data version; rows are read (in
+        one query) only for the batches whose rows changed since they were last
+        assessed.
+        """
         out = []
         owners, versions = self._index()
         ids = self.visible_batches(who, owners)
