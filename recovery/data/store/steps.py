@@ -13,7 +13,6 @@ from recovery.data.store.engine import StoreError
 from recovery.data.store.tables import (KEY, LINK_COLUMNS, NO_BAR, OBS_COLUMNS, TABLES, VARIABLE_COLUMNS,
                                         as_schema, filters, now, utc)
 from simulators.definition import BUILTIN_PROCESSES, Process, parse_process
-from simulators.schema import COLUMNS  # noqa: F401 (the read_steps doctest names it)
 
 __all__ = ["IngestRecord", "StepData", "process_text"]
 
@@ -203,6 +202,8 @@ class StepData:
 
         Examples
         --------
+        >>> from recovery.data.store import open_store
+        >>> from simulators.schema import COLUMNS
         >>> with open_store("duckdb://:memory:") as st:
         ...     list(st.read_steps().columns) == list(COLUMNS)
         True
