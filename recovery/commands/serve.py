@@ -1,10 +1,22 @@
-"""``recovery serve``: the engineers' HTTP service and web page."""
+"""``recovery serve``: the engineers' HTTP service and web page.
+
+Workers: a DuckDB store admits one process per file, so with DuckDB the
+service is one process whose request threads each read through a cursor of
+their own (writes take turns inside the process). With PostgreSQL,
+``--workers N`` runs N uvicorn worker processes on one port; each has a pool
+of connections, and all share the recommendation cache kept in the store.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 
 from recovery.cli import UserError
+
+#: How ``recovery serve --workers N`` hands its options to the worker processes.
+WORKER_ENV = "RECOVERY_SERVE_WORKER"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +35,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", help="where received payloads and quarantine files are kept "
                                       "(default: the user data folder)")
     p.add_argument("--seed", type=int, default=0, help="seed of every recommendation (default 0)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker processes (default 1). More than one needs a PostgreSQL store: a DuckDB "
+                        "file admits one process, which serves its requests on threads")
     p.set_defaults(func=run)
+
+
+def check_workers(workers: int, url: str) -> None:
+    """Refuse a worker count the store cannot serve, saying why and what to do instead."""
+    if workers < 1:
+        raise UserError(f"--workers {workers}: at least 1")
+    if workers > 1 and not url.startswith(("postgresql://", "postgres://")):
+        raise UserError(f"--workers {workers}: a DuckDB store admits one process at a time, so the service "
+                        "runs as one process whose request threads share the store (each reads through "
+                        "its own cursor); use --workers 1, or a PostgreSQL store (--store "
+                        "postgresql://...) for several workers")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,8 +58,10 @@ def run(args: argparse.Namespace) -> int:
     from recovery.data.store import StoreError, default_url, shown_path
     from recovery.service.app import create_app
 
+    url = args.store or default_url()
+    check_workers(args.workers, url)
     try:
-        app = create_app(args.store or default_url(), args.model, data_dir=args.data_dir, seed=args.seed)
+        app = create_app(url, args.model, data_dir=args.data_dir, seed=args.seed)
     except FileNotFoundError as exc:
         # the file's name, not the server's absolute path
         raise UserError(f"--model {shown_path(args.model)}: no such file "
@@ -42,6 +70,22 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     svc = app.state.service
     print(f"serving '{svc.process.name}' with model {svc.model_version} from {svc.store.location} "
-          f"on http://{args.host}:{args.port}/ (API docs at /docs)")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+          f"on http://{args.host}:{args.port}/ with {args.workers} worker(s) (API docs at /docs)")
+    if args.workers == 1:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+        return 0
+    # The app above only checked the options; each worker builds its own (its own pool).
+    svc.store.close()
+    os.environ[WORKER_ENV] = json.dumps({"store": url, "model": str(args.model), "data_dir": args.data_dir,
+                                         "seed": args.seed})
+    uvicorn.run("recovery.commands.serve:worker_app", factory=True, workers=args.workers,
+                host=args.host, port=args.port, log_level="warning")
     return 0
+
+
+def worker_app():
+    """The app of one worker process of ``recovery serve --workers N`` (uvicorn calls it)."""
+    from recovery.service.app import create_app
+
+    opts = json.loads(os.environ[WORKER_ENV])
+    return create_app(opts["store"], opts["model"], data_dir=opts["data_dir"], seed=opts["seed"])

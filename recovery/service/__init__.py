@@ -1,5 +1,9 @@
 """The engineers' service: HTTP API, web page, tokens and the audit trail.
 
-``recovery serve`` runs :func:`recovery.service.app.create_app` on uvicorn;
-``recovery tokens`` manages API tokens (:mod:`recovery.service.auth`).
+``recovery serve`` runs :func:`recovery.service.app.create_app` on uvicorn
+(``--workers N`` with a PostgreSQL store); ``recovery tokens`` manages API
+tokens (:mod:`recovery.service.auth`). :mod:`recovery.service.app` holds the
+HTTP part (routes, request models, the body limit); :mod:`recovery.service.core`
+the service's logic and caches, independent of HTTP; :mod:`recovery.service.auth`
+the tokens, roles and the ownership rule.
 """

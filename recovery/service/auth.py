@@ -18,7 +18,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 
-__all__ = ["ROLES", "Principal", "hash_token", "create_token", "authenticate"]
+__all__ = ["ROLES", "Principal", "hash_token", "create_token", "authenticate", "may_write", "refused_row"]
 
 ROLES = ("partner", "engineer", "admin")
 ALL_PARTNERS = "*"
@@ -84,3 +84,44 @@ def authenticate(store, header: str | None) -> Principal | None:
         return None
     tid, partner, role, name = row
     return Principal(int(tid), partner, role, name)
+
+
+def may_write(who: Principal, owners: set[str], first_partner: str) -> bool:
+    """The ownership rule for writes to a batch.
+
+    The caller's partner must own the batch (step data in it, or handed to
+    it), or the batch must not exist yet (no owners) and the caller's partner
+    run the first step, where batch ids are born. A partner at a later step
+    gets a batch by hand-over, so nobody can claim another partner's batch, or
+    a batch id before its real owner uses it, by writing to it. An admin may
+    write to every batch.
+
+    Parameters
+    ----------
+    who : Principal
+    owners : set of str
+        The batch's owners (partners with step data in it, and those it was handed to).
+    first_partner : str
+        The partner that runs the process's first step.
+    """
+    if who.all_partners:
+        return True
+    if owners:
+        return who.partner in owners
+    return who.partner == first_partner
+
+
+def refused_row(who: Principal, row: dict, step_partner: dict[int, str]) -> str | None:
+    """Why ``who`` may not send this step row (None: it may).
+
+    A partner sends rows in its own name only, and only of the steps it runs
+    (``step_partner`` maps a step to its partner); an admin sends any row.
+    """
+    if who.all_partners:
+        return None
+    if row.get("partner") != who.partner:
+        return f"partner '{row.get('partner')}' is not your partner ('{who.partner}')"
+    st = row.get("step")
+    if step_partner.get(st, who.partner) != who.partner:
+        return f"step {st} is run by partner '{step_partner[st]}', not by you"
+    return None
