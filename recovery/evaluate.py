@@ -150,6 +150,7 @@ def closed_loop(sim: Simulator, case: Case, agent, *, seed: int, process=None) -
     step = case.detect_step
     later = [s for s in p.inspection_steps if s > step]
     lat, violations, scrapped, p_first = [], 0, False, None
+    paid = 0.0  # extra measurements an agent had taken (planner+measure), currency
     for k, nxt in enumerate(later):
         sit = situation_for(sim, case, step, obs[0], plan, state, truth=agent.needs_truth, process=process)
         try:
@@ -160,6 +161,7 @@ def closed_loop(sim: Simulator, case: Case, agent, *, seed: int, process=None) -
         if prop is not None:
             lat.append(prop.latency_s)
             plan = prop.plan
+            paid += float(prop.extra.get("measurement_cost", 0.0))
             if k == 0 and prop.p_accept is not None:
                 p_first = float(prop.p_accept)
             if prop.extra.get("decision") == "scrap":
@@ -174,6 +176,7 @@ def closed_loop(sim: Simulator, case: Case, agent, *, seed: int, process=None) -
     else:
         accepted = bool(sim.accepted(state)[0])
         net = (eco.batch_value if accepted else -eco.scrap_cost) - cost
+    net -= paid
     return Outcome(agent.name, case.batch_id, case.fault, accepted, scrapped, cost, net,
                    tuple(lat), violations, plan, p_first)
 
@@ -329,6 +332,7 @@ def evaluate_chunk_remote(process, names: tuple[str, ...], n_batches: int, seed:
 
     ``plant`` (default: ``process``) is the world; the agents see ``process``.
     """
+    import recovery.voi  # noqa: F401  (registers the planner+measure agent)
     from recovery.agents import make_agent
     from recovery.pipeline import load_model, load_policy, load_posterior
 

@@ -45,6 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import recovery.voi  # noqa: F401  (registers the planner+measure agent)
     from recovery.agents import AGENTS, make_agent
     from recovery.evaluate import evaluate_agents
     from simulators.process import Simulator
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     model = policy = posterior = None
     model_dir = policy_path = None
     # rl alone fits nothing: it trains on the file unless --model brings a calibration
-    if "planner" in names or ("rl" in names and args.model and not args.policy):
+    if "planner" in names or "planner+measure" in names or ("rl" in names and args.model and not args.policy):
         from recovery.pipeline import load_or_fit_model, load_posterior
         model, model_dir = load_or_fit_model(args, process, log=sys.stderr, plant=plant)
         if not args.no_calibrate:

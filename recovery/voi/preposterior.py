@@ -19,9 +19,9 @@ of bars). A measurement is valued in four moves:
    rule of :func:`recovery.agents.decision.choose_action` over a set of options);
 4. the chosen option is scored on draw ``i`` itself (:func:`preposterior_value`).
 
-Draw ``i`` is left out of its own reweighting: its scored value includes
-rollout noise that no reading can reveal, and letting the decision see it
-would make every measurement look worth something.
+Draw ``i`` is left out of its own decision, with the reading and without: its
+scored value includes rollout noise that no reading can reveal, and letting a
+decision see it would make it look better than it is.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import gammaln, logsumexp
+from scipy.special import gammaln
 from scipy.stats import hypergeom, norm
 
 __all__ = ["PreposteriorValue", "simulate_readings", "reading_loglik", "posterior_weights", "decide",
@@ -101,7 +101,7 @@ def reading_loglik(readings: np.ndarray, bars: np.ndarray, sigma: float, *, bina
     fpc = (N - n) / (N - 1) if N > 1 else 0.0
     var_mean = np.maximum(s2 * fpc / n + sigma ** 2 / n, floor)
     ybar = readings.mean(axis=1)
-    ll = norm.logpdf(ybar[:, None], mu[None, :], np.sqrt(var_mean)[None, :])
+    ll = -0.5 * ((ybar[:, None] - mu[None, :]) ** 2 / var_mean[None, :] + np.log(2 * np.pi * var_mean)[None, :])
     if n > 1:
         tau2 = np.maximum(s2 + sigma ** 2, floor)                   # one reading's variance
         q = ((readings - ybar[:, None]) ** 2).sum(axis=1)           # (n - 1) * sample variance
@@ -137,7 +137,8 @@ def posterior_weights(loglik: np.ndarray, *, leave_one_out: bool = True) -> np.n
         if leave_one_out:
             idx = np.flatnonzero(dead)
             ll[idx, idx] = -np.inf
-    return np.exp(ll - logsumexp(ll, axis=1, keepdims=True))
+    w = np.exp(ll - ll.max(axis=1, keepdims=True))
+    return w / w.sum(axis=1, keepdims=True)
 
 
 def decide(expected: np.ndarray, kinds, *, min_gain: float = 1.0) -> np.ndarray:
@@ -184,6 +185,9 @@ class PreposteriorValue:
         ``evsi -/+ z * se`` (the normal interval of the Monte-Carlo mean).
     choice : ndarray of int (S,)
         The option chosen after the reading simulated from each draw.
+    now : ndarray of int (S,)
+        The option chosen without the reading, for each draw (leave-one-out: the
+        same for nearly every draw).
     p_change : float
         Share of draws whose reading changes the decision.
     """
@@ -193,23 +197,28 @@ class PreposteriorValue:
     low: float
     high: float
     choice: np.ndarray
+    now: np.ndarray
     p_change: float
 
 
-def preposterior_value(after: np.ndarray, now: np.ndarray, now_option: int, loglik: np.ndarray, kinds, *,
+def preposterior_value(after: np.ndarray, before: np.ndarray, loglik: np.ndarray, kinds, *,
                        min_gain: float = 1.0, prob: float = 0.94) -> PreposteriorValue:
     """EVSI of a reading by preposterior analysis on posterior draws.
+
+    Both arms are decided the same way, leaving draw ``i`` out of its own
+    decision: without the reading on the equally weighted other draws, with it
+    on the other draws reweighted by the reading's likelihood. A reading that
+    carries no information is then worth exactly zero, and a reading's value is
+    not inflated (or deflated) by the rollout noise a decision was picked on.
 
     Parameters
     ----------
     after : ndarray (K, S)
         Net value (currency) of each option decided after the reading, scored on each
         draw (a rollout from the draw, common random numbers across options).
-    now : ndarray (S,)
-        Net value of deciding now, on each draw (the same rollouts).
-    now_option : int
-        The option in ``after`` that the decision now corresponds to (for the
-        share of readings that change the decision).
+    before : ndarray (K, S)
+        Net value of each option decided now, on the same rollouts (it differs from
+        ``after`` where waiting for the reading costs, e.g. a later scrap saves less).
     loglik : ndarray (S, S)
         ``loglik[i, j]``: log-likelihood of the reading simulated from draw ``i``
         under draw ``j`` (:func:`reading_loglik`).
@@ -225,30 +234,32 @@ def preposterior_value(after: np.ndarray, now: np.ndarray, now_option: int, logl
 
     Examples
     --------
-    Two equally likely states; option 0 pays in state 0, option 1 in state 1.
-    A reading that tells the states apart is worth the expected value of
-    perfect information:
+    Two equally likely states (50 draws each); option 0 pays 10 in state 0,
+    option 1 pays 8 in state 1. A reading that tells the states apart is worth
+    the expected value of perfect information, 9 - 5:
 
-    >>> after = np.array([[10., 10., 0., 0.], [0., 0., 8., 8.]])
-    >>> state = np.array([0, 0, 1, 1])
+    >>> state = np.repeat([0, 1], 50)
+    >>> after = np.stack([np.where(state == 0, 10.0, 0.0), np.where(state == 1, 8.0, 0.0)])
     >>> ll = np.where(state[:, None] == state[None, :], 0.0, -np.inf)
-    >>> r = preposterior_value(after, after[0], 0, ll, ["continue", "intervene"], min_gain=0.0)
+    >>> r = preposterior_value(after, after, ll, ["continue", "intervene"], min_gain=0.0)
     >>> float(r.evsi)
     4.0
     """
     after = np.asarray(after, dtype=np.float64)
-    now = np.asarray(now, dtype=np.float64)
+    before = np.asarray(before, dtype=np.float64)
     K, S = after.shape
+    idx = np.arange(S)
     w = posterior_weights(loglik)
-    expected = w @ after.T                                          # (S, K)
-    choice = decide(expected, kinds, min_gain=min_gain)
-    # where the reading keeps the decision now and the rollouts are shared, the
-    # difference is exactly zero (a later scrap still pays for the steps run)
-    d = after[choice, np.arange(S)] - now
+    choice = decide(w @ after.T, kinds, min_gain=min_gain)
+    # without the reading: the mean over the other draws
+    loo = (before.sum(axis=1)[None, :] - before.T) / max(S - 1, 1)
+    now = decide(loo, kinds, min_gain=min_gain)
+    d = after[choice, idx] - before[now, idx]
     evsi = float(d.mean())
     se = float(d.std(ddof=1) / np.sqrt(S)) if S > 1 else 0.0
     z = float(norm.ppf(0.5 + prob / 2))
-    return PreposteriorValue(evsi, se, evsi - z * se, evsi + z * se, choice, float((choice != now_option).mean()))
+    return PreposteriorValue(evsi, se, evsi - z * se, evsi + z * se, choice, now,
+                             float((choice != now).mean()))
 
 
 def resample(weights: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
