@@ -22,6 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                        "or a folder of .parquet parts)")
     p.add_argument("--batch", help="batch id, when the history holds several")
     p.add_argument("--seed", type=seed_int, default=0)
+    p.add_argument("--budget", choices=["default", "tiny"], default="default",
+                   help="posterior draws and plan-search budget ('tiny' for tests and smoke runs)")
     p.add_argument("--top", type=int, default=10, help="candidates shown in the table (the JSON has all)")
     p.add_argument("--no-calibrate", action="store_true",
                    help="use the process file's physics even if the model folder holds a calibration")
@@ -32,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from recovery.calibration import CalibrationLoadError
     from recovery.pipeline import load_model, load_posterior
-    from recovery.voi.batch import MeasureError, measure
+    from recovery.voi.batch import TINY, MeasureConfig, MeasureError, measure
     from simulators.schema import check_rows
 
     try:
@@ -55,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
         except CalibrationLoadError as exc:
             raise UserError(f"--model {args.model}: {exc}") from None
     try:
-        a = measure(history, model, batch=args.batch, seed=args.seed, posterior=posterior)
+        a = measure(history, model, batch=args.batch, seed=args.seed, posterior=posterior,
+                    config=TINY if args.budget == "tiny" else MeasureConfig())
     except (MeasureError, ValueError) as exc:
         raise UserError(str(exc)) from None
     if args.json:
