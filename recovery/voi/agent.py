@@ -78,10 +78,13 @@ class MeasureFirstAgent(PlannerAgent):
         super().__init__(model, budget=budget, posterior=posterior, **kwargs)
         self.measure_config = measure_config or (TINY if budget == "tiny" else MeasureConfig())
         self._asked = False
+        self.last_voi: dict | None = None
+        """What the first decision on the last batch weighed: ``{"measured", "best", ...}``."""
 
     def reset(self) -> None:
         super().reset()
         self._asked = False
+        self.last_voi = None
 
     def _propose(self, situation: Situation, seed: int) -> Proposal:
         if self._asked or situation.true_state is None or not flagged_at(situation.process, situation.history):
@@ -92,7 +95,8 @@ class MeasureFirstAgent(PlannerAgent):
                               posterior=self.posterior, steps=[situation.step])
         if not a.candidates or a.candidates[0].net <= 0:
             prop = super()._propose(situation, seed)
-            prop.extra["voi"] = {"measured": False, "best": a.candidates[0].to_dict() if a.candidates else None}
+            prop.extra["voi"] = self.last_voi = {"measured": False,
+                                                 "best": a.candidates[0].to_dict() if a.candidates else None}
             return prop
         best = a.candidates[0]
         ch = p.characteristic(best.characteristic)
@@ -108,8 +112,10 @@ class MeasureFirstAgent(PlannerAgent):
         final = _take(PosteriorBars, bars, resample(w, self.n_final, rng))
         prop = self._plan_on(situation, seed, search, final)
         prop.extra["measurement_cost"] = best.cost
-        prop.extra["voi"] = {"measured": True, "best": best.to_dict(), "reading_mean": float(y.mean()),
-                             "effective_draws": float(1.0 / np.sum(w ** 2))}
+        prop.extra["voi"] = self.last_voi = {"measured": True, "best": best.to_dict(),
+                                             "reading_mean": float(y.mean()),
+                                             "effective_draws": float(1.0 / np.sum(w ** 2)),
+                                             "decision_now": a.decision_now, "decision": prop.extra["decision"]}
         return prop
 
     def _plan_on(self, situation: Situation, seed: int, search: PosteriorBars, final: PosteriorBars) -> Proposal:
