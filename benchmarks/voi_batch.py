@@ -21,7 +21,8 @@ inspection:
    measurement's cost paid by the second. The realised gain is the difference
    of their net values; the predicted gain is what ``planner+measure`` expected
    at its first decision (``evsi - cost`` of the candidate it took, 0 where it
-   took none) with its 94% interval.
+   took none) with its 94% interval, from the analysis's revaluation of its best
+   candidates on an independent Monte-Carlo sample.
 
 Targets: the realised gain is positive, and the mean realised gain lies inside
 the mean predicted interval; latency P95 <= 5 s on 2 cores.
@@ -95,7 +96,8 @@ def main() -> None:
             "best_pays": bool(best is not None and best.net > 0),
             "best_p_change": best.p_change if best else 0.0,
             "measured": bool(voi["measured"]),
-            "first_decision_changed": bool(voi["measured"] and voi.get("decision") != voi.get("decision_now")),
+            # the reading pointed to another option than the one decided without it
+            "first_decision_changed": bool(voi["measured"] and voi.get("changed")),
             "predicted": took["evsi"] - took["cost"] if took else 0.0,
             "predicted_low": took["low"] - took["cost"] if took else 0.0,
             "predicted_high": took["high"] - took["cost"] if took else 0.0,

@@ -5,12 +5,15 @@ value-of-information analysis (:func:`recovery.voi.batch.measure_situation`)
 on the candidates at the current step. If the best one is worth more than it
 costs (``evsi - cost > 0``), it has that measurement taken, pays
 ``measurement_cost * n`` (``Proposal.extra["measurement_cost"]``, which the
-closed loop subtracts from the batch's net value), updates its posterior draws
-on the reading (importance reweighting by the reading's likelihood, then
-systematic resampling) and plans on the updated draws with the planner's
-search and decision rule. Otherwise, and at every later decision, it is the
-planner, with the same seeds, so the two agents differ only where a
-measurement was taken.
+closed loop subtracts from the batch's net value), updates the analysis's
+posterior draws on the reading (importance reweighting by the reading's
+likelihood) and re-plans as the analysis valued it: the options the planner's
+search found (continue, the planner's plan, the plan for the bad cases, scrap)
+are weighed again on the updated draws with the planner's decision rule. If the
+reading confirms the decision made without it, the agent answers as the
+planner does; otherwise it takes the option the reading points to. Without a
+measurement that pays, and at every later decision, it is the planner, with
+the same seeds, so the two agents differ only where a measurement was taken.
 
 The reading comes from the batch's true bars, gauged as the simulator's gauge
 does (random bars, the characteristic's gauge noise): the agent therefore
@@ -24,12 +27,10 @@ from __future__ import annotations
 import numpy as np
 
 from recovery.agents.base import Proposal, Situation
-from recovery.agents.decision import choose_action
-from recovery.agents.plan_search import optimise_plan
 from recovery.agents.planner_agent import PlannerAgent
-from recovery.agents.rollouts import PosteriorBars, accept_interval, rollout_objective
-from recovery.voi.batch import TINY, MeasureConfig, _take, flagged_at, measure_situation
-from recovery.voi.preposterior import posterior_weights, reading_loglik, resample
+from recovery.agents.rollouts import PosteriorBars, accept_interval
+from recovery.voi.batch import TINY, MeasureConfig, flagged_at, measure_situation
+from recovery.voi.preposterior import decide, posterior_weights, reading_loglik
 
 __all__ = ["MeasureFirstAgent", "gauge_reading"]
 
@@ -108,37 +109,42 @@ class MeasureFirstAgent(PlannerAgent):
         bars: PosteriorBars = prep.bars
         x = bars.state.reshape(bars.n, p.bars_per_batch, p.n_chars)[:, :, ci]
         w = posterior_weights(reading_loglik(y[None], x, ch.gauge_sigma, binary=binary), leave_one_out=False)[0]
-        search = _take(PosteriorBars, bars, resample(w, self.n_draws, rng))
-        final = _take(PosteriorBars, bars, resample(w, self.n_final, rng))
-        prop = self._plan_on(situation, seed, search, final)
+        # Re-plan as the analysis valued it: the options found once, on the updated draws.
+        k = int(decide(w @ prep.values.T, prep.kinds, min_gain=self.measure_config.min_gain))
+        voi = {"measured": True, "best": best.to_dict(), "reading_mean": float(y.mean()),
+               "effective_draws": float(1.0 / np.sum(w ** 2)), "decision_now": a.decision_now,
+               "option": prep.labels[k], "changed": k != prep.now}
+        if k == prep.now:
+            # the reading confirms the decision: the planner's own answer, as without it
+            prop = super()._propose(situation, seed)
+        else:
+            prop = self._adopt(situation, prep, k, w)
         prop.extra["measurement_cost"] = best.cost
-        prop.extra["voi"] = self.last_voi = {"measured": True, "best": best.to_dict(),
-                                             "reading_mean": float(y.mean()),
-                                             "effective_draws": float(1.0 / np.sum(w ** 2)),
-                                             "decision_now": a.decision_now, "decision": prop.extra["decision"]}
+        prop.extra["voi"] = self.last_voi = {**voi, "decision": prop.extra["decision"]}
         return prop
 
-    def _plan_on(self, situation: Situation, seed: int, search: PosteriorBars, final: PosteriorBars) -> Proposal:
-        """The planner's search and decision on given draws (as ``PlannerAgent._propose``)."""
+    def _adopt(self, situation: Situation, prep, k: int, w: np.ndarray) -> Proposal:
+        """The option ``k`` of the analysis, with figures from its rollouts weighted by ``w``."""
         p = situation.process
-        res = optimise_plan(p, situation.step, rollout_objective(self.sim, search, seed=seed),
-                            start=situation.plan, seed=seed, config=self.config)
-        current = situation.plan
+        eco = p.economics
+        kind = prep.kinds[k]
         nothing = np.where(situation.free, p.nominal_plan(), situation.plan)
-        _, pa, _ = rollout_objective(self.sim, final, seed=seed + 1)(np.stack([res.plan, current, nothing]))
-
-        def to_come(plan):
-            return float(p.lever_cost(np.where(situation.free, plan, p.nominal_plan())))
-
-        d = choose_action(p, situation.step, float(pa[1]), float(pa[0]), to_come(res.plan),
-                          continue_cost=to_come(current))
-        k = 0 if d.decision == "intervene" else 1
-        plan = res.plan if k == 0 else current
+        plan = prep.plans[k] if kind != "scrap" else situation.plan
+        # accepted where the rollout's net value beats the scrap outcome (see batch._net_values)
+        acc = prep.values[: len(prep.plans)] > -eco.scrap_cost - 1e-9 - np.array(
+            [float(p.lever_cost(np.where(situation.free, q, p.nominal_plan()))) for q in prep.plans])[:, None]
+        pa = acc @ w
+        j_nothing = next((j for j, q in enumerate(prep.plans) if np.allclose(q, nothing)), 0)
+        pk = float(pa[k]) if kind != "scrap" else 0.0
+        n_eff = max(int(1.0 / np.sum(w ** 2)), 1)
+        # expected cost as choose_action counts it (net value = batch_value - cost); the best option of each kind
+        ev = prep.values @ w
+        exp = {kd: float(eco.batch_value - max(ev[j] for j in range(len(ev)) if prep.kinds[j] == kd))
+               for kd in dict.fromkeys(prep.kinds)}
         self._last = plan
-        return Proposal(plan, float(pa[k]),
-                        note=f"{d.decision} after measuring: P(accept) {pa[k]:.2f} with the plan, "
-                             f"{pa[2]:.2f} doing nothing",
-                        extra={"decision": d.decision, "expected_cost": d.expected_cost,
-                               "p_accept": (float(pa[k]), *accept_interval(float(pa[k]), final.n)),
-                               "p_accept_do_nothing": (float(pa[2]), *accept_interval(float(pa[2]), final.n)),
+        return Proposal(plan, pk, note=f"{kind} after measuring: {prep.labels[k]}",
+                        extra={"decision": kind, "expected_cost": exp,
+                               "p_accept": (pk, *accept_interval(pk, n_eff)),
+                               "p_accept_do_nothing": (float(pa[j_nothing]),
+                                                       *accept_interval(float(pa[j_nothing]), n_eff)),
                                "calibrated": self.calibrated})
