@@ -169,3 +169,17 @@ def test_planner_measure_is_the_planner_when_nothing_pays(model, monkeypatch):
     a = closed_loop(sim, case, make_agent("planner", sim, model=m, budget="tiny"), seed=11)
     b = closed_loop(sim, case, make_agent("planner+measure", sim, model=m, budget="tiny"), seed=11)
     assert b.net_value == a.net_value and np.array_equal(a.plan, b.plan)
+
+
+def test_candidates_off_the_process_are_refused_naming_the_entry(model):
+    from dataclasses import replace
+
+    from recovery.recommend import batch_situation
+    from recovery.voi.batch import measure_situation
+
+    m, _ = model
+    sit = batch_situation(_worn_die_history(), m.graph_.process)
+    with pytest.raises(MeasureError, match="step 12: candidates lie between the batch's step 3"):
+        measure_situation(sit, m, config=TINY, steps=[3, 12])
+    with pytest.raises(MeasureError, match="sample 21: must be between 1 and the 20 bars"):
+        measure_situation(sit, m, config=replace(TINY, samples=(4, 21)))
