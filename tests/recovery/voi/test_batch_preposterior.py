@@ -33,7 +33,7 @@ def test_an_uninformative_reading_is_worth_nothing():
     assert kinds[now] == "continue"
     # the reading does not depend on the state: every draw explains it equally
     ll = np.zeros((len(theta), len(theta)))
-    r = preposterior_value(after, after[now], now, ll, kinds)
+    r = preposterior_value(after, after, ll, kinds)
     assert r.evsi == pytest.approx(0.0, abs=1e-9)
     assert r.p_change == 0.0
     assert r.low <= 0.0 <= r.high
@@ -48,7 +48,7 @@ def test_a_reading_that_cannot_change_the_decision_is_worth_nothing():
     kinds = ["continue", "intervene", "scrap"]
     y = theta + 0.01 * rng.standard_normal(S)   # a very informative reading
     ll = -0.5 * ((y[:, None] - theta[None, :]) / 0.01) ** 2
-    r = preposterior_value(after, after[0], 0, ll, kinds)
+    r = preposterior_value(after, after, ll, kinds)
     assert r.evsi == 0.0 and r.p_change == 0.0
 
 
@@ -61,7 +61,7 @@ def test_a_perfect_reading_is_worth_the_evpi():
     kinds = ["continue", "intervene", "scrap"]
     now = int(decide(after.mean(axis=1), kinds))
     ll = np.where(theta[:, None] == theta[None, :], 0.0, -np.inf)
-    r = preposterior_value(after, after[now], now, ll, kinds, min_gain=0.0)
+    r = preposterior_value(after, after, ll, kinds, min_gain=0.0)
     evpi = _evpi(after, now)
     assert evpi > 5.0                       # the toy is not trivial
     assert r.evsi == pytest.approx(evpi, abs=1e-9)
@@ -76,7 +76,7 @@ def test_a_noisy_reading_is_worth_between_zero_and_the_evpi_and_more_with_less_n
     for sd in (1.0, 0.3, 0.05):
         y = theta + sd * rng.standard_normal(len(theta))
         ll = -0.5 * ((y[:, None] - theta[None, :]) / sd) ** 2
-        values.append(preposterior_value(after, after[now], now, ll, kinds).evsi)
+        values.append(preposterior_value(after, after, ll, kinds).evsi)
     assert 0.0 <= values[0] < values[1] < values[2] <= evpi + 1e-9
     assert values[2] > 0.8 * evpi
 
