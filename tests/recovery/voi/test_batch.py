@@ -183,3 +183,38 @@ def test_candidates_off_the_process_are_refused_naming_the_entry(model):
         measure_situation(sit, m, config=TINY, steps=[3, 12])
     with pytest.raises(MeasureError, match="sample 21: must be between 1 and the 20 bars"):
         measure_situation(sit, m, config=replace(TINY, samples=(4, 21)))
+
+
+def test_planner_measure_takes_the_option_the_reading_points_to(model, monkeypatch):
+    """Rigged so that every reading points to scrap: the agent scraps at once, pays the
+    measurement, and the closed loop books the scrap with the processing saved."""
+    from dataclasses import replace
+
+    from recovery.agents import make_agent
+    from recovery.evaluate import closed_loop
+    from simulators.cases import flagged_cases
+
+    m, _ = model
+    sim = Simulator("small")
+    case = flagged_cases(sim, 120, 9)[0][0]
+    import recovery.voi.agent as agent_mod
+
+    real = agent_mod.measure_situation
+
+    def points_to_scrap(sit, model, **kw):
+        a = real(sit, model, **kw)
+        prep = a.prepared
+        values = prep.values.copy()
+        values[list(prep.kinds).index("scrap")] = 1e6       # scrap wins on any reweighting
+        best = Candidate(sit.step, "diameter", 8, 1e6, 1e6, 1e6, 16.0, "rigged")
+        return MeasureAnalysis(a.batch_id, a.step, a.decision_now, a.value_now, [best], a.options,
+                               a.currency, a.n_states, a.interval, prepared=replace(prep, values=values, now=0))
+
+    monkeypatch.setattr(agent_mod, "measure_situation", points_to_scrap)
+    agent = make_agent("planner+measure", sim, model=m, budget="tiny")
+    out = closed_loop(sim, case, agent, seed=11)
+    eco, p = sim.process.economics, sim.process
+    assert out.scrapped and not out.accepted
+    assert agent.last_voi["measured"] and agent.last_voi["changed"] and agent.last_voi["decision"] == "scrap"
+    assert out.net_value == pytest.approx(-eco.scrap_cost + eco.processing_cost_per_step
+                                          * (p.n_steps - case.detect_step) - out.lever_cost - 16.0)
