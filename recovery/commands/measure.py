@@ -85,4 +85,6 @@ def format_analysis(a, top: int = 10) -> str:
     else:
         lines.append("  no measurement pays for itself here: decide now")
     lines.append(f"  EVSI interval: {a.interval}; money in {c}")
+    lines.append("  draws and rollouts use " + ("the model folder's calibrated physics" if a.physics == "calibrated"
+                                                else "the process file's physics (no calibration)"))
     return "\n".join(lines)

@@ -147,12 +147,14 @@ class MeasureAnalysis:
     interval: str
     latency_s: float = 0.0
     prepared: object = field(default=None, repr=False, compare=False)
+    physics: str = "file"
+    """``"calibrated"`` when draws and rollouts use the model folder's calibration, else ``"file"``."""
 
     def to_dict(self) -> dict:
         return {"batch_id": self.batch_id, "step": self.step, "decision_now": self.decision_now,
                 "value_now": self.value_now, "currency": self.currency,
                 "candidates": [c.to_dict() for c in self.candidates], "options": self.options,
-                "n_states": self.n_states, "interval": self.interval}
+                "n_states": self.n_states, "interval": self.interval, "physics": self.physics}
 
 
 def flagged_at(process, history: pd.DataFrame) -> list[tuple[int, str]]:
@@ -396,7 +398,8 @@ def measure_situation(sit: Situation, model, *, seed: int = 0, config: MeasureCo
                  f"per-draw differences over {S} posterior draws); the best {config.revalue} "
                  f"valued again on an independent sample",
         latency_s=time.perf_counter() - t0,
-        prepared=_Prepared(bars, plans_arr, tuple(labels), tuple(kinds), V_s, k_now))
+        prepared=_Prepared(bars, plans_arr, tuple(labels), tuple(kinds), V_s, k_now),
+        physics="calibrated" if planner.calibrated else "file")
 
 
 def _take(bars: PosteriorBars, idx) -> PosteriorBars:
