@@ -135,7 +135,9 @@ def closed_loop(sim: Simulator, case: Case, agent, *, seed: int, process=None) -
 
     The batch's future noise comes from the case's own seed, the same for every
     agent. An agent whose proposal carries ``extra["decision"] == "scrap"`` stops
-    the batch there: the scrap cost is paid and the remaining processing saved.
+    the batch there: the scrap cost is paid and the remaining processing saved. An
+    extra measurement an agent had taken (``extra["measurement_cost"]``, currency) is
+    subtracted from the net value.
     ``sim`` is the world; ``process`` what the agent is shown (default: ``sim.process``).
     """
     from recovery.agents.base import LeverBoundError

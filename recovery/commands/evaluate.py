@@ -20,7 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batches", type=positive_int, required=True, help="fresh batches to simulate")
     p.add_argument("--seed", type=seed_int, required=True)
     p.add_argument("--agents", default="planner,rl,heuristic,none,oracle",
-                   help="comma-separated: planner, rl, heuristic, none, oracle")
+                   help="comma-separated: planner, rl, heuristic, none, oracle, planner+measure "
+                        "(the planner, measuring first when it pays: docs/value-of-information.md)")
     p.add_argument("--process", default=None, help="process file the agents know: a path, 'default' or "
                                                     "'small'")
     p.add_argument("--plant", help="the world: a process file of the same structure as --process with "
