@@ -138,7 +138,9 @@ def closed_loop(sim: Simulator, case: Case, agent, *, seed: int, process=None) -
 
     The batch's future noise comes from the case's own seed, the same for every
     agent. An agent whose proposal carries ``extra["decision"] == "scrap"`` stops
-    the batch there: the scrap cost is paid and the remaining processing saved.
+    the batch there: the scrap cost is paid and the remaining processing saved. An
+    extra measurement an agent had taken (``extra["measurement_cost"]``, currency) is
+    subtracted from the net value.
     ``sim`` is the world; ``process`` what the agent is shown (default: ``sim.process``).
     """
     from recovery.agents.base import LeverBoundError
@@ -153,6 +155,7 @@ def closed_loop(sim: Simulator, case: Case, agent, *, seed: int, process=None) -
     step = case.detect_step
     later = [s for s in p.inspection_steps if s > step]
     lat, violations, scrapped, p_first = [], 0, False, None
+    paid = 0.0  # extra measurements an agent had taken (planner+measure), currency
     for k, nxt in enumerate(later):
         sit = situation_for(sim, case, step, obs[0], plan, state, truth=agent.needs_truth, process=process)
         try:
@@ -163,6 +166,7 @@ def closed_loop(sim: Simulator, case: Case, agent, *, seed: int, process=None) -
         if prop is not None:
             lat.append(prop.latency_s)
             plan = prop.plan
+            paid += float(prop.extra.get("measurement_cost", 0.0))
             if k == 0 and prop.p_accept is not None:
                 p_first = float(prop.p_accept)
             if prop.extra.get("decision") == "scrap":
@@ -177,6 +181,7 @@ def closed_loop(sim: Simulator, case: Case, agent, *, seed: int, process=None) -
     else:
         accepted = bool(sim.accepted(state)[0])
         net = (eco.batch_value if accepted else -eco.scrap_cost) - cost
+    net -= paid
     return Outcome(agent.name, case.batch_id, case.fault, accepted, scrapped, cost, net,
                    tuple(lat), violations, plan, p_first)
 
@@ -332,6 +337,7 @@ def evaluate_chunk_remote(process, names: tuple[str, ...], n_batches: int, seed:
 
     ``plant`` (default: ``process``) is the world; the agents see ``process``.
     """
+    import recovery.voi  # noqa: F401  (registers the planner+measure agent)
     from recovery.agents import make_agent
     from recovery.pipeline import load_model, load_policy, load_posterior
 

@@ -11,9 +11,18 @@ from __future__ import annotations
 
 from recovery.agents.base import Agent, LeverBoundError, Proposal, Situation
 
-__all__ = ["AGENTS", "Agent", "LeverBoundError", "Proposal", "Situation", "make_agent"]
+__all__ = ["AGENTS", "Agent", "LeverBoundError", "Proposal", "Situation", "make_agent", "register_agent"]
 
-AGENTS = ("planner", "rl", "heuristic", "none", "oracle")
+AGENTS = ("planner", "rl", "heuristic", "none", "oracle", "planner+measure")
+
+#: Agents built by a higher layer, which this layer names but may not import:
+#: ``recovery.voi`` registers "planner+measure" when it is imported.
+_REGISTERED: dict = {}
+
+
+def register_agent(name: str, factory) -> None:
+    """Let ``make_agent`` build ``name`` with ``factory(sim, model=, budget=, posterior=)``."""
+    _REGISTERED[name] = factory
 
 
 def make_agent(name: str, sim, *, model=None, policy=None, budget: str = "default", process=None,
@@ -53,6 +62,10 @@ def make_agent(name: str, sim, *, model=None, policy=None, budget: str = "defaul
             raise ValueError("the planner needs a fitted causal model")
         from recovery.agents.planner_agent import PlannerAgent
         return PlannerAgent(model, budget=budget, posterior=posterior)
+    if name in _REGISTERED:
+        return _REGISTERED[name](sim, model=model, budget=budget, posterior=posterior)
+    if name == "planner+measure":
+        raise ValueError("agent 'planner+measure' is registered by recovery.voi: import it first")
     if name == "rl":
         if policy is None:
             raise ValueError("the rl agent needs a trained policy")

@@ -20,7 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batches", type=positive_int, required=True, help="fresh batches to simulate")
     p.add_argument("--seed", type=seed_int, required=True)
     p.add_argument("--agents", default="planner,rl,heuristic,none,oracle",
-                   help="comma-separated: planner, rl, heuristic, none, oracle")
+                   help="comma-separated: planner, rl, heuristic, none, oracle, planner+measure "
+                        "(the planner, measuring first when it pays: docs/value-of-information.md)")
     p.add_argument("--process", default=None, help="process file the agents know: a path, 'default' or "
                                                     "'small'")
     p.add_argument("--plant", help="the world: a process file of the same structure as --process with "
@@ -45,6 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import recovery.voi  # noqa: F401  (registers the planner+measure agent)
     from recovery.agents import AGENTS, make_agent
     from recovery.evaluate import evaluate_agents
     from simulators.process import Simulator
@@ -59,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     model = policy = posterior = None
     model_dir = policy_path = None
     # rl alone fits nothing: it trains on the file unless --model brings a calibration
-    if "planner" in names or ("rl" in names and args.model and not args.policy):
+    if "planner" in names or "planner+measure" in names or ("rl" in names and args.model and not args.policy):
         from recovery.pipeline import load_or_fit_model, load_posterior
         model, model_dir = load_or_fit_model(args, process, log=sys.stderr, plant=plant)
         if not args.no_calibrate:

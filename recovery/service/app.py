@@ -227,6 +227,10 @@ def create_app(store_url: str, model_dir: str | Path, *, data_dir: str | Path | 
     def get_recommendation(batch_id: Id, who: Principal = Depends(principal)):
         return guard(svc.recommendation, who, batch_id)
 
+    @app.get("/api/batches/{batch_id}/measure", tags=["batches"])
+    def get_measure(batch_id: Id, top: int = Query(default=3, ge=1, le=200), who: Principal = Depends(principal)):
+        return guard(svc.measurement, who, batch_id, top)
+
     @app.post("/api/batches/{batch_id}/steps", tags=["batches"])
     def append_steps(batch_id: Id, body: Steps, who: Principal = Depends(principal)):
         """Append step rows. Only to batches your partner owns (or, for the partner of the

@@ -148,6 +148,7 @@ class Service:
         self._db = self.store.session       # a connection of the calling thread's own
         self._plan = threading.Lock()       # recommendations are CPU-bound: one at a time
         self._cache: dict[str, _Cached] = {}
+        self._measured: dict[str, tuple] = {}   # batch -> (input hash, measure JSON, error)
         self._partners = tuple(pt.id for pt in self.process.partners)
         self._step_partner = {s.index: s.partner for s in self.process.steps}
         # Batch ids are born at the first step: only its partner starts batches.
@@ -390,6 +391,31 @@ class Service:
                                           "p_accept": a.rec.p_accept if a.rec else None,
                                           "plan": a.rec.plan if a.rec else None, "status": a.status})
         return body
+
+    def measurement(self, who: Principal, batch_id: str, top: int = 3) -> dict:
+        """Which extra measurement pays on the batch now (``recovery measure``), the best ``top``.
+
+        Cached by input hash like the recommendation; a batch with nothing to
+        decide gets ``"measure": null`` and the reason.
+        """
+        from recovery.voi.batch import MeasureError, measure
+
+        self.check_visible(who, batch_id)
+        h = self.history(batch_id)
+        key = self._input_hash(h)
+        hit = self._measured.get(batch_id)
+        if hit is None or hit[0] != key:
+            with self._plan:
+                try:
+                    a = measure(h, self.model, batch=batch_id, seed=self.seed, posterior=self.posterior)
+                    hit = (key, a.to_dict(), None)
+                except (MeasureError, ValueError) as exc:
+                    hit = (key, None, str(exc))
+                self._measured[batch_id] = hit
+        body = {"batch_id": batch_id, "input_hash": key, "model_version": self.model_version}
+        if hit[1] is None:
+            return {**body, "measure": None, "message": hit[2]}
+        return {**body, "measure": {**hit[1], "candidates": hit[1]["candidates"][:top]}}
 
     def batch_view(self, who: Principal, batch_id: str) -> dict:
         """What the web page draws: readings, bands, inspections, levers, and the recommendation."""

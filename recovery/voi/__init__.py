@@ -10,3 +10,15 @@ readings), beside ``recovery.recommend``; it may import ``simulators``,
 ``recovery.data``, ``recovery.causal``, ``recovery.calibration`` and
 ``recovery.agents``, never the shells.
 """
+
+from recovery.agents import register_agent
+
+
+def _planner_measure(sim, *, model=None, budget: str = "default", posterior=None):
+    if model is None:
+        raise ValueError("the planner+measure agent needs a fitted causal model")
+    from recovery.voi.agent import MeasureFirstAgent
+    return MeasureFirstAgent(model, budget=budget, posterior=posterior)
+
+
+register_agent("planner+measure", _planner_measure)

@@ -63,7 +63,34 @@ async function loadBatch(id) {
     const v = await api("/api/batches/" + encodeURIComponent(id));
     state.view = v;
     renderBatch(v);
+    loadMeasure(id);
   } catch (e) { $("batch-title").textContent = "Batch " + id + ": " + e.message; }
+}
+
+// The top 3 extra measurements (recovery measure), beside the recommendation; it runs
+// its own analysis, so it comes after the page is drawn.
+async function loadMeasure(id) {
+  const tbody = $("measure").querySelector("tbody");
+  tbody.innerHTML = "";
+  $("measure-message").textContent = "weighing extra measurements...";
+  try {
+    const m = await api("/api/batches/" + encodeURIComponent(id) + "/measure?top=3");
+    if (state.batch !== id) return;
+    if (!m.measure) { $("measure-message").textContent = m.message || ""; return; }
+    const a = m.measure;
+    for (const c of a.candidates) {
+      const tr = document.createElement("tr");
+      const cells = [c.step, c.characteristic, c.sample,
+        `${Math.round(c.evsi)} ${a.currency} (${Math.round(c.low)} to ${Math.round(c.high)})`,
+        `${Math.round(c.cost)} ${a.currency}`, c.changes_decision || "nothing"];
+      for (const v of cells) { const td = document.createElement("td"); td.textContent = v; tr.appendChild(td); }
+      tbody.appendChild(tr);
+    }
+    const best = a.candidates[0];
+    $("measure-message").textContent = best && best.evsi > best.cost
+      ? `Worth measuring ${best.characteristic} on ${best.sample} bars before deciding.`
+      : `No extra measurement pays for itself: decide now (${a.decision_now}).`;
+  } catch (e) { if (state.batch === id) $("measure-message").textContent = e.message; }
 }
 
 function renderBatch(v) {

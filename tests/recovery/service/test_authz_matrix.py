@@ -31,6 +31,8 @@ MATRIX = {
                                                         "foreign": (404, 404, 200, 401, 401)},
     ("GET", "/api/batches/{batch_id}/recommendation"): {"own": (200, 200, 200, 401, 401),
                                                         "foreign": (404, 404, 200, 401, 401)},
+    ("GET", "/api/batches/{batch_id}/measure"):        {"own": (200, 200, 200, 401, 401),
+                                                        "foreign": (404, 404, 200, 401, 401)},
     ("POST", "/api/batches/{batch_id}/steps"):         {"own": (200, 200, 200, 401, 401),
                                                         "foreign": (404, 404, 200, 401, 401)},
     ("POST", "/api/batches/{batch_id}/handover"):      {"own": (403, 200, 200, 401, 401),
@@ -135,7 +137,7 @@ def test_every_endpoint_role_and_ownership_answers_as_the_table_says(world):
                 want[(method, path, ctx, role)] = expected
     wrong = {k: (got[k], want[k]) for k in want if got[k] != want[k]}
     assert not wrong, f"(got, expected) where they differ: {wrong}"
-    # 14 endpoints x 5 roles x 1 to 3 ownership cases: the size BENCHMARKS.md records
-    assert (len(MATRIX), len(want)) == (14, 105)
+    # 15 endpoints x 5 roles x 1 to 3 ownership cases: the size BENCHMARKS.md records
+    assert (len(MATRIX), len(want)) == (15, 115)
     # the foreign batch stayed partner A's alone through all of it
     assert app.state.service._owners([FOREIGN])[FOREIGN] == {"A"}
