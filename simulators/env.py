@@ -276,12 +276,13 @@ class MetalBarRecoveryEnv(gym.Env):
         self._decisions = np.flatnonzero(steps > detect)
         self._i = 0
         self._base_step, self._base_plan = -1, self._nominal
-        # All random numbers of the episode, drawn now (see the module docstring), and
-        # the episode's arrays checked once: each step then only forwards to the kernel.
+        # All random numbers of the episode, drawn now (see the module docstring; sized by
+        # the kernel wrapper itself, so not checked again), and the episode's arrays checked
+        # once: each step then only forwards to the kernel.
         n = self.process.n_steps
         self._noise, self._unif, self._cursor = self._kernel.draws(self.np_random, 1, detect, n)
         self._kernel.check(self._state, detect, n, self._set, self._plan, cond.fault, cond.drift,
-                           self._readings, self._noise, self._unif, self._cursor)
+                           self._readings)
         self._advance(steps[self._decisions[0]] - 1)
         info = {"batch_id": str(cond.batch_ids[0]), "detect_step": int(detect),
                 "fault": self._fault_name()}

@@ -28,6 +28,7 @@ from simulators.reference import advance_reference
 __all__ = ["Simulator", "Conditions", "SimulationResult", "KernelStep", "as_rng"]
 
 _NO_NOISE = np.empty(0)
+_F64, _I64 = np.dtype(np.float64), np.dtype(np.int64)
 EPOCH = pd.Timestamp("2026-01-05T06:00:00Z")
 STEP_DURATION = pd.Timedelta(hours=2)
 
@@ -123,6 +124,8 @@ def _check_array(name: str, arr, shape: tuple, dtype) -> None:
     The kernel runs without bounds checks, so a wrong shape would read or write
     past the array instead of failing.
     """
+    if type(arr) is np.ndarray and arr.shape == shape and arr.dtype == dtype and arr.flags.c_contiguous:
+        return  # the usual case, first: the envs check their arrays at every reset
     ok = isinstance(arr, np.ndarray) and arr.ndim == len(shape) and arr.dtype == dtype \
         and arr.flags.c_contiguous and all(n is None or n == m for n, m in zip(shape, arr.shape))
     if not ok:
@@ -510,7 +513,7 @@ class KernelStep:
     >>> k(state, 0, 10, sets, plan, cond.fault, cond.drift, obs, noise, unif, cursor)
     """
 
-    __slots__ = ("process", "arrays", "params", "max_sample", "_latent")
+    __slots__ = ("process", "arrays", "params", "max_sample", "_latent", "_needed", "_shapes")
 
     def __init__(self, process: Process, params: np.ndarray | None = None):
         self.process = process
@@ -521,14 +524,21 @@ class KernelStep:
         #: readings per inspection the ``readings`` array must hold (``Simulator.new_obs``)
         self.max_sample = int(a.insp_sample.max()) if len(process.inspections) else 1
         self._latent = np.empty((0, 0, 0))  # the envs never record batch means
+        # (n_batches, start, stop) -> draws: the envs ask for a handful of these, over and over
+        self._needed: dict[tuple[int, int, int], tuple[int, int]] = {}
+        self._shapes: dict[int, tuple] = {}  # n_batches -> what check() wants; checks run at every reset
 
     def draws_needed(self, n_batches: int, start: int, stop: int) -> tuple[int, int]:
         """(normals, uniforms) the kernel reads advancing ``n_batches`` from after
         step ``start`` through ``stop``; never depends on the state or the plan."""
-        a = self.arrays
-        nn, nu = _kernels.draws_needed(a.kind_id, a.normals, a.insp_of_step, a.insp_measures,
-                                       a.insp_sample, n_batches, self.process.bars_per_batch, start, stop)
-        return int(nn), int(nu)
+        key = (n_batches, start, stop)
+        got = self._needed.get(key)
+        if got is None:
+            a = self.arrays
+            nn, nu = _kernels.draws_needed(a.kind_id, a.normals, a.insp_of_step, a.insp_measures,
+                                           a.insp_sample, n_batches, self.process.bars_per_batch, start, stop)
+            got = self._needed[key] = (int(nn), int(nu))
+        return got
 
     def draws(self, rng: np.random.Generator, n_batches: int, start: int,
               stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -560,28 +570,34 @@ class KernelStep:
         Without ``noise`` the draws are not checked (a caller that makes them
         with :meth:`draws` right before each call).
         """
-        p = self.process
-        if not 0 <= after_step <= stop_step <= p.n_steps:
-            raise ValueError(f"need 0 <= after_step <= stop_step <= {p.n_steps}, got {after_step}, {stop_step}")
+        n_steps = self.arrays.kind_id.shape[0]
+        if not 0 <= after_step <= stop_step <= n_steps:
+            raise ValueError(f"need 0 <= after_step <= stop_step <= {n_steps}, got {after_step}, {stop_step}")
         nb = len(plan)
-        _check_array("plan", plan, (nb, len(p.levers)), np.float64)
-        _check_array("state", state, (nb * p.bars_per_batch, p.n_chars), np.float64)
-        _check_array("fault", fault, (nb, p.n_steps), np.float64)
-        _check_array("drift", drift, (nb, p.n_steps), np.float64)
-        _check_array("readings", readings, (nb, len(p.inspections), self.max_sample, p.n_chars), np.float64)
-        _check_array("param_set", param_set, (nb,), np.int64)
-        if nb and (param_set.min() < 0 or param_set.max() >= len(self.params)):
+        shapes = self._shapes.get(nb) or self._shapes.setdefault(nb, self._shapes_of(nb))
+        for name, arr, (shape, dtype) in zip(("plan", "state", "fault", "drift", "readings", "param_set"),
+                                             (plan, state, fault, drift, readings, param_set), shapes):
+            _check_array(name, arr, shape, dtype)
+        sets = param_set.tolist()  # a few entries: Python's min/max beat NumPy's call overhead
+        if sets and (min(sets) < 0 or max(sets) >= len(self.params)):
             raise ValueError(f"param_set must index the {len(self.params)} parameter set(s), "
-                             f"got {param_set.min()} .. {param_set.max()}")
+                             f"got {min(sets)} .. {max(sets)}")
         if noise is None:
             return
-        _check_array("cursor", cursor, (2,), np.int64)
+        _check_array("cursor", cursor, (2,), _I64)
         nn, nu = self.draws_needed(nb, after_step, stop_step)
         for name, arr, need, at in (("noise", noise, nn, cursor[0]), ("uniform", uniform, nu, cursor[1])):
-            _check_array(name, arr, (None,), np.float64)
+            _check_array(name, arr, (None,), _F64)
             if len(arr) < at + need:
                 raise ValueError(f"{name} holds {len(arr)} draws; steps {after_step + 1}..{stop_step} of "
                                  f"{nb} batch(es) read {need} from position {at}")
+
+    def _shapes_of(self, nb: int) -> tuple:
+        """(shape, dtype) of plan, state, fault, drift, readings and param_set for ``nb`` batches."""
+        p = self.process
+        return (((nb, len(p.levers)), _F64), ((nb * p.bars_per_batch, p.n_chars), _F64),
+                ((nb, p.n_steps), _F64), ((nb, p.n_steps), _F64),
+                ((nb, len(p.inspections), self.max_sample, p.n_chars), _F64), ((nb,), _I64))
 
     def __call__(self, state: np.ndarray, after_step: int, stop_step: int, param_set: np.ndarray,
                  plan: np.ndarray, fault: np.ndarray, drift: np.ndarray, readings: np.ndarray,
