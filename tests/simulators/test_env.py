@@ -142,9 +142,11 @@ def test_domain_randomisation_draws_from_the_given_simulators():
 def test_tiny_ppo_learns_without_error():
     import torch
     from stable_baselines3 import PPO
+    from stable_baselines3.common.logger import Logger
 
     torch.set_num_threads(1)
     model = PPO("MlpPolicy", MetalBarRecoveryEnv("small"), n_steps=32, batch_size=16, seed=0, verbose=0)
+    model.set_logger(Logger(folder=None, output_formats=[]))  # SB3's default leaves a tempdir/SB3-* folder
     model.learn(total_timesteps=64)
 
 
