@@ -8,6 +8,10 @@ Rule of final decisions: one decision per batch and recommendation step is
 final; another one is refused (:class:`DecisionConflict`) unless it names the
 current final one as the one it supersedes, which is audited.
 
+Data coming in is audited here too: :func:`record_ingest` writes the entry
+``recovery ingest`` leaves for each file it stores (the service's
+``POST /api/batches/{id}/steps`` writes the same ``append`` entry type).
+
 Layer: with :mod:`recovery.recommend` (reads its recommendations; writes
 through :mod:`recovery.data.store`; the plan rules are
 :func:`recovery.agents.base.check_plan`).
@@ -23,7 +27,8 @@ import pandas as pd
 
 from recovery.agents.base import PlanError, check_plan
 
-__all__ = ["DECISIONS", "DecisionError", "DecisionConflict", "decided_plan", "input_hash", "record_decision"]
+__all__ = ["DECISIONS", "DecisionError", "DecisionConflict", "decided_plan", "input_hash", "record_decision",
+           "record_ingest"]
 
 #: What an engineer can decide on a recommendation.
 DECISIONS = ("accept", "reject", "modify")
@@ -189,3 +194,49 @@ def record_decision(store, *, process, batch_id: str, rec, decision: str, commen
     return {"decision_id": did, "audit_id": aid, "batch_id": batch_id, "decision": decision, "plan": plan,
             "after_step": rec.step, "supersedes": supersedes, "input_hash": input_hash,
             "model_version": model_version}
+
+
+def record_ingest(store, res, *, actor: str, role: str | None = "cli") -> int:
+    """Write the audit entry of one ingested file (after its ingest has committed).
+
+    The entry has the service's ``append`` type, so the trail shows data that
+    came in through the CLI next to data that came through the service.
+
+    Parameters
+    ----------
+    store : Store
+        The store ``res`` was ingested into.
+    res : recovery.data.ingest.IngestResult
+        What the ingest of one file did.
+    actor : str
+        Who ingested it (the CLI gives ``cli:<login or --by>``).
+    role : str, optional
+
+    Returns
+    -------
+    int
+        The audit entry's id.
+
+    Notes
+    -----
+    The entry's ``partner`` is the partner whose data the file holds (the
+    mapping's, or the one partner its rows name; None when they name several,
+    all listed in ``payload["partners"]``). ``batch_id`` is set when the file
+    touched one batch; ``payload["batches"]`` lists every batch it stored rows
+    of. ``input_hash`` is the file's SHA-256, as the service records it.
+    """
+    ing = store.ingests()
+    row = ing[ing["id"] == res.ingest_id].iloc[0]
+    # which batches and partners this ingest stored rows of: provenance the store keeps per row
+    touched = store._rows("SELECT DISTINCT batch_id, partner FROM observations WHERE ingest_id = ?",
+                          (int(res.ingest_id),))
+    batches = sorted({str(b) for b, _ in touched})
+    partners = sorted({str(p) for _, p in touched})
+    partner = row["partner"] if isinstance(row["partner"], str) else (partners[0] if len(partners) == 1 else None)
+    return store.add_audit(
+        actor=actor, partner=partner, role=role, action="append",
+        batch_id=batches[0] if len(batches) == 1 else None, input_hash=str(row["source_sha256"]),
+        payload={"file": str(res.source), "rows": res.rows, "accepted": res.accepted,
+                 "rejected": res.rejected, "duplicates": res.duplicates, "ingest_id": int(res.ingest_id),
+                 "process": res.process, "batches": batches, "partners": partners,
+                 "quarantine": str(res.quarantine) if res.quarantine else None})

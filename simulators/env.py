@@ -3,8 +3,9 @@
 ``MetalBarRecovery-v0`` is registered by ``import simulators`` (by entry-point
 string, so this module and numba load only when an env is made). The env is
 a thin shell around the numba kernel: each ``step`` is one kernel call on one
-batch's bars with random numbers drawn at ``reset`` (no Generator is passed per
-call, which would cost more than the whole step). ``MetalBarRecoveryVectorEnv``
+batch's bars through ``simulators.process.KernelStep``, with random numbers drawn
+and arrays checked at ``reset`` (no Generator is passed per call, which would cost
+more than the whole step). ``MetalBarRecoveryVectorEnv``
 runs many batches and advances every group of envs that stand at the same step
 with one kernel call.
 """
@@ -28,13 +29,10 @@ from simulators._kernels import env_apply_actions as _apply_actions
 from simulators._kernels import env_fill as _fill
 from simulators._kernels import env_fill_many as _fill_many
 from simulators.definition import Process
-from simulators.process import Conditions, Simulator
+from simulators.process import Conditions, KernelStep, Simulator
 
 __all__ = ["MetalBarRecoveryEnv", "MetalBarRecoveryVectorEnv", "CaseSource", "ObservationLayout",
            "ENV_ID", "action_of", "make_vector_env"]
-
-_EMPTY3 = np.empty((0, 0, 0))
-_EMPTY1 = np.empty(0)
 
 
 class ObservationLayout:
@@ -240,7 +238,7 @@ class MetalBarRecoveryEnv(gym.Env):
         self.arrays = p.arrays
         # Every simulator's physics, stacked for the kernel: an episode runs with
         # the physics of the simulator its batch came from.
-        self._params = np.ascontiguousarray(np.stack([s.arrays.params for s in self._sims]))
+        self._kernel = KernelStep(p, np.ascontiguousarray(np.stack([s.arrays.params for s in self._sims])))
         self._set_of = {id(s): i for i, s in enumerate(self._sims)}
         self._set = np.zeros(1, dtype=np.int64)
         self.source = CaseSource(self._sims, block=block)
@@ -259,7 +257,6 @@ class MetalBarRecoveryEnv(gym.Env):
         eco = p.economics
         self._value, self._scrap = float(eco.batch_value), float(eco.scrap_cost)
         self._obs = np.zeros(self.layout.size)
-        self._cursor = np.zeros(2, dtype=np.int64)
 
     # ---- episode ---------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -279,13 +276,13 @@ class MetalBarRecoveryEnv(gym.Env):
         self._decisions = np.flatnonzero(steps > detect)
         self._i = 0
         self._base_step, self._base_plan = -1, self._nominal
-        # All random numbers of the episode, drawn now (see the module docstring).
-        a = self.arrays
-        nn, nu = _kernels.draws_needed(a.kind_id, a.normals, a.insp_of_step, a.insp_measures, a.insp_sample,
-                                       1, self.process.bars_per_batch, detect, self.process.n_steps)
-        self._noise = self.np_random.standard_normal(nn)
-        self._unif = self.np_random.random(nu)
-        self._cursor[:] = 0
+        # All random numbers of the episode, drawn now (see the module docstring; sized by
+        # the kernel wrapper itself, so not checked again), and the episode's arrays checked
+        # once: each step then only forwards to the kernel.
+        n = self.process.n_steps
+        self._noise, self._unif, self._cursor = self._kernel.draws(self.np_random, 1, detect, n)
+        self._kernel.check(self._state, detect, n, self._set, self._plan, cond.fault, cond.drift,
+                           self._readings)
         self._advance(steps[self._decisions[0]] - 1)
         info = {"batch_id": str(cond.batch_ids[0]), "detect_step": int(detect),
                 "fault": self._fault_name()}
@@ -299,12 +296,8 @@ class MetalBarRecoveryEnv(gym.Env):
         return by_step.get(int(occ[0]) + 1)
 
     def _advance(self, stop: int) -> None:
-        a = self.arrays
-        _kernels.advance(self._state, self.process.bars_per_batch, self._pos, stop, a.kind_id, a.normals,
-                         self._params, self._set, a.target, a.slot, a.lever_first, a.lever_count,
-                         a.lever_param, self._plan, self._cond.fault, self._cond.drift, a.insp_of_step, a.insp_measures,
-                         a.insp_sample, a.gauge_sigma, self._readings, _EMPTY3, None, self._noise,
-                         self._unif, self._cursor)
+        self._kernel(self._state, self._pos, stop, self._set, self._plan, self._cond.fault, self._cond.drift,
+                     self._readings, self._noise, self._unif, self._cursor)
         self._pos = stop
 
     def _observation(self) -> np.ndarray:
@@ -420,6 +413,9 @@ class MetalBarRecoveryVectorEnv(VectorEnv):
         self._table = np.full((len(levers_at), width), -1, dtype=np.int64)
         for d, idx in enumerate(levers_at):
             self._table[d, : len(idx)] = idx
+        # Once, here: each group of envs the kernel advances is a row subset of these.
+        self._single._kernel.check(self._state, 0, p.n_steps, self._set, self._plan, self._fault,
+                                   self._drift, self._readings)
 
     def _start(self, e: int) -> None:
         s = self._single
@@ -442,7 +438,7 @@ class MetalBarRecoveryVectorEnv(VectorEnv):
         if not len(envs):
             return
         bpb = self.process.bars_per_batch
-        a = self.process.arrays
+        kernel = self._single._kernel
         steps = self._single.layout.decision_steps
         i = self._i[envs]
         stops = np.where(i < len(steps), steps[np.minimum(i, len(steps) - 1)] - 1, self.process.n_steps)
@@ -452,17 +448,11 @@ class MetalBarRecoveryVectorEnv(VectorEnv):
             rows = (grp[:, None] * bpb + np.arange(bpb)[None, :]).ravel()
             st = np.ascontiguousarray(self._state[rows])
             rd = np.ascontiguousarray(self._readings[grp])
-            # Pre-drawn numbers again: a Generator argument costs ~12 us per kernel call.
-            nn, nu = _kernels.draws_needed(a.kind_id, a.normals, a.insp_of_step, a.insp_measures,
-                                           a.insp_sample, len(grp), bpb, pos, stop)
-            noise = self.np_random.standard_normal(nn)
-            unif = self.np_random.random(nu)
-            _kernels.advance(st, bpb, pos, stop, a.kind_id, a.normals, self._single._params,
-                             np.ascontiguousarray(self._set[grp]), a.target, a.slot,
-                             a.lever_first, a.lever_count, a.lever_param, np.ascontiguousarray(self._plan[grp]),
-                             np.ascontiguousarray(self._fault[grp]), np.ascontiguousarray(self._drift[grp]),
-                             a.insp_of_step, a.insp_measures, a.insp_sample, a.gauge_sigma, rd, _EMPTY3,
-                             None, noise, unif, np.zeros(2, dtype=np.int64))
+            # Pre-drawn numbers again: a Generator argument costs ~12 us per kernel call. The
+            # group's arrays are rows of buffers checked at construction, the draws sized for them.
+            noise, unif, cursor = kernel.draws(self.np_random, len(grp), pos, stop)
+            kernel(st, pos, stop, self._set[grp], self._plan[grp], self._fault[grp], self._drift[grp],
+                   rd, noise, unif, cursor)
             self._state[rows] = st
             self._readings[grp] = rd
             self._pos[grp] = stop

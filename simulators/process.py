@@ -25,9 +25,10 @@ from simulators import _kernels
 from simulators.definition import Process, load_process
 from simulators.reference import advance_reference
 
-__all__ = ["Simulator", "Conditions", "SimulationResult", "as_rng"]
+__all__ = ["Simulator", "Conditions", "SimulationResult", "KernelStep", "as_rng"]
 
 _NO_NOISE = np.empty(0)
+_F64, _I64 = np.dtype(np.float64), np.dtype(np.int64)
 EPOCH = pd.Timestamp("2026-01-05T06:00:00Z")
 STEP_DURATION = pd.Timedelta(hours=2)
 
@@ -113,6 +114,25 @@ class SimulationResult:
         any_flag = self.flags.any(axis=1)
         first = np.argmax(self.flags, axis=1)
         return np.where(any_flag, steps[first], 0)
+
+
+def _check_array(name: str, arr, shape: tuple, dtype) -> None:
+    """Refuse an array the kernel cannot take: wrong shape or dtype, or not C-contiguous.
+
+    ``None`` in ``shape`` accepts any length along that axis.
+
+    The kernel runs without bounds checks, so a wrong shape would read or write
+    past the array instead of failing.
+    """
+    if type(arr) is np.ndarray and arr.shape == shape and arr.dtype == dtype and arr.flags.c_contiguous:
+        return  # the usual case, first: the envs check their arrays at every reset
+    ok = isinstance(arr, np.ndarray) and arr.ndim == len(shape) and arr.dtype == dtype \
+        and arr.flags.c_contiguous and all(n is None or n == m for n, m in zip(shape, arr.shape))
+    if not ok:
+        got = (f"{arr.dtype} of shape {arr.shape}, C-contiguous={arr.flags.c_contiguous}"
+               if isinstance(arr, np.ndarray) else type(arr).__name__)
+        want = str(shape).replace("None", "any")
+        raise ValueError(f"{name} must be C-contiguous {np.dtype(dtype)} of shape {want}, got {got}")
 
 
 class Simulator:
@@ -273,10 +293,7 @@ class Simulator:
         if not 0 <= after_step <= stop_step <= p.n_steps:
             raise ValueError(f"need 0 <= after_step <= stop_step <= {p.n_steps}, "
                              f"got {after_step}, {stop_step}")
-        if state.shape != (nb * p.bars_per_batch, p.n_chars) or state.dtype != np.float64 \
-                or not state.flags.c_contiguous:
-            raise ValueError(f"state must be C-contiguous float64 of shape "
-                             f"{(nb * p.bars_per_batch, p.n_chars)}, got {state.shape}")
+        _check_array("state", state, (nb * p.bars_per_batch, p.n_chars), np.float64)
         plan = np.ascontiguousarray(np.broadcast_to(np.asarray(plan, dtype=np.float64),
                                                     (nb, len(p.levers))))
         if obs is None:
@@ -461,3 +478,153 @@ class Simulator:
             if per is not None:
                 per[i] = _kernels.char_in_spec_fraction(st, p.bars_per_batch, self.lower, self.upper)
         return (out, per) if per_characteristic else out
+
+
+class KernelStep:
+    """The kernel call of :meth:`Simulator.run`, prepared once for callers that step often.
+
+    The gymnasium envs advance one batch (or a small group) a few steps at a
+    time, thousands of times a second. ``Simulator.run`` would validate every
+    argument and take a Generator on each call; a Generator argument alone costs
+    the kernel about 12 us, more than a whole env step. So the envs draw an
+    episode's random numbers at once (:meth:`draws`), validate their arrays
+    once when they make them (:meth:`check`, at reset or construction), and
+    each step only forwards to the kernel (:meth:`__call__`). The process arrays
+    and physics are bound here, so no env passes the kernel's 26 arguments.
+
+    Parameters
+    ----------
+    process : Process
+    params : ndarray (n_sets, n_steps, MAX_PARAMS), optional
+        Step-parameter sets (physics, see :meth:`Simulator.physics`); default:
+        the process file's. Checked here, once.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from simulators.process import Simulator, KernelStep
+    >>> sim = Simulator()
+    >>> k = KernelStep(sim.process)
+    >>> cond = sim.sample_conditions(1, 0)
+    >>> state, obs = sim.new_state(1), sim.new_obs(1)
+    >>> plan, sets = sim.process.nominal_plan()[None].copy(), np.zeros(1, dtype=np.int64)
+    >>> noise, unif, cursor = k.draws(np.random.default_rng(0), 1, 0, 10)
+    >>> k.check(state, 0, 10, sets, plan, cond.fault, cond.drift, obs, noise, unif, cursor)
+    >>> k(state, 0, 10, sets, plan, cond.fault, cond.drift, obs, noise, unif, cursor)
+    """
+
+    __slots__ = ("process", "arrays", "params", "max_sample", "_latent", "_needed", "_shapes")
+
+    def __init__(self, process: Process, params: np.ndarray | None = None):
+        self.process = process
+        #: the process's kernel arrays (``Process.arrays``)
+        self.arrays = a = process.arrays
+        self.params = a.params[None] if params is None else params
+        _check_array("params", self.params, (len(self.params), *a.params.shape), np.float64)
+        #: readings per inspection the ``readings`` array must hold (``Simulator.new_obs``)
+        self.max_sample = int(a.insp_sample.max()) if len(process.inspections) else 1
+        self._latent = np.empty((0, 0, 0))  # the envs never record batch means
+        # (n_batches, start, stop) -> draws: the envs ask for a handful of these, over and over
+        self._needed: dict[tuple[int, int, int], tuple[int, int]] = {}
+        self._shapes: dict[int, tuple] = {}  # n_batches -> what check() wants; checks run at every reset
+
+    def draws_needed(self, n_batches: int, start: int, stop: int) -> tuple[int, int]:
+        """(normals, uniforms) the kernel reads advancing ``n_batches`` from after
+        step ``start`` through ``stop``; never depends on the state or the plan."""
+        key = (n_batches, start, stop)
+        got = self._needed.get(key)
+        if got is None:
+            a = self.arrays
+            nn, nu = _kernels.draws_needed(a.kind_id, a.normals, a.insp_of_step, a.insp_measures,
+                                           a.insp_sample, n_batches, self.process.bars_per_batch, start, stop)
+            got = self._needed[key] = (int(nn), int(nu))
+        return got
+
+    def draws(self, rng: np.random.Generator, n_batches: int, start: int,
+              stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """All random numbers for advancing ``n_batches`` from after ``start`` through ``stop``.
+
+        Returns
+        -------
+        noise : ndarray (n_normals,)
+            Standard normals, drawn first.
+        uniform : ndarray (n_uniforms,)
+            Uniforms on [0, 1), drawn second.
+        cursor : ndarray of int64 (2,)
+            Zeros: where the kernel reads next in ``noise`` and ``uniform``; it
+            advances them, so later calls go on where the last stopped.
+        """
+        nn, nu = self.draws_needed(n_batches, start, stop)
+        return rng.standard_normal(nn), rng.random(nu), np.zeros(2, dtype=np.int64)
+
+    def check(self, state: np.ndarray, after_step: int, stop_step: int, param_set: np.ndarray,
+              plan: np.ndarray, fault: np.ndarray, drift: np.ndarray, readings: np.ndarray,
+              noise: np.ndarray | None = None, uniform: np.ndarray | None = None,
+              cursor: np.ndarray | None = None) -> None:
+        """Raise ``ValueError`` unless these arrays fit the kernel for these steps.
+
+        Call it where the arrays are made (the kernel runs without bounds
+        checks). The arguments are those of :meth:`__call__`; ``n_batches`` is
+        ``len(plan)``. ``stop_step`` is the last step any later call will reach:
+        ``noise`` and ``uniform`` must hold every draw from ``cursor`` up to it.
+        Without ``noise`` the draws are not checked (a caller that makes them
+        with :meth:`draws` right before each call).
+        """
+        n_steps = self.arrays.kind_id.shape[0]
+        if not 0 <= after_step <= stop_step <= n_steps:
+            raise ValueError(f"need 0 <= after_step <= stop_step <= {n_steps}, got {after_step}, {stop_step}")
+        nb = len(plan)
+        shapes = self._shapes.get(nb) or self._shapes.setdefault(nb, self._shapes_of(nb))
+        for name, arr, (shape, dtype) in zip(("plan", "state", "fault", "drift", "readings", "param_set"),
+                                             (plan, state, fault, drift, readings, param_set), shapes):
+            _check_array(name, arr, shape, dtype)
+        sets = param_set.tolist()  # a few entries: Python's min/max beat NumPy's call overhead
+        if sets and (min(sets) < 0 or max(sets) >= len(self.params)):
+            raise ValueError(f"param_set must index the {len(self.params)} parameter set(s), "
+                             f"got {min(sets)} .. {max(sets)}")
+        if noise is None:
+            return
+        _check_array("cursor", cursor, (2,), _I64)
+        nn, nu = self.draws_needed(nb, after_step, stop_step)
+        for name, arr, need, at in (("noise", noise, nn, cursor[0]), ("uniform", uniform, nu, cursor[1])):
+            _check_array(name, arr, (None,), _F64)
+            if len(arr) < at + need:
+                raise ValueError(f"{name} holds {len(arr)} draws; steps {after_step + 1}..{stop_step} of "
+                                 f"{nb} batch(es) read {need} from position {at}")
+
+    def _shapes_of(self, nb: int) -> tuple:
+        """(shape, dtype) of plan, state, fault, drift, readings and param_set for ``nb`` batches."""
+        p = self.process
+        return (((nb, len(p.levers)), _F64), ((nb * p.bars_per_batch, p.n_chars), _F64),
+                ((nb, p.n_steps), _F64), ((nb, p.n_steps), _F64),
+                ((nb, len(p.inspections), self.max_sample, p.n_chars), _F64), ((nb,), _I64))
+
+    def __call__(self, state: np.ndarray, after_step: int, stop_step: int, param_set: np.ndarray,
+                 plan: np.ndarray, fault: np.ndarray, drift: np.ndarray, readings: np.ndarray,
+                 noise: np.ndarray, uniform: np.ndarray, cursor: np.ndarray) -> None:
+        """Advance ``state`` in place from after ``after_step`` through ``stop_step``.
+
+        No checks (see :meth:`check`): this is the envs' per-step call.
+
+        Parameters
+        ----------
+        state : ndarray (n_batches * bars_per_batch, n_chars)
+            True characteristics of every bar, in their own units; updated.
+        after_step, stop_step : int
+            ``0 <= after_step <= stop_step <= n_steps``.
+        param_set : ndarray of int64 (n_batches,)
+            Which set of ``params`` each batch runs with.
+        plan : ndarray (n_batches, n_levers)
+            Lever values in physical units.
+        fault, drift : ndarray (n_batches, n_steps)
+            As in :class:`Conditions`.
+        readings : ndarray (n_batches, n_insp, max_sample, n_chars)
+            Gauge readings of the inspections passed are written here.
+        noise, uniform, cursor : ndarray
+            Pre-drawn random numbers and where to read next (see :meth:`draws`).
+        """
+        a = self.arrays
+        _kernels.advance(state, self.process.bars_per_batch, after_step, stop_step, a.kind_id, a.normals,
+                         self.params, param_set, a.target, a.slot, a.lever_first, a.lever_count,
+                         a.lever_param, plan, fault, drift, a.insp_of_step, a.insp_measures,
+                         a.insp_sample, a.gauge_sigma, readings, self._latent, None, noise, uniform, cursor)

@@ -138,6 +138,7 @@ def train_policy(process: Process | str | None = None, *, seed: int = 0, total_t
     import torch
     from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.logger import Logger
     from stable_baselines3.common.vec_env import VecNormalize
 
     from simulators.env import MetalBarRecoveryEnv
@@ -157,6 +158,9 @@ def train_policy(process: Process | str | None = None, *, seed: int = 0, total_t
                 gamma=gamma, ent_coef=ent_coef, seed=seed, device="cpu", verbose=0,
                 policy_kwargs={"net_arch": [net_width, net_width],
                                "log_std_init": (-1.5 if base else 0.0) if log_std_init is None else log_std_init})
+    # Without a logger of its own, SB3's learn() makes an empty tempdir/SB3-<time> folder
+    # per call even at verbose=0; ours writes nowhere (nothing is read from its records).
+    model.set_logger(Logger(folder=None, output_formats=[]))
     model.learn(total_timesteps=total_timesteps, progress_bar=progress)
     physics = "file" if posterior is None else f"calibration ({len(sims)} draws)"
     return RLPolicy(model, process, total_timesteps, seed, time.perf_counter() - t, base, physics)

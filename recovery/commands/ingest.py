@@ -1,5 +1,5 @@
 """``recovery ingest``: validate a partner's file (or a folder of Parquet parts), store
-accepted rows, quarantine the rest."""
+accepted rows, quarantine the rest, and leave an audit entry per stored file."""
 
 from __future__ import annotations
 
@@ -56,6 +56,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help='print {"accepted", "rejected", "duplicates", "quarantine", "reasons"}; for a '
                         'folder, "quarantine" is a list, each reason has a "file" and "files" holds '
                         'one object per part')
+    p.add_argument("--by", metavar="NAME", default=None,
+                   help="who ingests, for the audit trail (default: the login name); each stored "
+                        "file gets an 'append' audit entry by cli:NAME")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true",
                    help="on an internal error (exit 3), print the full traceback")
@@ -85,11 +88,15 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import getpass
+
     from recovery.data.ingest import IngestError, ingest, ingest_folder
     from recovery.data.mapping import MappingError
     from recovery.data.store import StoreError, open_store
+    from recovery.decisions import record_ingest
     from simulators.definition import ProcessDefinitionError
 
+    actor = f"cli:{args.by or getpass.getuser()}"
     folder = Path(args.file).is_dir()
     engine = ingest_folder if folder else ingest
     try:
@@ -98,6 +105,11 @@ def _run(args: argparse.Namespace) -> int:
                          quarantine=args.quarantine, chunk_rows=args.chunk_rows,
                          progress=not args.quiet and not args.json)
             where = store.location
+            # One audit entry per stored file, as the service leaves for each append; each
+            # ingest has committed already, so the entries go in one transaction of their own.
+            with store.transaction():
+                for r in (res.results if folder else [res]):
+                    record_ingest(store, r, actor=actor)
     except (IngestError, MappingError, StoreError, ProcessDefinitionError) as exc:
         raise UserError(str(exc)) from None
     except OSError as exc:  # unreadable file, quarantine folder not writable, disk full

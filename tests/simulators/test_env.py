@@ -142,9 +142,11 @@ def test_domain_randomisation_draws_from_the_given_simulators():
 def test_tiny_ppo_learns_without_error():
     import torch
     from stable_baselines3 import PPO
+    from stable_baselines3.common.logger import Logger
 
     torch.set_num_threads(1)
     model = PPO("MlpPolicy", MetalBarRecoveryEnv("small"), n_steps=32, batch_size=16, seed=0, verbose=0)
+    model.set_logger(Logger(folder=None, output_formats=[]))  # SB3's default leaves a tempdir/SB3-* folder
     model.learn(total_timesteps=64)
 
 
@@ -211,3 +213,61 @@ def test_each_episode_runs_with_the_physics_of_its_own_simulator():
             if venv._pos[e] == p.n_steps:
                 mean = venv._state[e * bpb:(e + 1) * bpb, ct].mean()
                 assert (mean > hi) == (venv._set[e] == 1)
+
+
+def _kernel_args(sim, n, start, stop, rng):
+    """Valid arguments of ``KernelStep`` for ``n`` fresh batches of ``sim``."""
+    from simulators.process import KernelStep
+
+    k = KernelStep(sim.process)
+    cond = sim.sample_conditions(n, rng)
+    noise, unif, cursor = k.draws(rng, n, start, stop)
+    args = dict(state=sim.new_state(n), after_step=start, stop_step=stop,
+                param_set=np.zeros(n, dtype=np.int64), plan=np.tile(sim.process.nominal_plan(), (n, 1)),
+                fault=cond.fault, drift=cond.drift, readings=sim.new_obs(n), noise=noise, uniform=unif,
+                cursor=cursor)
+    return k, args
+
+
+def test_kernel_step_refuses_arrays_the_kernel_cannot_take_and_names_them():
+    sim = Simulator("small")
+    rng = np.random.default_rng(0)
+    n_steps = sim.process.n_steps
+    k, good = _kernel_args(sim, 2, 0, n_steps, rng)
+    k.check(**good)
+    k(**good)  # the checked arrays run
+    assert np.isfinite(good["state"]).all() and good["cursor"][0] == len(good["noise"])
+    bad = {
+        "state": (dict(state=sim.new_state(3)), r"state must be C-contiguous float64 of shape \(%d, %d\)"
+                  % (2 * sim.process.bars_per_batch, sim.process.n_chars)),
+        "state_f32": (dict(state=sim.new_state(2).astype(np.float32)), "state must be .* got float32"),
+        "plan_strided": (dict(plan=np.tile(sim.process.nominal_plan(), (2, 2))[:, ::2]),
+                         "plan must be C-contiguous .* C-contiguous=False"),
+        "readings": (dict(readings=sim.new_obs(1)), "readings must be"),
+        "param_set": (dict(param_set=np.array([0, 1])), r"param_set must index the 1 parameter set"),
+        "noise": (dict(noise=good["noise"][:-1]), rf"noise holds {len(good['noise']) - 1} draws; steps "
+                                                 rf"1..{n_steps} of 2 batch\(es\) read {len(good['noise'])}"),
+        "cursor": (dict(cursor=np.array([0, 5], dtype=np.int64)), "uniform holds"),
+        "steps": (dict(stop_step=n_steps + 1), "after_step <= stop_step"),
+    }
+    for what, (change, msg) in bad.items():
+        args = {**good, **change}
+        with pytest.raises(ValueError, match=msg):
+            k.check(**args)
+
+
+def test_env_reset_refuses_a_bad_batch_before_any_step():
+    """The env checks an episode's arrays once, at reset; steps only forward to the kernel."""
+    env = MetalBarRecoveryEnv("small")
+    good_next = env.source.next
+
+    def short_state(rng, fault=None):
+        sim, state, cond, readings, detect = good_next(rng, fault)
+        return sim, state[:-1], cond, readings, detect  # one bar missing
+
+    env.source.next = short_state
+    with pytest.raises(ValueError, match="state must be C-contiguous float64 of shape"):
+        env.reset(seed=0)
+    env.source.next = good_next
+    env.reset(seed=0)
+    env.step(env.nominal_action())

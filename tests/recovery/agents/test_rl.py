@@ -159,3 +159,16 @@ def test_agent_falls_back_to_sb3_predict_for_other_policy_structures(tiny_policy
         # one batched predict against one per step: float32 sums may differ in the last bit
         np.testing.assert_allclose(got, naive.rl_plan(agent, r, step, p.nominal_plan()), rtol=1e-6,
                                    atol=1e-6 * (hi - lo).max())
+
+
+def test_training_leaves_no_sb3_log_folder_behind(tmp_path, monkeypatch):
+    """SB3's default logger makes ``tempdir/SB3-<time>`` on every learn(); training must not."""
+    import tempfile
+
+    monkeypatch.delenv("SB3_LOGDIR", raising=False)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    assert tempfile.gettempdir() == str(tmp_path)
+    pol = train_policy("small", seed=0, total_timesteps=64, n_envs=1, n_steps=32, variants=0)
+    assert pol.model.num_timesteps >= 64
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("SB3-")) == []

@@ -247,3 +247,66 @@ def test_a_dangling_symlink_part_exits_2_naming_it(tmp_path, small_history, caps
 
     with pytest.raises(FileNotFoundError, match="part-00001.parquet: is a symbolic link to a missing file"):
         read_campaign(folder)
+
+
+# --- the audit trail: one 'append' entry per stored file, as the service leaves ---------------
+
+def test_each_ingested_file_leaves_an_audit_entry(tmp_path, files, monkeypatch, capsys):
+    import hashlib
+
+    import pandas as pd
+
+    from recovery.data.store import open_store
+
+    good, bad, df, m = files
+    url = f"duckdb://{tmp_path / 's.duckdb'}"
+    base = ["--process", "small", "--store", url, "--quiet", "--allow-rejects"]
+    assert main(["ingest", str(bad), "--by", "alice", "--quarantine", str(tmp_path / "q.csv")] + base) == 0
+    assert main(["ingest", str(bad), "--by", "alice", "--quarantine", str(tmp_path / "q2.csv")] + base) == 0
+    one = df[df["batch_id"] == df["batch_id"].iloc[0]].assign(batch_id="SOLO-1")  # a batch not stored yet
+    single = tmp_path / "one.parquet"
+    one.to_parquet(single)
+    monkeypatch.setattr("getpass.getuser", lambda: "bob")
+    assert main(["ingest", str(single), "--process", "small", "--store", url, "--quiet"]) == 0
+    (tmp_path / "empty.csv").write_text("")
+    assert main(["ingest", str(tmp_path / "empty.csv"), "--store", url]) == 2  # nothing stored, no entry
+    with open_store(url) as st:
+        audit = st.audit()
+    assert list(audit["action"]) == ["append"] * 3
+    assert list(audit["actor"]) == ["cli:alice", "cli:alice", "cli:bob"] and set(audit["role"]) == {"cli"}
+    first, again, third = (audit.iloc[i] for i in range(3))
+    batches = sorted(df["batch_id"].astype(str).unique())
+    partners = sorted(df["partner"].astype(str).unique())
+    assert first["payload"] == {
+        "file": str(bad), "rows": len(df), "accepted": len(df) - 3, "rejected": 3, "duplicates": 0,
+        "ingest_id": first["payload"]["ingest_id"], "process": "small-chromed-rod", "batches": batches,
+        "partners": partners, "quarantine": str((tmp_path / "q.csv").resolve())}
+    assert first["input_hash"] == hashlib.sha256(bad.read_bytes()).hexdigest()
+    assert pd.isna(first["batch_id"])  # several batches: the payload lists them
+    # a schema file names no partner of its own: the one its rows name, or none when several
+    assert (first["partner"] == partners[0]) if len(partners) == 1 else pd.isna(first["partner"])
+    # the same file again: every good row a duplicate, no batch touched
+    assert (again["payload"]["accepted"], again["payload"]["duplicates"], again["payload"]["batches"]) == \
+        (0, len(df) - 3, [])
+    assert again["payload"]["ingest_id"] != first["payload"]["ingest_id"]
+    # a file of one batch names it, so the batch's own trail shows where its rows came from
+    assert third["batch_id"] == "SOLO-1" and third["payload"]["batches"] == ["SOLO-1"]
+    assert (third["payload"]["accepted"], third["payload"]["duplicates"]) == (len(one), 0)
+    with open_store(url) as st:
+        assert list(st.audit(batch_ids=["SOLO-1"])["id"]) == [third["id"]]
+
+
+def test_a_folder_leaves_one_audit_entry_per_stored_part(tmp_path, parts, capsys):
+    from recovery.data.store import open_store
+
+    folder, files = parts
+    url = f"duckdb://{tmp_path / 's.duckdb'}"
+    assert main(["ingest", str(folder), "--process", "small", "--store", url, "--quiet", "--by", "carol"]) == 0
+    with open_store(url) as st:
+        audit, ingests = st.audit(), st.ingests()
+    assert [a["file"] for a in audit["payload"]] == [str(f) for f in files]
+    assert [a["ingest_id"] for a in audit["payload"]] == list(ingests["id"])
+    assert set(audit["actor"]) == {"cli:carol"}
+    # 30 batches in chunks of 10: each part's entry lists its own ten
+    assert [len(a["batches"]) for a in audit["payload"]] == [10, 10, 10]
+    assert len({b for a in audit["payload"] for b in a["batches"]}) == 30
