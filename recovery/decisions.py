@@ -228,8 +228,7 @@ def record_ingest(store, res, *, actor: str, role: str | None = "cli") -> int:
     ing = store.ingests()
     row = ing[ing["id"] == res.ingest_id].iloc[0]
     # which batches and partners this ingest stored rows of: provenance the store keeps per row
-    touched = store._rows("SELECT DISTINCT batch_id, partner FROM observations WHERE ingest_id = ?",
-                          (int(res.ingest_id),))
+    touched = store.ingest_batches(res.ingest_id)
     batches = sorted({str(b) for b, _ in touched})
     partners = sorted({str(p) for _, p in touched})
     partner = row["partner"] if isinstance(row["partner"], str) else (partners[0] if len(partners) == 1 else None)

@@ -255,6 +255,12 @@ class StepData:
                           "GROUP BY o.batch_id", params)
         return {str(b): (int(n), int(i)) for b, n, i in rows}
 
+    def ingest_batches(self, ingest_id: int) -> list[tuple[str, str]]:
+        """The (batch, partner) pairs an ingest stored rows of, sorted (its audit entry lists them)."""
+        rows = self._rows("SELECT DISTINCT batch_id, partner FROM observations WHERE ingest_id = ?",
+                          (int(ingest_id),))
+        return sorted((str(b), str(p)) for b, p in rows)
+
     def ingests(self, *, partner: str | None = None) -> pd.DataFrame:
         """One row per ingest with its provenance and counts (oldest first).
 
