@@ -23,7 +23,9 @@ Prints JSON. Usage::
    run on every file (its net value over its own flagged cases).
 4. **Report** predicted gain and interval against the measured gain, per 1,000 batches;
    targets: every measured gain inside its predicted interval, and the top 3's order by
-   net gain the same in the measurement.
+   net gain the same in the measurement. When costs dominate, the top 3 by net may be
+   changes that alter no decision (gain 0, interval 0..0: a weak check), so the
+   ``--by-gain`` changes with the largest predicted |gain| are checked the same way.
 """
 
 from __future__ import annotations
@@ -67,6 +69,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--eval-seed", type=int, default=2026)
     ap.add_argument("--top", type=int, default=3)
+    ap.add_argument("--by-gain", type=int, default=3,
+                    help="also check this many further changes with the largest predicted |gain|")
     ap.add_argument("--out-dir", default=None, help="where the changed files go (default: a temp folder)")
     ap.add_argument("--no-evaluate", action="store_true", help="skip the reference 'recovery evaluate' runs")
     args = ap.parse_args()
@@ -82,20 +86,28 @@ def main() -> None:
     t0 = time.perf_counter()
     pred = run_cli(common)
     t_pred = time.perf_counter() - t0
-    top = pred["candidates"][:args.top]
+    ranked = pred["candidates"]
+    top = ranked[:args.top]
+    # Costs dominate the net ranking when most changes cannot alter a decision (gain exactly 0):
+    # the top by net may all be such ties. So the changes with the largest predicted |gain| are
+    # checked as well: they test the prediction where it says something.
+    by_gain = sorted(ranked[args.top:], key=lambda r: -abs(r["gain_per_1000"]))[:args.by_gain]
+    checked = [("net", k, r) for k, r in enumerate(top, start=1)] + \
+              [("gain", k, r) for k, r in enumerate(by_gain, start=1)]
     # the changes as `recovery sensors --apply N --out FILE` writes them (the same function), from
     # the ranking made above rather than re-simulating the season once per file
-    files = [out_dir / f"changed_{k}.toml" for k in range(1, len(top) + 1)]
     from recovery.voi.candidates import default_candidates
     from recovery.voi.plant import changed_process
 
     base_text = (Path(args.model) / "process.toml").read_text("utf-8")
     base = load_process(str(Path(args.model) / "process.toml"))
     cands = default_candidates(base)
-    plans = [base]
-    for r, f in zip(top, files):
-        text, proc = changed_process(base_text, base, cands[r["index"]], gate_seed=args.seed)
+    plans, files = [base], []
+    for what, k, r in checked:
+        f = out_dir / f"changed_{what}_{k}.toml"
+        text, _ = changed_process(base_text, base, cands[r["index"]], gate_seed=args.seed)
         f.write_text(text, "utf-8")
+        files.append(f)
         plans.append(load_process(str(f)))
 
     # the truth: the process file's own world, fresh seeds
@@ -104,28 +116,32 @@ def main() -> None:
     res = play_season(world, plans, HeuristicPolicy(base), args.eval_batches, args.eval_seed)
     t_eval = time.perf_counter() - t0
     rows = []
-    for k, r in enumerate(top, start=1):
-        d = res.net[k] - res.net[0]
+    for j, (what, k, r) in enumerate(checked, start=1):
+        d = res.net[j] - res.net[0]
         g = 1000 * float(d.mean())
         se = 1000 * float(d.std(ddof=1) / np.sqrt(len(d)))
-        cost = 1000 * float(inspection_cost(plans[k]) - inspection_cost(base))
-        rows.append({"rank": k, "label": r["label"], "change": r["change"], "step": r["step"],
+        cost = 1000 * float(inspection_cost(plans[j]) - inspection_cost(base))
+        rows.append({"set": what, "rank": k, "label": r["label"], "change": r["change"], "step": r["step"],
                      "characteristic": r["characteristic"], "sample": r["sample"],
                      "predicted_gain_per_1000": r["gain_per_1000"], "low": r["low"], "high": r["high"],
                      "measured_gain_per_1000": g, "measured_se_per_1000": se,
                      "inside_interval": bool(r["low"] <= g <= r["high"]),
                      "cost_per_1000": cost, "predicted_net_per_1000": r["gain_per_1000"] - cost,
                      "measured_net_per_1000": g - cost,
-                     "measured_recovered_per_1000": 1000 * float(res.accepted[k].mean() - res.accepted[0].mean()),
-                     "file": str(files[k - 1])})
-    order_pred = [r["rank"] for r in rows]
-    order_meas = [r["rank"] for r in sorted(rows, key=lambda r: -r["measured_net_per_1000"])]
+                     "measured_recovered_per_1000": 1000 * float(res.accepted[j].mean() - res.accepted[0].mean()),
+                     "file": str(files[j - 1])})
+    top_rows = [r for r in rows if r["set"] == "net"]
+    gain_rows = [r for r in rows if r["set"] == "gain"]
+    order_pred = [r["rank"] for r in top_rows]
+    order_meas = [r["rank"] for r in sorted(top_rows, key=lambda r: -r["measured_net_per_1000"])]
+    gain_pred = [r["rank"] for r in gain_rows]
+    gain_meas = [r["rank"] for r in sorted(gain_rows, key=lambda r: -r["measured_gain_per_1000"])]
 
     evaluate = None
     if not args.no_evaluate:
         evaluate = []
         for name, f in [("original", str(Path(args.model) / "process.toml"))] + \
-                       [(f"rank {k}", str(f)) for k, f in enumerate(files, start=1)]:
+                       [(f.stem, str(f)) for f in files]:
             e = run_cli(["evaluate", "--process", f, "--agents", "heuristic,none", "--batches",
                          str(args.eval_batches), "--seed", str(args.eval_seed), "--json", "--quiet"])
             evaluate.append({"file": name, "n_flagged": e["n_flagged"],
@@ -146,10 +162,14 @@ def main() -> None:
                     "seconds": t_eval,
                     "baseline_net_value_per_batch": float(res.net[0].mean()),
                     "baseline_accepted": float(res.accepted[0].mean())},
-        "top": rows,
-        "all_inside": all(r["inside_interval"] for r in rows),
+        "top": top_rows,
+        "all_inside": all(r["inside_interval"] for r in top_rows),
         "ranking_holds": order_pred == order_meas,
         "measured_order": order_meas,
+        "by_gain": gain_rows,
+        "by_gain_all_inside": all(r["inside_interval"] for r in gain_rows),
+        "by_gain_ranking_holds": gain_pred == gain_meas,
+        "by_gain_measured_order": gain_meas,
         "evaluate_reference": evaluate,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                     "load_1min": os.getloadavg()[0]},
