@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Callable, Sequence
 
 import numpy as np
@@ -222,25 +221,30 @@ class HeuristicPolicy:
 
 
 class AgentPolicy:
-    """Any ``recovery.agents`` agent, shown the batch's step data as in ``recovery evaluate``.
+    """Any ``recovery.agents`` agent that plans from step data, shown the batch's history as
+    ``recovery evaluate`` shows it.
 
-    Slower than :class:`HeuristicPolicy` (the planner takes 1-2 s per decision); a
-    planner's causal model is fitted on one inspection plan and refuses another.
+    Slower than :class:`HeuristicPolicy` (the planner takes 1-2 s per decision), and a
+    planner's causal model is fitted on one inspection plan and refuses another. Agents
+    that need the true state (the oracle) are refused.
     """
 
-    def __init__(self, agent, sim: Simulator, *, seed: int = 0):
-        self.agent, self.sim, self.seed = agent, sim, seed
+    def __init__(self, agent, *, seed: int = 0):
+        if agent.needs_truth:
+            raise ValueError(f"agent '{agent.name}' needs the true state; a season's policy sees readings only")
+        self.agent, self.seed = agent, seed
         self.name = agent.name
 
     def for_process(self, process: Process) -> "AgentPolicy":
         return self
 
     def __call__(self, process, readings, step, plan, cond) -> tuple[np.ndarray, bool]:
-        from recovery.evaluate import situation_for
+        from recovery.agents.base import Situation
+        from simulators.schema import observations_frame
 
-        case = SimpleNamespace(conditions=cond, batch_id=str(cond.batch_ids[0]))
-        sim = self.sim if self.sim.process is process else Simulator(process)
-        sit = situation_for(sim, case, step, readings, plan, np.empty(0), truth=False, process=process)
+        # what recovery.evaluate.situation_for shows a non-oracle agent (same layer: not imported)
+        hist = observations_frame(process, cond, readings[None], plan[None], upto_step=step)
+        sit = Situation(process, str(cond.batch_ids[0]), step, hist, np.asarray(plan, dtype=np.float64).copy())
         prop = self.agent.propose(sit, seed=self.seed + step)
         return prop.plan, prop.extra.get("decision") == "scrap"
 

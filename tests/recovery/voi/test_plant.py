@@ -124,3 +124,17 @@ def test_world_from_model_uses_the_models_fault_rates(small_model):
     assert "causal model" in w.source
     file_rates = np.array([f.rate for f in p.faults])
     assert not np.allclose(w.fault_rates, file_rates[None])  # learnt, not copied
+
+
+def test_the_fast_heuristic_is_the_heuristic_agent(small, heuristic):
+    """HeuristicPolicy reads the arrays the agent rebuilds from the step-data table: same decisions."""
+    from recovery.agents.baselines import HeuristicAgent
+    from recovery.voi.plant import AgentPolicy
+
+    p, text = small
+    _, q = changed_process(text, p, Candidate("add_characteristic", 6, ("ovality",), 4))
+    w = world_from_file(p)
+    fast = play_season(w, [p, q], heuristic, 40, 8)
+    slow = play_season(w, [p, q], AgentPolicy(HeuristicAgent(p)), 40, 8)
+    assert fast.taken.any()
+    assert np.array_equal(fast.net, slow.net) and np.array_equal(fast.accepted, slow.accepted)
