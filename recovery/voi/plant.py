@@ -433,7 +433,10 @@ def healthy_gates(process: Process, step: int, characteristics: Sequence[str], s
     Healthy batches (no faults) of the file's physics under the nominal plan are
     gauged at ``step`` on ``sample`` bars; each characteristic's gate is the central
     ``1 - false_flag`` range of their sample means, widened by a fifth on each side
-    (a gate that would flag a healthy batch in 200 helps no one).
+    (a gate that would flag a healthy batch in 200 helps no one). A characteristic
+    where less is better (ovality, bow, roughness, cracks: its gates in the file all
+    start at its final band's lower bound, or without gates its nominal lies in the
+    lowest quarter of the band) gets a one-sided gate from that lower bound, as the file's.
 
     Returns
     -------
@@ -453,8 +456,19 @@ def healthy_gates(process: Process, step: int, characteristics: Sequence[str], s
         means = (bars[:, :, c] + process.characteristics[c].gauge_sigma * z).mean(axis=1)
         lo, hi = np.quantile(means, [false_flag / 2, 1 - false_flag / 2])
         pad = 0.2 * (hi - lo)
-        out[name] = (float(lo - pad), float(hi + pad))
+        lo, hi = float(lo - pad), float(hi + pad)
+        if _less_is_better(process, name):
+            lo = min(lo, process.characteristics[c].lower)
+        out[name] = (lo, hi)
     return out
+
+
+def _less_is_better(process: Process, name: str) -> bool:
+    ch = process.characteristics[process.char_index[name]]
+    gates = [g for g in process.gates if g.characteristic == name]
+    if gates:
+        return all(g.lower == ch.lower for g in gates)
+    return ch.nominal <= ch.lower + 0.25 * (ch.upper - ch.lower)
 
 
 def changed_process(process_text: str, process: Process, c: Candidate, *, label: str | None = None,

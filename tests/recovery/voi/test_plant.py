@@ -138,3 +138,11 @@ def test_the_fast_heuristic_is_the_heuristic_agent(small, heuristic):
     slow = play_season(w, [p, q], AgentPolicy(HeuristicAgent(p)), 40, 8)
     assert fast.taken.any()
     assert np.array_equal(fast.net, slow.net) and np.array_equal(fast.accepted, slow.accepted)
+
+
+def test_healthy_gates_are_one_sided_where_less_is_better():
+    p = load_process("default")
+    g = healthy_gates(p, 23, ["ovality", "diameter"], 5, n_batches=200, seed=0)
+    # ovality's gates in the file all start at 0: a rounder bar is never flagged
+    assert g["ovality"][0] == p.characteristics[p.char_index["ovality"]].lower == 0.0
+    assert g["diameter"][0] > 15.0 and g["diameter"][0] < g["diameter"][1]
