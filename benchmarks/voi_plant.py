@@ -134,7 +134,8 @@ def main() -> None:
     gain_rows = [r for r in rows if r["set"] == "gain"]
     order_pred = [r["rank"] for r in top_rows]
     order_meas = [r["rank"] for r in sorted(top_rows, key=lambda r: -r["measured_net_per_1000"])]
-    gain_pred = [r["rank"] for r in gain_rows]
+    # the same order both sides: by signed gain, best first
+    gain_pred = [r["rank"] for r in sorted(gain_rows, key=lambda r: -r["predicted_gain_per_1000"])]
     gain_meas = [r["rank"] for r in sorted(gain_rows, key=lambda r: -r["measured_gain_per_1000"])]
 
     evaluate = None
@@ -169,6 +170,7 @@ def main() -> None:
         "by_gain": gain_rows,
         "by_gain_all_inside": all(r["inside_interval"] for r in gain_rows),
         "by_gain_ranking_holds": gain_pred == gain_meas,
+        "by_gain_predicted_order": gain_pred,
         "by_gain_measured_order": gain_meas,
         "evaluate_reference": evaluate,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
