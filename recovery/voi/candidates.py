@@ -289,8 +289,6 @@ def _body_end(block: str) -> int:
         pos += len(ln)
         if ln.strip() and not ln.strip().startswith("#"):
             end = pos
-    if end and not block[:end].endswith("\n"):
-        return end
     return end
 
 

@@ -43,13 +43,18 @@ def test_parse_reads_every_field(small):
 
 
 @pytest.mark.parametrize("entry, message", [
-    ('change = "add_characteristic"\nstep = 4\ncharacteristic = "diameter"', "candidates[1]: step 4 is not an inspection"),
-    ('change = "add_characteristic"\nstep = 99\ncharacteristic = "diameter"', "candidates[1]: unknown step 99"),
-    ('change = "add_characteristic"\nstep = 3\ncharacteristic = "hardness"', "candidates[1]: characteristic 'hardness' is not defined"),
-    ('change = "add_characteristic"\nstep = 3\ncharacteristic = "diameter"', "candidates[1]: step 3 already gauges 'diameter'"),
+    ('change = "add_characteristic"\nstep = 4\ncharacteristic = "diameter"',
+     "candidates[1]: step 4 is not an inspection"),
+    ('change = "add_characteristic"\nstep = 99\ncharacteristic = "diameter"',
+     "candidates[1]: unknown step 99"),
+    ('change = "add_characteristic"\nstep = 3\ncharacteristic = "hardness"',
+     "candidates[1]: characteristic 'hardness' is not defined"),
+    ('change = "add_characteristic"\nstep = 3\ncharacteristic = "diameter"',
+     "candidates[1]: step 3 already gauges 'diameter'"),
     ('change = "raise_sample"\nstep = 3\nsample = 21', "candidates[1]: sample 21 is not in 1..20"),
     ('change = "raise_sample"\nstep = 3\nsample = 4', "candidates[1]: sample 4 is not larger than today's 4"),
-    ('change = "add_inspection"\nstep = 8\nmeasures = ["diameter"]\nsample = 4', "candidates[1]: step 8 is a 'transport' step"),
+    ('change = "add_inspection"\nstep = 8\nmeasures = ["diameter"]\nsample = 4',
+     "candidates[1]: step 8 is a 'transport' step"),
     ('change = "move"\nstep = 3', "candidates[1]: 'change' must be one of"),
     ('change = "raise_sample"\nstep = 3\nsample = 8\nprice = 3', "candidates[1]: unknown field(s) ['price']"),
 ])
