@@ -1,0 +1,599 @@
+"""Value of information for the plant: what a change to the inspection plan earns over a season.
+
+The question is "where would one more gauge or station pay for itself?". The answer
+is a prediction: simulate a season of batches of the plant's *world* (the process
+file; the calibrated physics and the fault rates the causal model learnt, when a
+model folder is given), play the plant's decision policy on them under today's
+inspection plan and under each changed plan, and compare the net value batch by
+batch.
+
+How a season is played (:func:`play_season`)
+-------------------------------------------
+Every batch runs from raw rod to the last step under the nominal plan. At each
+inspection of the plan its first ``sample`` bars are gauged; the first inspection
+whose sample means leave a gate *takes the batch over*: from there the policy
+decides at that inspection and at every later one (before the last step), exactly
+like ``recovery.evaluate.closed_loop``. A batch never flagged runs nominal. Net
+value per batch: the batch value if accepted, else minus the scrap cost (a batch the
+policy scraps early saves the processing of the remaining steps), minus the lever
+cost. The inspection plan's own cost (:func:`inspection_cost`) is kept apart.
+
+Unlike ``recovery evaluate`` (which plays only batches flagged at the first
+inspection after their fault, a set that itself changes with the inspection plan),
+every batch of the season counts here: a change that flags a batch earlier, later
+or not at all moves value between batches that an evaluation of flagged cases
+would not compare.
+
+Common random numbers
+---------------------
+Plans are compared on the same batches with the same noise: every batch has its
+own physics stream (the kernel's draws do not depend on the inspection plan: an
+inspection, like the washing step it may replace, draws nothing, and gauging is
+switched off in the kernel) and its gauge errors come from a separate stream keyed
+by (batch, step), so bar ``j``'s reading of a characteristic at step ``k`` is the
+same under every plan that gauges it. The difference between two plans is then
+only what the decisions made of the readings.
+
+The interval
+------------
+Batches are split into groups, each with one draw of the world (physics and fault
+rates) when the world has several. The 94% interval is for the gain a season of
+``season`` batches will show (scaled to 1,000 batches): it adds the batch-to-batch
+spread of the paired differences over ``season`` batches, the spread between world
+draws beyond what their own sampling explains, and the Monte Carlo error of the
+estimate. :func:`rank_candidates` does this for every candidate.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from recovery.voi.candidates import Candidate, apply_change, check_candidate
+from simulators.definition import Process, parse_process
+from simulators.process import Conditions, Simulator, as_rng
+
+__all__ = ["World", "world_from_file", "world_from_model", "inspection_cost", "HeuristicPolicy",
+           "NonePolicy", "AgentPolicy", "SeasonResult", "play_season", "healthy_gates",
+           "changed_process", "gain_interval", "rank_candidates", "payback_batches", "world_flag_shares",
+           "history_flag_shares", "Z94"]
+
+Z94 = 1.8808  # two-sided 94% normal quantile
+
+
+# ---- the world a season is drawn from ---------------------------------------------------------
+
+@dataclass(frozen=True)
+class World:
+    """What a simulated season is drawn from.
+
+    Attributes
+    ----------
+    process : Process
+        The process file (structure, levers, economics; its inspection plan is replaced
+        by each plan played).
+    params : ndarray (n_sets, n_steps, MAX_PARAMS)
+        Step-parameter sets (physics), one per world draw.
+    fault_rates : ndarray (n_sets, n_faults)
+        Probability per batch of each catalogue fault, per world draw.
+    source : str
+        Where the physics and the fault rates come from, for reports.
+    """
+
+    process: Process
+    params: np.ndarray
+    fault_rates: np.ndarray
+    source: str
+
+    @property
+    def n_sets(self) -> int:
+        return int(self.params.shape[0])
+
+
+def world_from_file(process: Process) -> World:
+    """The world exactly as the process file says (one draw)."""
+    sim = Simulator(process)
+    return World(process, sim.arrays.params[None].copy(),
+                 np.array([[f.rate for f in process.faults]]), "process file")
+
+
+def _segment_of(process: Process, step: int) -> int:
+    for q, s in enumerate(process.inspection_steps):
+        if step <= s:
+            return q
+    return len(process.inspections) - 1
+
+
+def model_fault_rates(process: Process, model, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Per-fault rates ``(n, n_faults)`` from the causal model's posterior.
+
+    The model learns, per segment between inspections, the probability that a batch
+    carries a fault shift; each catalogue fault of the segment keeps its share of the
+    catalogue's segment rate, scaled to the posterior draw's.
+    """
+    th = model.theta_draws()
+    lay = model.layout_
+    pick = rng.choice(th.shape[0], size=n, replace=n > th.shape[0])
+    pi = np.full((n, len(process.inspections)), np.nan)
+    for q, i in zip(lay.rate_q, lay.rate_i):
+        pi[:, q] = 1.0 / (1.0 + np.exp(-th[pick, i]))
+    rates = np.array([f.rate for f in process.faults], dtype=np.float64)
+    seg = np.array([_segment_of(process, f.step) for f in process.faults], dtype=int)
+    out = np.repeat(rates[None], n, axis=0)
+    for q in np.unique(seg):
+        m = seg == q
+        cat = 1.0 - np.prod(1.0 - rates[m])
+        if cat > 0 and np.isfinite(pi[:, q]).all():
+            out[:, m] = np.clip(rates[m][None] * (pi[:, q] / cat)[:, None], 0.0, 0.5)
+    return out
+
+
+def world_from_model(process: Process, *, model=None, posterior=None, n_sets: int = 16,
+                     seed: int | np.random.Generator = 0) -> World:
+    """The world the fitted model and calibration believe in, as ``n_sets`` draws.
+
+    Parameters
+    ----------
+    process : Process
+        The process file the model was fitted on.
+    model : recovery.causal.model.CausalModel, optional
+        Gives the fault rates (default: the file's catalogue rates).
+    posterior : recovery.calibration.PhysicsPosterior, optional
+        Gives the physics (default: the file's).
+    n_sets : int
+        World draws (each a physics draw and a fault-rate draw).
+    seed : int or Generator
+    """
+    rng = as_rng(seed)
+    sim = Simulator(process)
+    src = []
+    if posterior is not None:
+        posterior.check_process(process)
+        idx = posterior.sample_indices(n_sets, rng)
+        params = sim.physics(posterior.keys, posterior.draws[idx])
+        src.append("calibrated physics")
+    else:
+        params = np.repeat(sim.arrays.params[None], n_sets, axis=0)
+        src.append("the file's physics")
+    if model is not None:
+        rates = model_fault_rates(process, model, n_sets, rng)
+        src.append("fault rates from the causal model")
+    else:
+        rates = np.repeat(np.array([[f.rate for f in process.faults]]), n_sets, axis=0)
+        src.append("the file's fault rates")
+    return World(process, np.ascontiguousarray(params), rates, ", ".join(src))
+
+
+def inspection_cost(process: Process) -> float:
+    """Cost of the inspection plan per batch, in currency.
+
+    ``station_cost`` per inspection plus ``measurement_cost`` per characteristic and
+    bar gauged.
+    """
+    e = process.economics
+    return float(sum(e.station_cost + e.measurement_cost * i.sample * len(i.measures)
+                     for i in process.inspections))
+
+
+# ---- policies: what the plant decides on a flagged batch --------------------------------------
+
+Policy = Callable[..., tuple[np.ndarray, bool]]
+
+
+class NonePolicy:
+    """Never intervene (the plan stays nominal)."""
+
+    name = "none"
+
+    def for_process(self, process: Process) -> "NonePolicy":
+        return self
+
+    def __call__(self, process, readings, step, plan, cond) -> tuple[np.ndarray, bool]:
+        return plan, False
+
+
+class HeuristicPolicy:
+    """The ``heuristic`` agent's rule (``recovery.agents.baselines.EngineerRule``) on the readings.
+
+    The same decisions as ``HeuristicAgent`` without building the step-data table each
+    time (the agent turns the table back into these readings). Its nominal
+    sensitivities do not depend on the inspection plan, so they are computed once.
+    """
+
+    name = "heuristic"
+
+    def __init__(self, process: Process, *, threshold: float = 0.15):
+        from recovery.agents.baselines import EngineerRule
+
+        self.rule = EngineerRule(process, threshold=threshold)
+
+    def for_process(self, process: Process) -> "HeuristicPolicy":
+        out = copy.copy(self)
+        out.rule = copy.copy(self.rule)
+        out.rule.process = process
+        return out
+
+    def __call__(self, process, readings, step, plan, cond) -> tuple[np.ndarray, bool]:
+        return self.rule(readings, step, plan), False
+
+
+class AgentPolicy:
+    """Any ``recovery.agents`` agent that plans from step data, shown the batch's history as
+    ``recovery evaluate`` shows it.
+
+    Slower than :class:`HeuristicPolicy` (the planner takes 1-2 s per decision), and a
+    planner's causal model is fitted on one inspection plan and refuses another. Agents
+    that need the true state (the oracle) are refused.
+    """
+
+    def __init__(self, agent, *, seed: int = 0):
+        if agent.needs_truth:
+            raise ValueError(f"agent '{agent.name}' needs the true state; a season's policy sees readings only")
+        self.agent, self.seed = agent, seed
+        self.name = agent.name
+
+    def for_process(self, process: Process) -> "AgentPolicy":
+        return self
+
+    def __call__(self, process, readings, step, plan, cond) -> tuple[np.ndarray, bool]:
+        from recovery.agents.base import Situation
+        from simulators.schema import observations_frame
+
+        # what recovery.evaluate.situation_for shows a non-oracle agent (same layer: not imported)
+        hist = observations_frame(process, cond, readings[None], plan[None], upto_step=step)
+        sit = Situation(process, str(cond.batch_ids[0]), step, hist, np.asarray(plan, dtype=np.float64).copy())
+        prop = self.agent.propose(sit, seed=self.seed + step)
+        return prop.plan, prop.extra.get("decision") == "scrap"
+
+
+# ---- one season under several inspection plans -----------------------------------------------
+
+@dataclass(frozen=True)
+class SeasonResult:
+    """Outcomes of a season's batches under each plan (rows: plans, columns: batches).
+
+    Attributes
+    ----------
+    net : ndarray (n_plans, n_batches)
+        Net value per batch before the inspection plan's cost, in currency.
+    accepted, scrapped : ndarray of bool (n_plans, n_batches)
+        Shipped; scrapped early by the policy.
+    taken : ndarray of int (n_plans, n_batches)
+        Step at which the batch was taken over (flagged), 0 if never.
+    group : ndarray of int (n_batches,)
+        World draw each batch ran under.
+    inspection_cost : ndarray (n_plans,)
+        Cost of each plan's inspections per batch.
+    """
+
+    net: np.ndarray
+    accepted: np.ndarray
+    scrapped: np.ndarray
+    taken: np.ndarray
+    group: np.ndarray
+    inspection_cost: np.ndarray
+
+
+def _conditions(sim: Simulator, world: World, group: np.ndarray, rng: np.random.Generator) -> Conditions:
+    """Batch conditions with each batch's faults drawn at its world draw's rates."""
+    p = sim.process
+    n = len(group)
+    cond = sim.sample_conditions(n, rng, faults=False)
+    fault = np.zeros_like(cond.fault)
+    occurred = np.zeros_like(cond.occurred)
+    for k, f in enumerate(p.faults):
+        hit = rng.random(n) < world.fault_rates[group, k]
+        mag = rng.uniform(f.low, f.high, n)
+        sign = np.where(rng.random(n) < 0.5, -1.0, 1.0) if f.symmetric else 1.0
+        occurred[:, f.step - 1] = hit
+        fault[:, f.step - 1] = np.where(hit, mag * sign, 0.0)
+    return Conditions(cond.batch_ids, cond.time, fault, occurred, cond.drift)
+
+
+def _play_batch(sim: Simulator, policy, params: np.ndarray, pset: np.ndarray, cond: Conditions,
+                b: int, seed: int) -> tuple[float, bool, bool, int, float]:
+    """One batch under ``sim.process``'s inspection plan: (net, accepted, scrapped, taken step, lever cost)."""
+    p = sim.process
+    eco = p.economics
+    rng = np.random.default_rng([seed, b, 0])
+    state = sim.new_state(1)
+    readings = np.full((len(p.inspections), max(i.sample for i in p.inspections), p.n_chars), np.nan)
+    gauge_sigma = sim.arrays.gauge_sigma
+    nominal = p.nominal_plan()
+    plan = nominal.copy()
+    step, taken, scrapped = 0, 0, False
+    for q, ins in enumerate(p.inspections):
+        sim.run(state, step, ins.step, plan, cond, rng, params=params, param_set=pset)
+        step = ins.step
+        z = np.random.default_rng([seed, b, 1, step]).standard_normal((p.bars_per_batch, p.n_chars))
+        cols = [p.char_index[m] for m in ins.measures]
+        n = ins.sample
+        readings[q, :n, cols] = (state[:n, cols] + gauge_sigma[cols] * z[:n, cols]).T
+        if step >= p.n_steps:
+            break
+        if not taken:
+            means = np.full(p.n_chars, np.nan)
+            means[cols] = readings[q, :n, cols].mean(axis=1)
+            if p.gate_flags(step, means):
+                taken = step
+        if taken:
+            new, scrap = policy(p, readings, step, plan, cond)
+            plan = np.asarray(new, dtype=np.float64)
+            if scrap:
+                scrapped = True
+                break
+    if step < p.n_steps and not scrapped:  # a plan whose last inspection is not the last step
+        sim.run(state, step, p.n_steps, plan, cond, rng, params=params, param_set=pset)
+        step = p.n_steps
+    cost = float(p.lever_cost(np.where(~p.free_levers(step), plan, nominal)))
+    if scrapped:
+        return -eco.scrap_cost + eco.processing_cost_per_step * (p.n_steps - step) - cost, False, True, taken, cost
+    ok = bool(sim.accepted(state)[0])
+    return (eco.batch_value if ok else -eco.scrap_cost) - cost, ok, False, taken, cost
+
+
+def play_season(world: World, plans: Sequence[Process], policy, n_batches: int,
+                seed: int, *, progress: bool = False) -> SeasonResult:
+    """Play the same ``n_batches`` fresh batches under each inspection plan.
+
+    Parameters
+    ----------
+    world : World
+        Physics and fault rates the batches are drawn from.
+    plans : sequence of Process
+        Process files that differ from ``world.process`` only in their inspections
+        (and washing steps turned into inspections).
+    policy : HeuristicPolicy, NonePolicy or AgentPolicy
+        What the plant does with a flagged batch (``policy.for_process(p)`` is used on plan ``p``).
+    n_batches : int
+    seed : int
+        Seeds the conditions, every batch's physics and every gauge error.
+
+    Returns
+    -------
+    SeasonResult
+    """
+    if n_batches < 1:
+        raise ValueError("n_batches must be at least 1")
+    base = world.process
+    for p in plans:
+        if p.n_steps != base.n_steps or len(p.levers) != len(base.levers) or len(p.faults) != len(base.faults):
+            raise ValueError(f"plan {p.source} differs from {base.source} in more than its inspections")
+    rng = np.random.default_rng([seed, 2])
+    group = np.arange(n_batches) % world.n_sets
+    cond = _conditions(Simulator(base), world, group, rng)
+    shape = (len(plans), n_batches)
+    net = np.zeros(shape)
+    acc = np.zeros(shape, dtype=bool)
+    scr = np.zeros(shape, dtype=bool)
+    taken = np.zeros(shape, dtype=int)
+    it = range(len(plans))
+    if progress:
+        from tqdm import tqdm
+        it = tqdm(it, desc="plans", unit="plan")
+    for k in it:
+        p = plans[k]
+        sim = Simulator(p)
+        pol = policy.for_process(p)
+        for b in range(n_batches):
+            cb = cond.take([b])
+            net[k, b], acc[k, b], scr[k, b], taken[k, b], _ = _play_batch(
+                sim, pol, world.params, group[b:b + 1], cb, b, seed)
+    return SeasonResult(net, acc, scr, taken, group, np.array([inspection_cost(p) for p in plans]))
+
+
+def world_flag_shares(world: World, n_batches: int, seed: int) -> np.ndarray:
+    """Share of batches each inspection of ``world.process`` flags, nominal plan, ``(n_insp,)``.
+
+    The world's side of a check against the plant's history (:func:`history_flag_shares`).
+    """
+    p = world.process
+    sim = Simulator(p)
+    rng = np.random.default_rng([seed, 4])
+    group = np.arange(n_batches) % world.n_sets
+    cond = _conditions(sim, world, group, rng)
+    state = sim.new_state(n_batches)
+    obs = sim.new_obs(n_batches)
+    sim.run(state, 0, p.n_steps, p.nominal_plan(), cond, rng, obs=obs, params=world.params, param_set=group)
+    return sim.flags(obs).mean(axis=0)
+
+
+def history_flag_shares(process: Process, history) -> np.ndarray:
+    """Share of the history's batches each inspection flags (sample mean outside a gate), ``(n_insp,)``.
+
+    Batches whose levers were moved before an inspection count too: the gates see
+    what was gauged, whatever was done.
+    """
+    m = history[history["kind"] == "measurement"]
+    means = m.groupby(["batch_id", "step", "variable"], observed=True)["value"].mean().unstack("variable")
+    out = np.zeros(len(process.inspections))
+    n = max(history["batch_id"].nunique(), 1)
+    for q, ins in enumerate(process.inspections):
+        try:
+            at = means.xs(ins.step, level="step")
+        except KeyError:
+            continue
+        arr = np.full((len(at), process.n_chars), np.nan)
+        for name in at.columns:
+            if str(name) in process.char_index:
+                arr[:, process.char_index[str(name)]] = at[name].to_numpy(dtype=np.float64)
+        out[q] = process.gate_flags(ins.step, arr).sum() / n
+    return out
+
+
+# ---- gates for new readings, changed files --------------------------------------------------
+
+def healthy_gates(process: Process, step: int, characteristics: Sequence[str], sample: int, *,
+                  n_batches: int = 400, false_flag: float = 0.005, seed: int = 0) -> dict[str, tuple[float, float]]:
+    """Gates for new readings at ``step``, set as the file's gates are: wide enough for healthy batches.
+
+    Healthy batches (no faults) of the file's physics under the nominal plan are
+    gauged at ``step`` on ``sample`` bars; each characteristic's gate is the central
+    ``1 - false_flag`` range of their sample means, widened by a fifth on each side
+    (a gate that would flag a healthy batch in 200 helps no one). A characteristic
+    where less is better (ovality, bow, roughness, cracks: its gates in the file all
+    start at its final band's lower bound, or without gates its nominal lies in the
+    lowest quarter of the band) gets a one-sided gate from that lower bound, as the file's.
+
+    Returns
+    -------
+    dict
+        ``{name: (lower, upper)}`` in the characteristic's unit.
+    """
+    sim = Simulator(process)
+    rng = np.random.default_rng([seed, 3])
+    cond = sim.sample_conditions(n_batches, rng, faults=False)
+    state = sim.new_state(n_batches)
+    sim.run(state, 0, step, process.nominal_plan(), cond, rng)
+    bars = state.reshape(n_batches, process.bars_per_batch, process.n_chars)[:, :sample]
+    out = {}
+    for name in characteristics:
+        c = process.char_index[name]
+        z = rng.standard_normal(bars.shape[:2])
+        means = (bars[:, :, c] + process.characteristics[c].gauge_sigma * z).mean(axis=1)
+        lo, hi = np.quantile(means, [false_flag / 2, 1 - false_flag / 2])
+        pad = 0.2 * (hi - lo)
+        lo, hi = float(lo - pad), float(hi + pad)
+        if _less_is_better(process, name):
+            lo = min(lo, process.characteristics[c].lower)
+        out[name] = (lo, hi)
+    return out
+
+
+def _less_is_better(process: Process, name: str) -> bool:
+    ch = process.characteristics[process.char_index[name]]
+    gates = [g for g in process.gates if g.characteristic == name]
+    if gates:
+        return all(g.lower == ch.lower for g in gates)
+    return ch.nominal <= ch.lower + 0.25 * (ch.upper - ch.lower)
+
+
+def changed_process(process_text: str, process: Process, c: Candidate, *, label: str | None = None,
+                    gate_seed: int = 0) -> tuple[str, Process]:
+    """The changed file's text (with healthy gates for what is newly gauged) and its Process.
+
+    Raises
+    ------
+    recovery.voi.candidates.CandidateError
+        If the candidate does not fit the process.
+    """
+    check_candidate(process, c)
+    ins = {i.step: i for i in process.inspections}
+    new = () if c.change == "raise_sample" else c.characteristics
+    # a raised sample keeps its gates: a mean of more bars stays inside them more often
+    gates = healthy_gates(process, c.step, new, c.sample, seed=gate_seed) if new else {}
+    if c.step in ins:
+        have = {g.characteristic for g in process.gates if g.step == c.step}
+        gates = {k: v for k, v in gates.items() if k not in have}
+    text = apply_change(process_text, c, gates)
+    return text, parse_process(text, label or f"{process.name} ({c.label})")
+
+
+# ---- ranking ----------------------------------------------------------------------------------
+
+def gain_interval(diff: np.ndarray, group: np.ndarray, *, season: int = 1000) -> tuple[float, float, float]:
+    """Expected gain per 1,000 batches and the 94% interval of what a season will show.
+
+    Parameters
+    ----------
+    diff : ndarray (n_batches,)
+        Paired difference of net value per batch (changed minus today), in currency.
+    group : ndarray of int (n_batches,)
+        World draw of each batch.
+    season : int
+        Batches the realised figure is averaged over (the interval narrows with it).
+
+    Returns
+    -------
+    (mean, low, high) : float
+        In currency per 1,000 batches.
+    """
+    diff = np.asarray(diff, dtype=np.float64)
+    n = len(diff)
+    mean = float(diff.mean())
+    groups = np.unique(group)
+    within = float(diff.var(ddof=1)) if n > 1 else 0.0
+    between = 0.0
+    mc = within / n
+    if len(groups) > 1:
+        gm = np.array([diff[group == g].mean() for g in groups])
+        ng = n / len(groups)
+        within = float(np.mean([diff[group == g].var(ddof=1) for g in groups if (group == g).sum() > 1]))
+        between = max(0.0, float(gm.var(ddof=1)) - within / ng)
+        mc = float(gm.var(ddof=1)) / len(groups)
+    sd = np.sqrt(between + within / season + mc)
+    return 1000 * mean, 1000 * (mean - Z94 * sd), 1000 * (mean + Z94 * sd)
+
+
+def rank_candidates(process_text: str, process: Process, candidates: Sequence[Candidate], world: World,
+                    policy, *, n_batches: int = 1000, seed: int = 0, season: int = 1000,
+                    progress: bool = False) -> dict:
+    """Predict every candidate's gain, cost and payback on one simulated season.
+
+    Parameters
+    ----------
+    process_text : str
+        The process file's text (the changes are written into it).
+    process : Process
+        The same file, loaded; ``world.process`` must have its structure.
+    candidates : sequence of Candidate
+    world : World
+    policy : HeuristicPolicy, NonePolicy or AgentPolicy
+    n_batches : int
+        Simulated batches (common to all plans).
+    seed : int
+    season : int
+        Batches the interval's realised gain is averaged over (default 1,000).
+
+    Returns
+    -------
+    dict
+        ``{"candidates": [...], "n_batches", "seed", "season", "policy", "world",
+        "baseline": {...}}``; each candidate ``{"change", "step", "characteristic",
+        "sample", "label", "gain_per_1000", "low", "high", "cost_per_1000",
+        "net_per_1000", "payback_batches", "recovered_per_1000",
+        "early_scrap_per_1000", "flagged_per_1000", "index"}``, sorted by net gain
+        (gain minus cost), best first; ``index`` is the candidate's position in
+        ``candidates``. Money in the process file's currency.
+    """
+    plans = [process] + [changed_process(process_text, process, c, gate_seed=seed)[1] for c in candidates]
+    res = play_season(world, plans, policy, n_batches, seed, progress=progress)
+    rows = []
+    for k, c in enumerate(candidates, start=1):
+        d = res.net[k] - res.net[0]
+        g, lo, hi = gain_interval(d, res.group, season=season)
+        cost = 1000 * float(res.inspection_cost[k] - res.inspection_cost[0])
+        net = g - cost
+        row = c.to_json() | {
+            "label": c.label,
+            "gain_per_1000": g, "low": lo, "high": hi, "cost_per_1000": cost, "net_per_1000": net,
+            "payback_batches": payback_batches(g, cost, c.investment),
+            "recovered_per_1000": 1000 * float(res.accepted[k].mean() - res.accepted[0].mean()),
+            "early_scrap_per_1000": 1000 * float(res.scrapped[k].mean() - res.scrapped[0].mean()),
+            "flagged_per_1000": 1000 * float((res.taken[k] > 0).mean() - (res.taken[0] > 0).mean()),
+            "index": k - 1,
+        }
+        rows.append(row)
+    rows.sort(key=lambda r: -r["net_per_1000"])
+    return {"candidates": rows, "n_batches": n_batches, "seed": seed, "season": season,
+            "policy": policy.name, "world": world.source,
+            "baseline": {"net_value_per_batch": float(res.net[0].mean()),
+                         "accepted": float(res.accepted[0].mean()),
+                         "flagged": float((res.taken[0] > 0).mean()),
+                         "inspection_cost_per_batch": float(res.inspection_cost[0])}}
+
+
+def payback_batches(gain_per_1000: float, cost_per_1000: float, investment: float) -> float | None:
+    """Batches until a one-off ``investment`` is paid back by the net gain, or None if never.
+
+    The running cost (``cost_per_1000``) is paid on every batch, so the net gain per
+    batch is ``(gain - cost) / 1000``; without an investment a change with a positive
+    net gain pays from the first batch (0).
+    """
+    net = (gain_per_1000 - cost_per_1000) / 1000
+    if net <= 0:
+        return None
+    return float(investment / net)

@@ -1,0 +1,148 @@
+"""The plant-level value of information: seasons under several inspection plans, and known answers."""
+
+from importlib import resources
+
+import numpy as np
+import pytest
+
+from recovery.voi.candidates import Candidate
+from recovery.voi.plant import (HeuristicPolicy, NonePolicy, changed_process, gain_interval, healthy_gates,
+                                inspection_cost, payback_batches, play_season, rank_candidates,
+                                world_from_file, world_from_model)
+from simulators.definition import load_process
+
+
+@pytest.fixture(scope="module")
+def small():
+    return load_process("small"), resources.files("simulators.processes").joinpath("small.toml").read_text("utf-8")
+
+
+@pytest.fixture(scope="module")
+def heuristic(small):
+    return HeuristicPolicy(small[0])
+
+
+def test_same_plan_twice_gives_identical_batches(small, heuristic):
+    p, _ = small
+    res = play_season(world_from_file(p), [p, p], heuristic, 60, 3)
+    assert np.array_equal(res.net[0], res.net[1])
+    assert res.taken[0].any(), "some batches must be flagged, or nothing is tested"
+    # and another seed gives other batches
+    other = play_season(world_from_file(p), [p], heuristic, 60, 4)
+    assert not np.array_equal(other.net[0], res.net[0])
+
+
+def test_heuristic_beats_doing_nothing_on_flagged_batches(small, heuristic):
+    p, _ = small
+    w = world_from_file(p)
+    h = play_season(w, [p], heuristic, 150, 5)
+    n = play_season(w, [p], NonePolicy(), 150, 5)
+    assert np.array_equal(h.taken, n.taken)  # same batches, same flags: only the decisions differ
+    never = h.taken[0] == 0
+    assert np.array_equal(h.net[0][never], n.net[0][never])
+    assert h.net[0].mean() > n.net[0].mean()
+
+
+def test_a_reading_no_decision_can_use_is_worth_nothing(small, heuristic):
+    """Coating thickness before plating is zero on every bar: gauging it at step 3 can neither
+    flag a batch nor move the heuristic's levers, so the season is unchanged batch for batch."""
+    p, text = small
+    c = Candidate("add_characteristic", 3, ("coating_thickness",), 4)
+    out = rank_candidates(text, p, [c], world_from_file(p), heuristic, n_batches=80, seed=1)
+    r = out["candidates"][0]
+    assert (r["gain_per_1000"], r["low"], r["high"]) == (0.0, 0.0, 0.0)
+    assert r["cost_per_1000"] == pytest.approx(1000 * p.economics.measurement_cost * 4)
+    assert r["net_per_1000"] == -r["cost_per_1000"] and r["payback_batches"] is None
+
+
+def test_readings_are_worthless_to_a_policy_that_never_acts(small):
+    p, text = small
+    cs = [Candidate("raise_sample", 6, (), 12), Candidate("add_characteristic", 6, ("ovality",), 4)]
+    out = rank_candidates(text, p, cs, world_from_file(p), NonePolicy(), n_batches=80, seed=2)
+    for r in out["candidates"]:
+        assert r["gain_per_1000"] == 0.0 and r["recovered_per_1000"] == 0.0
+
+
+def test_raising_the_sample_where_the_gate_is_near_certain_changes_nothing(small, heuristic):
+    """At the first inspection the gates sit far outside a healthy batch's spread and a worn die
+    moves the mean far outside them: a larger sample flags the same batches, and the heuristic
+    reads a mean that moves less than its threshold, so nothing changes."""
+    p, text = small
+    c = Candidate("raise_sample", 3, (), 8)
+    _, q = changed_process(text, p, c)
+    res = play_season(world_from_file(p), [p, q], heuristic, 120, 6)
+    assert np.array_equal(res.taken[0] == 3, res.taken[1] == 3)
+    assert abs(res.net[1].mean() - res.net[0].mean()) < 0.05 * p.economics.batch_value
+
+
+def test_inspection_cost_from_the_economics(small):
+    p, text = small
+    e = p.economics
+    want = sum(e.station_cost + e.measurement_cost * i.sample * len(i.measures) for i in p.inspections)
+    assert inspection_cost(p) == pytest.approx(want)
+    _, q = changed_process(text, p, Candidate("raise_sample", 6, (), 10))
+    assert inspection_cost(q) - inspection_cost(p) == pytest.approx(e.measurement_cost * 6 * 3)
+
+
+def test_healthy_gates_hold_healthy_batches(small):
+    p, _ = small
+    g = healthy_gates(p, 6, ["yield_strength", "residual_stress"], 4, n_batches=300, seed=0)
+    lo, hi = g["yield_strength"]
+    # the file's own gate at step 6 is set for the same purpose: same neighbourhood
+    flo, fhi = p.gate_bands(6)
+    c = p.char_index["yield_strength"]
+    assert lo < hi and flo[c] - 100 < lo < fhi[c] and flo[c] < hi < fhi[c] + 100
+
+
+def test_gain_interval_known_answers():
+    d = np.zeros(1000)
+    assert gain_interval(d, np.zeros(1000, int)) == (0.0, 0.0, 0.0)
+    rng = np.random.default_rng(0)
+    d = rng.normal(2.0, 10.0, 4000)
+    g, lo, hi = gain_interval(d, np.zeros(4000, int), season=1000)
+    assert g == pytest.approx(2000, abs=400)
+    # a season of 1,000 batches: sd of the mean 10/sqrt(1000), plus the estimate's own error
+    half = 1000 * 1.8808 * np.sqrt(100 / 1000 + 100 / 4000)
+    assert hi - g == pytest.approx(half, rel=0.05) and g - lo == pytest.approx(half, rel=0.05)
+    # a longer season narrows it
+    g2, lo2, hi2 = gain_interval(d, np.zeros(4000, int), season=100000)
+    assert hi2 - lo2 < 0.5 * (hi - lo)
+
+
+def test_payback():
+    assert payback_batches(5000, 1000, 8000) == pytest.approx(2000)
+    assert payback_batches(5000, 1000, 0) == 0
+    assert payback_batches(1000, 1000, 0) is None
+
+
+def test_world_from_model_uses_the_models_fault_rates(small_model):
+    model, _ = small_model
+    p = model.graph_.process
+    w = world_from_model(p, model=model, n_sets=5, seed=0)
+    assert w.fault_rates.shape == (5, len(p.faults)) and w.params.shape[0] == 5
+    assert (w.fault_rates >= 0).all() and (w.fault_rates <= 0.5).all()
+    assert "causal model" in w.source
+    file_rates = np.array([f.rate for f in p.faults])
+    assert not np.allclose(w.fault_rates, file_rates[None])  # learnt, not copied
+
+
+def test_the_fast_heuristic_is_the_heuristic_agent(small, heuristic):
+    """HeuristicPolicy reads the arrays the agent rebuilds from the step-data table: same decisions."""
+    from recovery.agents.baselines import HeuristicAgent
+    from recovery.voi.plant import AgentPolicy
+
+    p, text = small
+    _, q = changed_process(text, p, Candidate("add_characteristic", 6, ("ovality",), 4))
+    w = world_from_file(p)
+    fast = play_season(w, [p, q], heuristic, 40, 8)
+    slow = play_season(w, [p, q], AgentPolicy(HeuristicAgent(p)), 40, 8)
+    assert fast.taken.any()
+    assert np.array_equal(fast.net, slow.net) and np.array_equal(fast.accepted, slow.accepted)
+
+
+def test_healthy_gates_are_one_sided_where_less_is_better():
+    p = load_process("default")
+    g = healthy_gates(p, 23, ["ovality", "diameter"], 5, n_batches=200, seed=0)
+    # ovality's gates in the file all start at 0: a rounder bar is never flagged
+    assert g["ovality"][0] == p.characteristics[p.char_index["ovality"]].lower == 0.0
+    assert g["diameter"][0] > 15.0 and g["diameter"][0] < g["diameter"][1]
