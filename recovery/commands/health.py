@@ -41,14 +41,14 @@ def _num(v, fmt=".4g") -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from recovery.causal.model import CausalModel, ModelLoadError
+    from recovery.causal.errors import ModelLoadError
     from recovery.cli import UserError
-    from recovery.health import plant_health
+    from recovery.health import load_health_model, plant_health
 
     if not 0.0 < args.gate_level < 1.0:
         raise UserError(f"--gate-level must lie strictly between 0 and 1, got {args.gate_level}")
     try:
-        model = CausalModel.load(args.model)
+        model = load_health_model(args.model)
     except ModelLoadError as exc:
         raise UserError(str(exc)) from None
     history, notes = None, []
