@@ -46,6 +46,7 @@ from recovery.data.ids import check_id
 from recovery.decisions import DecisionConflict, DecisionError, decided_plan, input_hash, record_decision
 from recovery.status import STATUSES, batch_status, outcome_label
 from recovery.service.auth import ALL_PARTNERS, Principal, authenticate, create_token
+from recovery.service.readable import readable_view
 
 __all__ = ["Service", "create_app", "MAX_BODY_BYTES", "STATUSES"]
 
@@ -367,7 +368,7 @@ class Service:
         body.update({"process": p.name, "n_steps": p.n_steps, "inspections": list(p.inspection_steps),
                      "last_step": int(h["step"].max()) if len(h) else 0, "characteristics": chars,
                      "levers": levers})
-        return body
+        return readable_view(body, p)   # percentages, rounded plan values, the root cause in a sentence
 
     def batches(self, who: Principal, status: str | None = None) -> list[dict]:
         out = []
