@@ -69,16 +69,23 @@ def time_health(repeat: int, draws: int, seed: int) -> dict:
     return out
 
 
-def _timed_run(code: str, repeat: int) -> list[float]:
-    """Wall seconds of ``repeat`` fresh interpreters running ``code`` (imports included)."""
+def _timed_run(code: str, repeat: int) -> tuple[list[float], list[float]]:
+    """Wall seconds and CPU seconds (user + system) of ``repeat`` fresh interpreters
+    running ``code`` (imports included). On a shared machine the CPU time is the
+    closer figure for an idle one: the job is single-threaded (threads pinned to 1)."""
+    import resource
+
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    times = []
+    wall, cpu = [], []
     for _ in range(repeat):
+        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t = time.perf_counter()
         subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=ROOT,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        times.append(time.perf_counter() - t)
-    return times
+        wall.append(time.perf_counter() - t)
+        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu.append((r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime))
+    return wall, cpu
 
 
 def time_cli(model_dir: Path, repeat: int) -> dict:
@@ -86,14 +93,16 @@ def time_cli(model_dir: Path, repeat: int) -> dict:
     user waits for), and apart: the light load it uses and the full
     ``CausalModel.load`` (ArviZ) it replaced, each in a fresh interpreter."""
     m = str(model_dir)
-    cli = _timed_run(f"from recovery.cli import main; main(['health', '--model', {m!r}, '--json'])", repeat)
-    light = _timed_run(f"from recovery.health import load_health_model; load_health_model({m!r})", repeat)
-    full = _timed_run(f"from recovery.causal.model import CausalModel; CausalModel.load({m!r})", repeat)
-    start = _timed_run("pass", repeat)
-    return {"end_to_end_seconds_median": float(np.median(cli)), "end_to_end_seconds": cli,
-            "light_load_seconds_median": float(np.median(light)),
-            "full_load_seconds_median": float(np.median(full)),
-            "interpreter_start_seconds_median": float(np.median(start))}
+    runs = {"end_to_end": f"from recovery.cli import main; main(['health', '--model', {m!r}, '--json'])",
+            "light_load": f"from recovery.health import load_health_model; load_health_model({m!r})",
+            "full_load": f"from recovery.causal.model import CausalModel; CausalModel.load({m!r})",
+            "interpreter_start": "pass"}
+    out = {}
+    for name, code in runs.items():
+        wall, cpu = _timed_run(code, repeat)
+        out[name] = {"wall_seconds_median": float(np.median(wall)), "cpu_seconds_median": float(np.median(cpu)),
+                     "wall_seconds": wall, "cpu_seconds": cpu}
+    return out
 
 
 def time_track_record(n: int, repeat: int, seed: int) -> dict:
