@@ -180,6 +180,8 @@ def main() -> None:
         "factory_named_rate": sum(sorted({f for f, _ in r["changed_factories"]}) == [r.get("factory", "FA1")]
                                   for r in seasons) / n,
         "fault_named_rate": sum(r["changed_faults"] == [FURNACE] for r in seasons) / n,
+        "n_drift_intervals": sum(c["what"].startswith("drift") for c in items),
+        "n_rate_intervals": sum(c["what"].startswith("rate") for c in items),
         "drift_interval_coverage": _share([c["in"] for c in items if c["what"].startswith("drift")]),
         "rate_interval_coverage": _share([c["in"] for c in items if c["what"].startswith("rate")]),
         "quiet_factories_rate": sum(not any(a[1] for a in r["alarms_unchanged"]) for r in seasons) / n,
