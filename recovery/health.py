@@ -30,9 +30,9 @@ produced on or after ``since``):
   rate that rises). Comparing with the model's own reading of the earlier
   batches, rather than with its rate ``pi``, keeps a misfit that inflates the
   responsibilities everywhere (heavy-tailed readings taken for faults) from
-  raising alarms; on 14 simulated seasons of ``benchmarks/health_seasons.py``
+  raising alarms; on the 20 unchanged seasons of ``benchmarks/health_seasons.py``
   the comparison with ``pi`` alone raised a false alarm on the final
-  inspection's fault in 4. Without a baseline the window is held against
+  inspection's fault in 4, this one in 1 (BENCHMARKS.md). Without a baseline the window is held against
   ``Binomial(n_window, pi)`` averaged over the posterior draws.
 
 Each test is two-sided (the fault test one-sided) at level ``alpha`` divided
