@@ -8,7 +8,10 @@ report's cost does not depend on how the posterior was reached, only on its
 draws, kept at ``--draws``) on 150 batches, and the change test over 300 more;
 the time of one :func:`recovery.health.plant_health` call (the posterior read,
 innovations of every batch, the tests and the gate projections), median of
-``--repeat``.
+``--repeat``. ``health.cli``: the same model saved, and ``recovery health --model M
+--json`` run in a fresh interpreter (imports, the light load of
+:func:`recovery.health.load_health_model` and the report), median of ``--repeat``;
+beside it the light load alone and the full ``CausalModel.load`` (through ArviZ).
 
 ``track_record``: a DuckDB store holding ``--decisions`` batches of the small
 process (their final inspections included), one recommendation (logged twice,
@@ -27,12 +30,16 @@ for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse
 import json
 import platform
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def time_health(repeat: int, draws: int, seed: int) -> dict:
@@ -53,9 +60,49 @@ def time_health(repeat: int, draws: int, seed: int) -> dict:
         t = time.perf_counter()
         rep = plant_health(model, history, since=100.0)
         times.append(time.perf_counter() - t)
-    return {"seconds_median": float(np.median(times)), "seconds": times, "batches": 450, "draws": draws,
-            "factories": len(rep.factories), "faults": len(rep.faults), "alarms": len(rep.changed_factories)
-            + len(rep.changed_faults)}
+    out = {"seconds_median": float(np.median(times)), "seconds": times, "batches": 450, "draws": draws,
+           "factories": len(rep.factories), "faults": len(rep.faults), "alarms": len(rep.changed_factories)
+           + len(rep.changed_faults)}
+    with tempfile.TemporaryDirectory() as d:
+        model.save(Path(d) / "model")
+        out["cli"] = time_cli(Path(d) / "model", repeat)
+    return out
+
+
+def _timed_run(code: str, repeat: int) -> tuple[list[float], list[float]]:
+    """Wall seconds and CPU seconds (user + system) of ``repeat`` fresh interpreters
+    running ``code`` (imports included). On a shared machine the CPU time is the
+    closer figure for an idle one: the job is single-threaded (threads pinned to 1)."""
+    import resource
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    wall, cpu = [], []
+    for _ in range(repeat):
+        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=ROOT,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wall.append(time.perf_counter() - t)
+        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu.append((r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime))
+    return wall, cpu
+
+
+def time_cli(model_dir: Path, repeat: int) -> dict:
+    """``recovery health --model M --json`` end to end in a fresh interpreter (what a
+    user waits for), and apart: the light load it uses and the full
+    ``CausalModel.load`` (ArviZ) it replaced, each in a fresh interpreter."""
+    m = str(model_dir)
+    runs = {"end_to_end": f"from recovery.cli import main; main(['health', '--model', {m!r}, '--json'])",
+            "light_load": f"from recovery.health import load_health_model; load_health_model({m!r})",
+            "full_load": f"from recovery.causal.model import CausalModel; CausalModel.load({m!r})",
+            "interpreter_start": "pass"}
+    out = {}
+    for name, code in runs.items():
+        wall, cpu = _timed_run(code, repeat)
+        out[name] = {"wall_seconds_median": float(np.median(wall)), "cpu_seconds_median": float(np.median(cpu)),
+                     "wall_seconds": wall, "cpu_seconds": cpu}
+    return out
 
 
 def time_track_record(n: int, repeat: int, seed: int) -> dict:
@@ -105,10 +152,15 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=500)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--only", choices=("health", "track_record"), default=None, help="time one report only")
     args = ap.parse_args()
-    out = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
-           "health": time_health(args.repeat, args.draws, args.seed),
-           "track_record": time_track_record(args.decisions, args.repeat, args.seed)}
+    out = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
+                       "load_average_1_5_15": list(os.getloadavg())},
+           "command": " ".join(sys.argv)}
+    if args.only in (None, "health"):
+        out["health"] = time_health(args.repeat, args.draws, args.seed)
+    if args.only in (None, "track_record"):
+        out["track_record"] = time_track_record(args.decisions, args.repeat, args.seed)
     print(json.dumps(out, indent=1))
 
 

@@ -35,9 +35,21 @@ Examples
 >>> # model.root_cause(history_of_one_batch).causes[0].cause
 """
 
-from recovery.causal.graph import CausalGraph, ExpertEditError, ExpertEdits, load_edits
-from recovery.causal.model import (CausalModel, DataError, FitConfig, FitReport, ModelLoadError,
-                                   PriorConfig, summarise)
+import importlib
+
+# The names below load on first use (PEP 562), so importing one light module of
+# the package (errors, persistence, layout: what ``recovery health`` reads) does
+# not import the estimator and the numba queries behind it.
+_EXPORTS = {"CausalGraph": "graph", "ExpertEditError": "graph", "ExpertEdits": "graph", "load_edits": "graph",
+            "CausalModel": "model", "DataError": "model", "FitConfig": "model", "FitReport": "model",
+            "ModelLoadError": "model", "PriorConfig": "model", "summarise": "model"}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"recovery.causal.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'recovery.causal' has no attribute '{name}'")
+
 
 __all__ = ["CausalGraph", "CausalModel", "DataError", "ExpertEditError", "ExpertEdits", "FitConfig",
            "FitReport", "ModelLoadError", "PriorConfig", "load_edits", "summarise"]

@@ -25,7 +25,7 @@ from recovery.causal.report import FitReport
 from recovery.causal.summaries import Summaries
 from simulators.definition import Process, parse_process
 
-__all__ = ["MODEL_FORMAT", "VersionStamp", "FittedState", "save", "load", "process_text",
+__all__ = ["MODEL_FORMAT", "VersionStamp", "FittedState", "save", "load", "read_theta", "process_text",
            "package_version", "digest"]
 
 MODEL_FORMAT = 3
@@ -110,8 +110,17 @@ def _tuples(d: dict) -> dict:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
 
 
-def load(directory: str | Path) -> FittedState:
+def load(directory: str | Path, *, posterior: bool = True) -> FittedState:
     """Read a directory written by :func:`save`.
+
+    Parameters
+    ----------
+    directory : str or Path
+    posterior : bool
+        Read ``posterior.nc`` into ArviZ ``InferenceData`` (``idata``). With
+        False, ``idata`` is None and ArviZ is not imported: a reader that needs
+        only the draws of ``theta`` takes them from :func:`read_theta` (ArviZ's
+        import is most of a full load's time).
 
     Raises
     ------
@@ -119,8 +128,6 @@ def load(directory: str | Path) -> FittedState:
         The directory or a file is missing, or it was written by an
         incompatible model format.
     """
-    import arviz as az
-
     d = Path(directory)
     if not d.is_dir():
         raise ModelLoadError(f"{d}: no such model directory (run 'recovery fit' first)")
@@ -148,11 +155,15 @@ def load(directory: str | Path) -> FittedState:
         raise ModelLoadError(f"{d}: the stored parameter layout does not match this version's; refit")
     layout.prior_mu = np.asarray(meta["layout"]["prior_mu"])
     layout.prior_sd = np.asarray(meta["layout"]["prior_sd"])
-    idata = az.from_netcdf(str(d / "posterior.nc"), engine="h5netcdf")
-    # read everything into memory and let go of the file, so the model can be
-    # saved again into the folder it came from
-    for group in idata.groups():
-        getattr(idata, group).load().close()
+    idata = None
+    if posterior:
+        import arviz as az
+
+        idata = az.from_netcdf(str(d / "posterior.nc"), engine="h5netcdf")
+        # read everything into memory and let go of the file, so the model can be
+        # saved again into the folder it came from
+        for group in idata.groups():
+            getattr(idata, group).load().close()
     sp = meta["spread"]
     spread = BarSpread(np.asarray(sp["nu"], float), np.asarray(sp["ss"], float),
                        np.asarray(sp["gauge"], float), int(sp["trimmed"]))
@@ -160,6 +171,43 @@ def load(directory: str | Path) -> FittedState:
                           if isinstance(v, list) else v for k, v in meta["report"].items()})
     return FittedState(graph, layout, std, cfg, priors, idata, CrackModel(**_tuples(meta["crack"])),
                        spread, summ, report, VersionStamp(**meta["version"]), text)
+
+
+def read_theta(directory: str | Path, names: tuple[str, ...], robust: bool = True) -> np.ndarray:
+    """Posterior draws ``(S, P)`` of ``theta`` from ``posterior.nc``, chains stacked,
+    read with h5py alone (no ArviZ, no xarray); the same array as
+    :func:`recovery.causal.posterior.theta_draws` of the loaded ``idata``.
+
+    Parameters
+    ----------
+    directory : str or Path
+        A model directory (:func:`save`).
+    names : tuple of str
+        The layout's parameter names (``Layout.names``), checked against the
+        file's ``param`` coordinate.
+    robust : bool
+        ``theta_robust`` when the fit made it, else ``theta``.
+
+    Raises
+    ------
+    ModelLoadError
+        The file is missing, unreadable or not of this layout.
+    """
+    import h5py
+
+    path = Path(directory) / "posterior.nc"
+    try:
+        with h5py.File(path, "r") as f:
+            post = f["posterior"]
+            name = "theta_robust" if robust and "theta_robust" in post else "theta"
+            x = np.asarray(post[name][...], dtype=float)
+            stored = [v.decode() if isinstance(v, bytes) else str(v) for v in post["param"][...]]
+    except (OSError, KeyError) as exc:
+        raise ModelLoadError(f"{path}: cannot read the posterior draws ({exc})") from None
+    # netCDF dims (chain, draw, param): C order stacks chain-major, as xarray's stack does
+    if x.ndim != 3 or stored != list(names):
+        raise ModelLoadError(f"{path}: the stored draws do not match the model's parameter layout; refit")
+    return x.reshape(-1, x.shape[2])
 
 
 def process_text(process: Process) -> str:

@@ -12,7 +12,7 @@ from recovery.causal.components import BarSpread
 from recovery.causal.graph import CausalGraph
 from recovery.causal.layout import Layout, Params, Standardisation
 
-__all__ = ["theta_draws", "kept_params", "to_inference_data"]
+__all__ = ["theta_draws", "kept_params", "params_from_theta", "to_inference_data"]
 
 
 def theta_draws(idata, robust: bool = True) -> np.ndarray:
@@ -34,7 +34,13 @@ def kept_params(idata, layout: Layout, graph: CausalGraph, spread: BarSpread, st
                 keep: int, seed: int) -> Params:
     """The decoded draws the queries use: at most ``keep``, thinned evenly, with
     bar-spread draws (seeded by ``seed``) attached; read-only arrays."""
-    theta = theta_draws(idata)
+    return params_from_theta(theta_draws(idata), layout, graph, spread, std, keep=keep, seed=seed)
+
+
+def params_from_theta(theta: np.ndarray, layout: Layout, graph: CausalGraph, spread: BarSpread,
+                      std: Standardisation, keep: int, seed: int) -> Params:
+    """:func:`kept_params` from the draws ``theta (S, P)`` themselves (e.g. read by
+    :func:`recovery.causal.persistence.read_theta`, without ArviZ)."""
     if len(theta) > keep:
         idx = np.linspace(0, len(theta) - 1, keep).round().astype(int)
         theta = theta[idx]

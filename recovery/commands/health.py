@@ -17,8 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "the gate exceeds --gate-level; the rate of each fault type with its 94%% "
                     "interval. With step data (the model's training data, or --store), a change "
                     "test on the batches produced since --since: a posterior predictive check of "
-                    "the readings' innovations and the fault responsibilities against the model "
-                    "(see recovery.health). --json prints {\"factories\": [{\"factory\", "
+                    "the readings' innovations against the model, and of the fault responsibilities "
+                    "against the batches before the window (see recovery.health). --json prints {\"factories\": [{\"factory\", "
                     "\"partner\", \"characteristic\", \"offset\", \"offset_low\", \"offset_high\", "
                     "\"drift_per_100d\", \"drift_low\", \"drift_high\", \"changed\", ...}], "
                     "\"faults\": [{\"fault\", \"step\", \"rate\", \"low\", \"high\", \"changed\", ...}], "
@@ -41,14 +41,14 @@ def _num(v, fmt=".4g") -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from recovery.causal.model import CausalModel, ModelLoadError
+    from recovery.causal.errors import ModelLoadError
     from recovery.cli import UserError
-    from recovery.health import plant_health
+    from recovery.health import load_health_model, plant_health
 
     if not 0.0 < args.gate_level < 1.0:
         raise UserError(f"--gate-level must lie strictly between 0 and 1, got {args.gate_level}")
     try:
-        model = CausalModel.load(args.model)
+        model = load_health_model(args.model)
     except ModelLoadError as exc:
         raise UserError(str(exc)) from None
     history, notes = None, []

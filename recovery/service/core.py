@@ -32,6 +32,7 @@ import pandas as pd
 from recovery.decisions import DecisionConflict, DecisionError, decided_plan, input_hash, record_decision
 from recovery.status import STATUSES, batch_status, outcome_label
 from recovery.service.auth import Principal, authenticate, create_token, may_write, refused_row
+from recovery.service.readable import readable_view
 
 __all__ = ["Service", "NotFound", "Refused", "BadRequest", "Conflict", "MAX_BODY_BYTES", "MAX_ROWS", "INT64",
            "STATIC", "STATUSES"]
@@ -423,7 +424,7 @@ class Service:
         a = self.current(batch_id, version)
         body = self._answer_shown(who, batch_id, a)   # the same rows as the readings drawn
         body.update(a.page)
-        return body
+        return readable_view(body, self.process)   # percentages, rounded plan values, the root cause in a sentence
 
     def batches(self, who: Principal, status: str | None = None) -> list[dict]:
         """The caller's batches with their status (only those with ``status`` when given).

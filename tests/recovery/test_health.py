@@ -151,3 +151,66 @@ def test_cli_reads_the_store(season, tmp_path, capsys):
     assert out["window"]["n_batches"] == 0 and "holds no step data" in out["notes"][0]
     assert main(["health", "--model", str(tmp_path / "model"), "--gate-level", "1"]) == 2
     assert "--gate-level" in capsys.readouterr().err
+
+
+def test_light_load_gives_the_full_models_report(season, tmp_path):
+    """``recovery health`` reads the model without ArviZ; the draws, the kept
+    parameters and the report are those of ``CausalModel.load``."""
+    import subprocess
+    import sys
+
+    from recovery.causal.errors import ModelLoadError
+    from recovery.causal.model import CausalModel
+    from recovery.health import load_health_model
+
+    model, first, _, changed = season
+    model.save(tmp_path / "model")
+    light, full = load_health_model(tmp_path / "model"), CausalModel.load(tmp_path / "model")
+    np.testing.assert_array_equal(light.theta_draws(), full.theta_draws())
+    for name in ("A", "B", "G", "tau", "m", "sbar", "pi", "tauf"):
+        np.testing.assert_array_equal(getattr(light.params_, name), getattr(full.params_, name))
+    data = pd.concat([first, changed])
+    assert plant_health(light, data, since=HALF_DAY).to_dict() == plant_health(full, data, since=HALF_DAY).to_dict()
+    # the health path imports neither ArviZ nor the estimator
+    code = ("import sys; from recovery.health import load_health_model, plant_health; "
+            f"plant_health(load_health_model({str(tmp_path / 'model')!r})); "
+            "print(sorted(m for m in ('arviz', 'xarray', 'pymc', 'recovery.causal.model') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    # a posterior of another layout is refused, not misread
+    import h5py
+
+    with h5py.File(tmp_path / "model" / "posterior.nc", "r+") as f:
+        del f["posterior"]["theta_robust"]
+        del f["posterior"]["theta"]
+    with pytest.raises(ModelLoadError, match="cannot read the posterior draws"):
+        load_health_model(tmp_path / "model")
+    with pytest.raises(ModelLoadError, match="no such model directory"):
+        load_health_model(tmp_path / "nowhere")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1])
+def test_seasons_name_the_change(seed):
+    """Two more seasons (``benchmarks/health_seasons.py`` measures 20): each names
+    the factory that starts drifting and the fault whose rate doubles, and the
+    drifting factory's change p-value is far smaller than on the unchanged season."""
+    from recovery.causal.model import CausalModel, FitConfig
+
+    process = load_process("small")
+    process = replace(process, faults=tuple(replace(f, rate=0.2 if f.name == "furnace_over_temperature" else 0.08)
+                                            for f in process.faults))
+    first = _half(process, N_FIT, np.linspace(0, HALF_DAY, N_FIT, endpoint=False), 1000 * seed + 1, 1)
+    later = np.linspace(HALF_DAY, 2 * HALF_DAY, N_WINDOW, endpoint=False)
+    same = _half(process, N_WINDOW, later, 1000 * seed + 2, N_FIT + 1)
+    moved = _half(process, N_WINDOW, later, 1000 * seed + 2, N_FIT + 1, drifting="FA1",
+                  doubled="furnace_over_temperature")
+    model = CausalModel(process, config=FitConfig(method="advi", advi_steps=1500, draws=200, seed=seed)).fit(
+        first, progress=False)
+    rep = plant_health(model, pd.concat([first, moved]), since=HALF_DAY)
+    quiet = plant_health(model, pd.concat([first, same]), since=HALF_DAY)
+    assert ("FA1", "diameter") in rep.changed_factories
+    assert "furnace_over_temperature" in rep.changed_faults
+    p_moved = next(f.change_p for f in rep.factories if f.factory == "FA1")
+    p_same = next(f.change_p for f in quiet.factories if f.factory == "FA1")
+    assert p_moved < 1e-6 < p_same

@@ -140,3 +140,24 @@ def test_cli_json_and_export(world, capsys):
     assert "agreement" in capsys.readouterr().out
     assert main(["track-record", "--store", url, "--export", str(d / "tr.xlsx")]) == 2
     assert main(["track-record", "--store", url, "--since", "not-a-day"]) == 2
+
+
+def test_step_data_without_recommendations_or_decisions(tmp_path):
+    """Issue 20's bad input: step data alone, then recommendations without any decision:
+    a valid report with zeros and a note each time, never a crash."""
+    sim = Simulator("small")
+    src = tmp_path / "steps.parquet"
+    sim.simulate(3, 7).observations.to_parquet(src, index=False)
+    with open_store(f"duckdb://{tmp_path / 'steps.duckdb'}") as st:
+        assert ingest(src, store=st, process="small", quarantine=tmp_path / "q.csv").rejected == 0
+        d = track_record(st).to_dict()
+        assert (d["n_recommendations"], d["n_decisions"], d["n_outcomes"], d["agreement"]) == (0, 0, 0, 0.0)
+        assert d["notes"] == ["no recommendation logged: nothing to join"]
+        name = st.process_names()[0]
+        st.add_recommendation(process=name, batch_id="B-1", after_step=3, agent="planner", plan=PLAN,
+                              expected={"p_accept": {"mean": 0.7}, "p_accept_do_nothing": {"mean": 0.2}})
+        d = track_record(st).to_dict()
+        assert (d["n_recommendations"], d["n_decisions"], d["n_outcomes"]) == (1, 0, 0)
+        assert d["followed"]["n"] == 0 and d["by_month"] == []
+        assert any("recommendations without decisions" in n for n in d["notes"])
+        assert d["batches"][0]["outcome"] is None and d["batches"][0]["decision"] is None

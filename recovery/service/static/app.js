@@ -93,48 +93,65 @@ async function loadMeasure(id) {
   } catch (e) { if (state.batch === id) $("measure-message").textContent = e.message; }
 }
 
+// Every figure shown here comes formatted by the service (recovery/service/readable.py):
+// percentages, plan values at the lever's resolution, the root-cause sentence.
 function renderBatch(v) {
   const rec = v.recommendation;
   $("batch-title").textContent = `Batch ${v.batch_id}: ${v.status}`;
-  const tbody = $("plan").querySelector("tbody");
-  tbody.innerHTML = "";
-  $("root-cause").innerHTML = "";
+  for (const id of ["decision-headline", "probability", "root-cause-sentence", "summary", "root-cause"]) $(id).innerHTML = "";
+  $("plan").querySelector("tbody").innerHTML = "";
   if (!rec) {
     $("summary").textContent = v.message || "no recommendation";
-    $("probability").textContent = "";
   } else {
-    $("summary").textContent = `After step ${rec.step}: ${rec.decision.toUpperCase()}. Expected cost: ` +
-      Object.entries(rec.expected_cost).map(([k, c]) => `${k} ${Math.round(c)} ${rec.currency}`).join(", ") +
-      (rec.out_of_range ? ". OUT OF THE DATA'S RANGE: " + rec.reasons.join("; ") : "");
-    const pa = rec.p_accept, pn = rec.p_accept_do_nothing;
-    $("probability").innerHTML = "";
-    const p1 = document.createElement("p");
-    p1.id = "p-accept";
-    p1.textContent = `P(accept) with the plan ${fmt(pa.mean, 2)} (94% interval ${fmt(pa.low, 2)} to ${fmt(pa.high, 2)}); ` +
-      `doing nothing ${fmt(pn.mean, 2)} (${fmt(pn.low, 2)} to ${fmt(pn.high, 2)})`;
-    $("probability").appendChild(p1);
-    for (const c of rec.root_cause.slice(0, 3)) {
-      const li = document.createElement("li");
-      li.textContent = `${fmt(c.probability, 2)}: ${c.path}`;
-      $("root-cause").appendChild(li);
-    }
-    const levers = Object.fromEntries(v.levers.map((l) => [l.name, l]));
-    for (const r of rec.plan) {
-      const tr = document.createElement("tr");
-      const l = levers[r.lever];
-      const input = document.createElement("input");
-      input.className = "plan-value"; input.type = "number"; input.step = "any";
-      input.value = fmt(r.value, 6); input.dataset.lever = r.lever;
-      const cells = [r.step, r.lever, input, r.unit, `${fmt(l.low)} to ${fmt(l.high)}`];
-      for (const c of cells) {
-        const td = document.createElement("td");
-        if (c instanceof HTMLElement) td.appendChild(c); else td.textContent = c;
-        tr.appendChild(td);
-      }
-      tbody.appendChild(tr);
-    }
+    renderVerdict(rec);
+    renderRootCause(rec);
+    renderPlan(rec, v.levers);
   }
   renderCharts(v);
+}
+
+function renderVerdict(rec) {
+  $("decision-headline").textContent = `${rec.decision.toUpperCase()} after step ${rec.step}`;
+  const pa = rec.p_accept_text, pn = rec.p_accept_do_nothing_text;
+  const p1 = document.createElement("p");
+  p1.id = "p-accept";
+  p1.textContent = `P(accept) with the plan: ${pa.mean} (94% interval ${pa.low} to ${pa.high})`;
+  const p2 = document.createElement("p");
+  p2.id = "p-accept-nothing";
+  p2.textContent = `Doing nothing: ${pn.mean} (${pn.low} to ${pn.high})`;
+  $("probability").append(p1, p2);
+  $("summary").textContent = "Expected cost: " +
+    Object.entries(rec.expected_cost).map(([k, c]) => `${k} ${Math.round(c)} ${rec.currency}`).join(", ") +
+    (rec.out_of_range ? ". OUT OF THE DATA'S RANGE: " + rec.reasons.join("; ") : "");
+}
+
+function renderRootCause(rec) {
+  $("root-cause-sentence").textContent = rec.root_cause_sentence;
+  for (const c of rec.root_cause.slice(0, 3)) {
+    const li = document.createElement("li");
+    li.textContent = `${c.probability_text}: ${c.path}`;
+    $("root-cause").appendChild(li);
+  }
+}
+
+function renderPlan(rec, leverList) {
+  const tbody = $("plan").querySelector("tbody");
+  const levers = Object.fromEntries(leverList.map((l) => [l.name, l]));
+  for (const r of rec.plan) {
+    const tr = document.createElement("tr");
+    const l = levers[r.lever];
+    const input = document.createElement("input");
+    input.className = "plan-value"; input.type = "number"; input.step = String(l.resolution);
+    input.value = Number(r.display_value).toFixed(r.decimals); input.dataset.lever = r.lever;
+    const cells = [r.step, r.lever, input, r.unit,
+                   `${Number(l.low).toFixed(l.decimals)} to ${Number(l.high).toFixed(l.decimals)}`];
+    for (const c of cells) {
+      const td = document.createElement("td");
+      if (c instanceof HTMLElement) td.appendChild(c); else td.textContent = c;
+      tr.appendChild(td);
+    }
+    tbody.appendChild(tr);
+  }
 }
 
 const SVG = "http://www.w3.org/2000/svg";

@@ -91,10 +91,10 @@ def test_engineer_reviews_a_batch_and_accepts_the_plan(browser, live, tokens, ap
     browser.save_screenshot(str(ARTIFACTS / "batch-B-1.png"))
     rec = client.get("/api/batches/B-1/recommendation", headers=auth(tokens["eng_a"])).json()["recommendation"]
     # the page shows the service's answer: decision, probability and every planned lever
-    assert rec["decision"].upper() in _text(browser, "summary")
-    assert f"{rec['p_accept']['mean']:.2f}"[:3] in _text(browser, "probability")
+    assert rec["decision"].upper() in _text(browser, "decision-headline")
     shown = [r.find_elements(By.TAG_NAME, "td")[1].text for r in browser.find_elements(By.CSS_SELECTOR, "#plan tbody tr")]
     assert shown == [x["lever"] for x in rec["plan"]]
+    _check_readable(browser, rec, svc.process)
     charts = browser.find_elements(By.CSS_SELECTOR, "svg.chart")
     assert {c.get_attribute("data-characteristic") for c in charts} >= {"diameter"}
     assert browser.find_elements(By.CSS_SELECTOR, "svg.chart circle.reading")      # measured bars drawn
@@ -140,6 +140,68 @@ def test_engineer_reviews_a_batch_and_accepts_the_plan(browser, live, tokens, ap
     assert (trail["action"] == "decision").any() and (trail["action"] == "recommendation_shown").any()
     sup = trail[trail["action"] == "decision_superseded"].iloc[-1]["payload"]
     assert sup["decision_id"] == current and sup["superseded_by"] == int(last["id"])
+
+
+def _shown_percent(text: str) -> tuple[float, float]:
+    """The range of probabilities (0-1) a percentage on the page stands for."""
+    import re
+
+    if text == "< 0.1%":
+        return 0.0, 0.001
+    if text == "> 99%":
+        return 0.995, 1.0
+    m = re.fullmatch(r"(\d+(?:\.\d)?)%", text)
+    assert m, f"not a percentage: {text!r}"
+    x, half = float(m.group(1)), (0.05 if "." in m.group(1) else 0.5)
+    return (x - half) / 100.0, (x + half) / 100.0
+
+
+def _check_readable(drv, rec, process):
+    """Issue 20's batch page: the decision and its P(accept) first and prominent,
+    the root cause in one sentence before the details, percentages (never 1.2e-17),
+    plan values at the lever's resolution."""
+    import re
+
+    from selenium.webdriver.common.by import By
+
+    head, proba = drv.find_element(By.ID, "decision-headline"), drv.find_element(By.ID, "p-accept")
+    sentence, details = drv.find_element(By.ID, "root-cause-sentence"), drv.find_element(By.ID, "root-cause")
+    plan = drv.find_element(By.ID, "plan")
+    # order on the page, top to bottom: decision, P(accept), the sentence, the root-cause list, the plan
+    ys = [e.location["y"] for e in (head, proba, sentence, details, plan)]
+    assert ys == sorted(ys) and len(set(ys)) == len(ys), ys
+    body_px = float(drv.execute_script("return parseFloat(getComputedStyle(document.body).fontSize)"))
+    for e in (head, proba):
+        assert float(e.value_of_css_property("font-size").removesuffix("px")) > body_px
+    assert head.value_of_css_property("font-weight") in ("700", "bold")
+    # P(accept) as a percentage that stands for the service's number
+    m = re.search(r"P\(accept\) with the plan: (\S+%|< 0\.1%|> 99%)", proba.text)
+    assert m, proba.text
+    lo, hi = _shown_percent(m.group(1))
+    assert lo - 1e-9 <= rec["p_accept"]["mean"] <= hi + 1e-9
+    # one plain sentence naming the most likely cause and its share
+    top = rec["root_cause"][0]
+    text = sentence.text
+    assert text.startswith("Most likely cause (") and text.endswith(".") and "\n" not in text
+    assert top["cause"].replace("_", " ") in text and "e-" not in text
+    items = details.find_elements(By.TAG_NAME, "li")
+    assert len(items) == min(3, len(rec["root_cause"]))
+    for li, c in zip(items, rec["root_cause"]):
+        shown, _, path = li.text.partition(": ")
+        lo, hi = _shown_percent(shown)
+        assert lo - 1e-9 <= c["probability"] <= hi + 1e-9, (shown, c["probability"])
+        assert (shown == "< 0.1%") == (c["probability"] < 0.001)
+        assert path == c["path"]
+    # plan values at the lever's resolution: integer levers as integers, others to a few decimals
+    levers = {lv.name: lv for lv in process.levers}
+    for box, row in zip(drv.find_elements(By.CSS_SELECTOR, "input.plan-value"), rec["plan"]):
+        lv, shown = levers[row["lever"]], box.get_attribute("value")
+        if lv.integer:
+            assert re.fullmatch(r"-?\d+", shown), shown
+        else:
+            assert re.fullmatch(r"-?\d+(\.\d{1,2})?", shown), shown       # 0.1 or 0.01 of the unit
+        # rounding moves a value by at most half a step: 0.5 for an integer, 0.5% of the range of change else
+        assert abs(float(shown) - row["value"]) <= (0.5 if lv.integer else 0.005 * lv.max_change) + 1e-9
 
 
 def test_out_of_bounds_edit_is_refused_on_the_page(browser, live, tokens, app):
