@@ -24,6 +24,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from simulators.kinds import KIND_IDS, KINDS, MAX_PARAMS, ROLES
+from simulators.stations import check_production, station_fields
 
 __all__ = [
     "Characteristic", "Gate", "Partner", "Factory", "Step", "Lever", "Inspection",
@@ -115,7 +116,11 @@ class Factory:
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    """One process step (1-based ``index``)."""
+    """One process step (1-based ``index``).
+
+    ``produces`` and ``acts_on`` are the characteristics a ``station`` step makes
+    and changes (``simulators.stations``); empty for the physics kinds.
+    """
 
     index: int
     name: str
@@ -124,6 +129,8 @@ class Step:
     partner: str
     params: Mapping[str, float]
     target: str | None = None
+    produces: tuple[str, ...] = ()
+    acts_on: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -585,7 +592,8 @@ class Process:
             ("characteristics", a.characteristics, b.characteristics,
              lambda c: (c.name, c.unit, c.role)),
             ("steps", a.steps, b.steps,
-             lambda s: (s.index, s.name, s.kind, s.factory, s.partner, s.target)),
+             lambda s: (s.index, s.name, s.kind, s.factory, s.partner, s.target, s.produces,
+                        s.acts_on)),
             ("levers", a.levers, b.levers, lambda lv: (lv.name, lv.step, lv.sets, lv.unit)),
             ("inspections", a.inspections, b.inspections,
              lambda i: (i.step, tuple(i.measures), i.sample)),
@@ -844,7 +852,8 @@ def parse_process(text: str, label: str = "<string>") -> Process:
     uncertain_raw: list[tuple[_Reader, dict | bool]] = []
     for where, t in _tables(label, doc, "steps"):
         r = _Reader(label, where, t)
-        r.unknown({"step", "name", "kind", "factory", "params", "target", "uncertain"})
+        r.unknown({"step", "name", "kind", "factory", "params", "target", "uncertain",
+                   "produces", "acts_on"})
         idx = r.get("step", int)
         r.where = f"{where} (step {idx})"
         if idx != len(steps) + 1:
@@ -879,8 +888,9 @@ def parse_process(text: str, label: str = "<string>") -> Process:
         if not isinstance(unc, (dict, bool)):
             r.fail(f"field 'uncertain' must be a table or true/false, got {unc!r}")
         uncertain_raw.append((r, unc))
+        produces, acts_on = station_fields(r.table, kind, cnames, r.fail)
         steps.append(Step(idx, r.get("name", str, kind), kind, fid, fac[fid].partner,
-                          MappingProxyType(params), target))
+                          MappingProxyType(params), target, produces, acts_on))
     if not steps:
         raise ProcessDefinitionError(f"{label}: at least one [[steps]] is required")
     n = len(steps)
@@ -942,6 +952,8 @@ def parse_process(text: str, label: str = "<string>") -> Process:
             raise ProcessDefinitionError(
                 f"{label}: steps[{s.index - 1}] (step {s.index}): inspection step has no "
                 f"[[inspections]] entry saying what it measures")
+
+    check_production(label, steps, inspections)
 
     for r, g in gates:
         if g.step not in {i.step for i in inspections}:

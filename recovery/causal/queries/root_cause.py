@@ -231,7 +231,8 @@ def _no_shift_evidence(model: CausalModel, bv: BatchView, P, qf: int) -> _Eviden
     for q in range(qf + 1):
         prev = np.einsum("sab,sb->sa", P.A[:, q], prev) + u[:, q]
         mu[:, q] = prev
-    Sigma, Gl = noise_covariance(P.A[:, :qf + 1], P.tau[:, :qf + 1], R[:, rq, rc], rq, rc)
+    Sigma, Gl = noise_covariance(P.A[:, :qf + 1], P.tau[:, :qf + 1], R[:, rq, rc], rq, rc,
+                                 None if P.mix is None else P.mix[:, :qf + 1])
     D = len(rows)
     y = bv.z[rq, rc][None, :] - P.m[:, rq, rc] - mu[:, rq, rc]
     L = np.linalg.cholesky(Sigma)
