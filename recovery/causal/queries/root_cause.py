@@ -17,7 +17,7 @@ from recovery.causal.queries.predict import _forecast
 if TYPE_CHECKING:  # the model imports the queries, never the other way round at run time
     from recovery.causal.model import CausalModel
 
-__all__ = ["Cause", "RootCause", "root_cause"]
+__all__ = ["Cause", "StepCause", "RootCause", "root_cause"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,29 @@ class Cause:
 
 
 @dataclass(frozen=True)
+class StepCause:
+    """The probability that a step's own contribution is what is out of the
+    ordinary for this batch: the sum of its causes' probabilities (its faults,
+    and the characteristics it makes or changes deviating there). A deviation
+    that reaches other characteristics along the graph's edges counts for the
+    step where it began, not where it was seen.
+
+    Attributes
+    ----------
+    step : int
+    name : str
+    probability : float
+    """
+
+    step: int
+    name: str
+    probability: float
+
+    def to_dict(self) -> dict:
+        return {"step": self.step, "name": self.name, "probability": self.probability}
+
+
+@dataclass(frozen=True)
 class RootCause:
     """Posterior over the origin of a batch's deviation.
 
@@ -68,6 +91,9 @@ class RootCause:
     note : str
         Why ``causes`` is empty when there is nothing to weigh (no hypotheses),
         else empty.
+    steps : tuple[StepCause, ...]
+        The causes summed per step, highest first: which step's own
+        contribution is out of the ordinary (all causes, whatever ``top``).
     """
 
     batch_id: str
@@ -78,6 +104,7 @@ class RootCause:
     out_of_range: bool
     reasons: tuple[str, ...] = ()
     note: str = ""
+    steps: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -193,6 +220,11 @@ def root_cause(model: CausalModel, history: pd.DataFrame, *, batch: str | None =
     post = w / w.sum()
     p_dev = 1.0 / (1.0 + math.exp(ln - (top_lm + math.log(w.sum()))))
     order = np.argsort(-post)
+    by_step: dict[int, float] = {}
+    for hy, pr in zip(hyps, post):
+        by_step[hy.step] = by_step.get(hy.step, 0.0) + float(pr)
+    steps = tuple(StepCause(k, p.step(k).name, v)
+                  for k, v in sorted(by_step.items(), key=lambda kv: (-kv[1], kv[0])))
     if top is not None:
         order = order[:top]
     fc = None
@@ -204,7 +236,7 @@ def root_cause(model: CausalModel, history: pd.DataFrame, *, batch: str | None =
         causes.append(Cause(hy.step, hy.cause, hy.kind, float(post[h]),
                             _path(model, bv, hy, shift_sign[h], qf, fc)))
     return RootCause(bv.batch_id, p.inspections[qf].step, bv.first_flag is not None, tuple(causes),
-                     float(p_dev), bool(reasons), tuple(reasons))
+                     float(p_dev), bool(reasons), tuple(reasons), steps=steps)
 
 
 @dataclass
