@@ -435,6 +435,19 @@ class CausalGraph:
                             edges.append(Edge(s.index, r, c, "reads"))
                 for lv in step_levers:
                     edges.append(Edge(s.index, lv, c, "lever"))
+        # A characteristic of role "other" that nothing makes before its first gauge (a
+        # partner's own measurement on a machining line) comes into being at the first
+        # working step of the segment that first gauges it: set afresh there, with that
+        # segment's own noise, so edges within that step can reach it too.
+        start = 0
+        for ins in process.inspections:
+            for c in ins.measures:
+                ch = process.characteristic(c)
+                if ch.role == "other" and not any((k, c) in acts for k in range(1, ins.step + 1)):
+                    first = next((k for k in range(start + 1, ins.step + 1)
+                                  if process.step(k).kind != "inspection"), ins.step)
+                    acts.add((first, c))
+            start = ins.step
         g = cls(process, frozenset(acts), tuple(edges), edits)
         return g._apply(edits) if not edits.empty else g
 
