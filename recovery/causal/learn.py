@@ -257,11 +257,11 @@ def learn_graph(history: pd.DataFrame, process: Process, *, subsamples: int = 50
             edges.append(LearnedEdge(names[j], c, birth[c], birth[names[j]] == birth[c], float(w[k]),
                                      float(w[k] - _Z94 * se[k]), float(w[k] + _Z94 * se[k]),
                                      float(freq[cand.index(j)])))
-    method = (f"lasso (BIC size) with stability selection, {2 * len(halves)} half-samples, "
+    method = (f"lasso (BIC size) with stability selection, {len(halves)} half-samples, "
               f"threshold {threshold:g}, within-step order from the "
               f"{'data (pairwise LiNGAM measure)' if within_order == 'data' else 'listing'}")
     return LearnedGraph(method, n, time.perf_counter() - t0, tuple(edges), float(bound), threshold,
-                        2 * len(halves), order, process.name)
+                        len(halves), order, process.name)
 
 
 def _halves(n: int, pairs: int, rng: np.random.Generator) -> list[np.ndarray]:
