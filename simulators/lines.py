@@ -345,9 +345,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--p-across", type=float, default=0.1)
     ap.add_argument("--nonlinear", type=float, default=0.2, help="share of nonlinear edges")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--name", default="generated-line", help="process name")
     args = ap.parse_args(argv)
     line = make_line(stations=args.stations, chars_per_station=args.chars, p_within=args.p_within,
-                     p_across=args.p_across, nonlinear_share=args.nonlinear, seed=args.seed)
+                     p_across=args.p_across, nonlinear_share=args.nonlinear, seed=args.seed, name=args.name)
     paths = line.write(args.out, args.parts, seed=args.seed + 1)
     print(json.dumps({k: str(v) for k, v in paths.items()} | {"edges": len(line.edges)}))
     return 0
