@@ -724,7 +724,8 @@ class CausalGraph:
             for c in targets:
                 srcs = [e for e in self.parents(s.index, c)]
                 carried = any(e.kind == "carry" for e in srcs)
-                other = [e.source + ("*" if e.origin == "expert" else "") for e in srcs if e.kind != "carry"]
+                other = [e.source + (" (after the step)" if e.kind == "within" else "")
+                         + ("*" if e.origin == "expert" else "") for e in srcs if e.kind != "carry"]
                 verb = "changes" if carried else "sets"
                 parts.append(f"{verb} {c}" + (f" from {', '.join(other)}" if other else ""))
             lines.append(f"  {self.describe_step(s.index)}: " + "; ".join(parts))
