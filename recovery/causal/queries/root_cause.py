@@ -395,8 +395,11 @@ def _path(model: CausalModel, bv: BatchView, hy: _Hyp, sign: np.ndarray, qf: int
         seg = segs[hy.seg]
         acting = [f"{k} {p.step(k).name}" for k in seg.steps if (k, hy.cause) in g.acts]
         direction = {1.0: "rose", -1.0: "fell", 0.0: "deviated"}[float(sign[hy.chars[0]])] if hy.chars else "appeared"
-        where = (f"steps acting on it: {', '.join(acting)}" if acting
-                 else f"produced here, first working step {hy.step} {p.step(hy.step).name}")
+        # a partner's own characteristic set afresh at this step comes into being here
+        produced = (hy.cause in p.char_index and p.characteristic(hy.cause).role == "other"
+                    and not any(e.kind == "carry" for e in g.parents(hy.step, hy.cause)))
+        where = (f"produced here, at step {hy.step} {p.step(hy.step).name}" if produced or not acting
+                 else f"steps acting on it: {', '.join(acting)}")
         head = (f"{hy.cause} {direction} between step {seg.start} and step {seg.end} ({where}); "
                 "no catalogue fault explains it")
     lo, hi = p.gate_bands(insp.step)
