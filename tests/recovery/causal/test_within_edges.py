@@ -174,3 +174,36 @@ def test_diagnose_and_recommend_read_a_batch_from_the_store(fitted, capsys, tmp_
     assert 0.0 <= rec["p_accept"]["mean"] <= 1.0
     assert main(["recommend", "--model", model, "--agent", "none"]) == 2
     assert "give --history FILE, or --store URL with --batch ID" in capsys.readouterr().err
+
+
+def test_a_levers_effect_reaches_a_within_child():
+    # do() on a lever acts through B: with a within edge yield_strength -> residual_stress
+    # at the temper step, the lever's effect on residual stress includes W times its
+    # effect on yield strength (the reduced form mix @ B), in decode and decode_tensor.
+    import pytensor
+    import pytensor.tensor as pt
+
+    from recovery.causal.config import PriorConfig
+    from recovery.causal.layout import Layout, Standardisation
+    from simulators.definition import load_process
+
+    p = load_process("small")
+    g = CausalGraph.from_process(p, parse_edits({"add_edge": [
+        dict(step=7, source="yield_strength", target="residual_stress", within=True)]}))
+    d, Q, L = len(g.modeled), len(p.inspections), len(p.levers)
+    std = Standardisation(np.zeros((Q, d)), np.ones(d), p.nominal_plan(), np.ones(L), np.zeros(L), 0.0)
+    lay = Layout(g, std, PriorConfig(), np.zeros(Q))
+    mi, j, q = g.modeled_index, p.lever_index["temper_temperature"], 2
+    ys, rs = mi["yield_strength"], mi["residual_stress"]
+    assert [lay.names[k] for k in lay.within_i] == ["within[12,yield_strength->residual_stress]"]
+    theta = lay.prior_mu.copy()
+    theta[lay.within_i[0]] = 0.5
+    for c, v in ((ys, 2.0), (rs, 0.3)):
+        hit = np.flatnonzero((lay.lever_q == q) & (lay.lever_c == c) & (lay.lever_f == j))
+        theta[lay.lever_i[hit[0]]] = v
+    P = lay.decode(theta[None])
+    assert P.B[0, q, ys, j] == pytest.approx(2.0)
+    assert P.B[0, q, rs, j] == pytest.approx(0.3 + 0.5 * 2.0)
+    th = pt.dvector("th")
+    B = pytensor.function([th], lay.decode_tensor(th)["B"])(theta)
+    np.testing.assert_allclose(B, P.B[0], atol=1e-12)
