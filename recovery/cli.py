@@ -25,7 +25,8 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 warnings.filterwarnings("ignore", message="\nArviZ is undergoing a major refactor", category=FutureWarning)
 
 # Order is the order of ``recovery --help``.
-COMMANDS = ["simulate", "ingest", "quality", "fit", "calibrate", "diagnose", "recommend", "measure", "train-rl", "evaluate", "sensors", "tune",
+COMMANDS = ["simulate", "ingest", "quality", "learn-graph", "fit", "calibrate", "diagnose", "recommend", "measure", "train-rl",
+            "evaluate", "sensors", "tune",
             "serve", "tokens", "health", "track-record"]
 
 

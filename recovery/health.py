@@ -280,7 +280,10 @@ def _innovations(model, summ) -> tuple[np.ndarray, np.ndarray]:
     for q in range(lay.Q):
         prev = np.nan_to_num(dev[:, q - 1]) if q else np.zeros_like(dev[:, 0])
         e[:, q] = dev[:, q] - prev @ A[q].T - f @ B[q].T - t[:, None] * G[q][None]
-    v = tau[None] ** 2 + R
+    var = tau**2
+    if P.mix is not None:   # the noise reaches the segment's end along its within-step edges
+        var = np.einsum("qab,qb->qa", P.mix.mean(0) ** 2, var)
+    v = var[None] + R
     e[~lay.gauged[None].repeat(len(e), 0)] = np.nan
     return e, v
 

@@ -89,7 +89,11 @@ class Factory:
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    """One process step (1-based ``index``)."""
+    """One process step (1-based ``index``).
+
+    ``produces`` and ``acts_on`` are the characteristics a ``station`` step makes
+    and changes (``simulators.stations``); empty for the physics kinds.
+    """
 
     index: int
     name: str
@@ -98,6 +102,8 @@ class Step:
     partner: str
     params: Mapping[str, float]
     target: str | None = None
+    produces: tuple[str, ...] = ()
+    acts_on: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

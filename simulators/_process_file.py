@@ -25,6 +25,7 @@ from simulators._entries import (Characteristic, Economics, Factory, Fault, Gate
                                  ProcessDefinitionError, Step, UncertainParam, parse_prior)
 from simulators._process_def import Process
 from simulators.kinds import KINDS, ROLES
+from simulators.stations import check_production, station_fields
 
 __all__ = ["BUILTIN_PROCESSES", "TableReader", "decision_step_count", "load_process", "parse_process"]
 
@@ -168,6 +169,7 @@ def parse_process(text: str, label: str = "<string>") -> Process:
     steps, uncertain_raw = _read_steps(label, doc, {f.id: f for f in factories}, chars)
     levers = _read_levers(label, doc, steps)
     inspections = _read_inspections(label, doc, steps, chars, bars)
+    check_production(label, steps, inspections)
     _check_gates(gates, inspections)
     uncertain = _resolve_uncertain(steps, uncertain_raw, {(lv.step, lv.sets) for lv in levers})
     faults = _read_faults(label, doc, steps)
@@ -265,7 +267,8 @@ def _read_steps(label: str, doc: dict, fac: dict[str, Factory],
     uncertain_raw: list[tuple[TableReader, dict | bool]] = []
     for where, t in _tables(label, doc, "steps"):
         r = TableReader(label, where, t)
-        r.unknown({"step", "name", "kind", "factory", "params", "target", "uncertain"})
+        r.unknown({"step", "name", "kind", "factory", "params", "target", "uncertain",
+                   "produces", "acts_on"})
         idx = r.get("step", int)
         r.where = f"{where} (step {idx})"
         if idx != len(steps) + 1:
@@ -300,8 +303,9 @@ def _read_steps(label: str, doc: dict, fac: dict[str, Factory],
         if not isinstance(unc, (dict, bool)):
             r.fail(f"field 'uncertain' must be a table or true/false, got {unc!r}")
         uncertain_raw.append((r, unc))
+        produces, acts_on = station_fields(r.table, kind, cnames, r.fail)
         steps.append(Step(idx, r.get("name", str, kind), kind, fid, fac[fid].partner,
-                          MappingProxyType(params), target))
+                          MappingProxyType(params), target, produces, acts_on))
     if not steps:
         raise ProcessDefinitionError(f"{label}: at least one [[steps]] is required")
     # Each partner owns one contiguous chain of steps (just-in-time hand-over).

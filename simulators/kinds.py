@@ -277,6 +277,13 @@ _KINDS = [
              description="sawing, milling, turning of partner processes: carried for data "
                          "only, not simulated (the kernel draws its batch-level normal and "
                          "changes nothing)"),
+    # A partner's own station (issue 22): what it produces and acts on is listed on the
+    # step itself (``produces``, ``acts_on``), not derived from roles; the causal model
+    # learns each characteristic's noise there. Like machining, not simulated.
+    KindSpec("station", _p(sigma=(0.0, "1"), batch_sigma=(0.0, "1")),
+             description="a partner's own working station: produces the characteristics its "
+                         "step lists in 'produces' and changes those in 'acts_on'; no physics "
+                         "(not simulated: the causal model learns it from data)"),
 ]
 
 KINDS: Mapping[str, KindSpec] = MappingProxyType({k.name: k for k in _KINDS})

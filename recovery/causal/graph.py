@@ -15,7 +15,23 @@ For every characteristic ``c`` it acts on, the graph holds
   diameter to compute springback);
 - a **lever** edge ``lever -> c(k)`` for every lever set at step ``k``.
 
+A ``station`` step (``simulators.stations``) *produces* the characteristics it
+lists under ``produces`` (no carry edge: they come into being there, with the
+step's own noise) and *acts on* those under ``acts_on`` (a carry edge).
+
 A characteristic a step does not act on passes through unchanged.
+
+Within a step
+-------------
+Characteristics made at the same step may depend on each other: a
+**within** edge ``a(k) -> b(k)`` says that ``b``'s value after step ``k``
+depends on ``a``'s value after step ``k`` (not before it). Within edges come
+from expert edits or ``recovery learn-graph``; those of one step form a DAG, and
+a cycle is refused with the cycle named. At segment level they are edges
+between the values at the segment's end (:attr:`Segment.within`): the model
+holds them as a linear structural equation inside the segment,
+``x_q = (I - W_q)^-1 (A_q x_{q-1} + u_q + w_q)``, so the step's noise, a shift
+of one characteristic and an intervention on it all propagate along them.
 
 Segment level
 -------------
@@ -43,6 +59,12 @@ Engineers add or remove step-level edges and set priors in a TOML file
     source = "yield_strength"
     target = "straightness"
     reason = "harder bars spring back more in the straightener"
+
+    [[add_edge]]           # within a step: s2_b after step 3 depends on s2_a after step 3
+    step = 3
+    source = "s2_a"
+    target = "s2_b"
+    within = true          # implied when step 3 produces s2_a
 
     [[prior]]
     lever = "temper2_temperature"
@@ -78,7 +100,7 @@ from simulators.kinds import KINDS
 
 __all__ = [
     "Edge", "EdgeRef", "ExpertPrior", "ExpertEdits", "ExpertEditError", "Segment",
-    "CausalGraph", "SETS", "load_edits",
+    "CausalGraph", "SETS", "load_edits", "find_cycle",
 ]
 
 #: Roles a kind *sets*: the new value does not depend on the old one, so the
@@ -92,7 +114,7 @@ SETS: dict[str, tuple[str, ...]] = {
     "cutting": ("length",),
 }
 
-EdgeKind = Literal["carry", "reads", "lever"]
+EdgeKind = Literal["carry", "reads", "lever", "within"]
 
 
 class ExpertEditError(ValueError):
@@ -108,10 +130,11 @@ class Edge:
     step : int
         1-based step at which the effect happens.
     source : str
-        A characteristic (its value before the step) or a lever of this step.
+        A characteristic (its value before the step; for a ``within`` edge, after
+        it) or a lever of this step.
     target : str
         The characteristic after the step.
-    kind : {"carry", "reads", "lever"}
+    kind : {"carry", "reads", "lever", "within"}
     origin : {"process", "expert"}
     reason : str
         Why (expert edges).
@@ -127,13 +150,18 @@ class Edge:
 
 @dataclass(frozen=True, slots=True)
 class EdgeRef:
-    """An edge named in an edit file, with its file location for errors."""
+    """An edge named in an edit file, with its file location for errors.
+
+    ``within``: the source's value *after* the step (an edge inside the step);
+    also implied when the step produces the source.
+    """
 
     step: int
     source: str
     target: str
     reason: str = ""
     where: str = ""
+    within: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,12 +273,16 @@ def parse_edits(doc: dict[str, Any], label: str = "<edits>") -> ExpertEdits:
             where = f"{key}[{i}]"
             if not isinstance(t, dict):
                 raise ExpertEditError(f"{label}: {where}: expected a table")
-            extra = sorted(set(t) - {"step", "source", "target", "reason"})
+            extra = sorted(set(t) - {"step", "source", "target", "reason", "within"})
             if extra:
                 raise ExpertEditError(f"{label}: {where}: unknown field(s) {extra}")
+            within = t.get("within", False)
+            if not isinstance(within, bool):
+                raise ExpertEditError(f"{label}: {where}: field 'within' must be true or false, "
+                                      f"got {within!r}")
             out.append(EdgeRef(field_(t, where, "step", int), field_(t, where, "source", str),
                                field_(t, where, "target", str), field_(t, where, "reason", str, ""),
-                               f"{label}: {where}"))
+                               f"{label}: {where}", within))
         return tuple(out)
 
     priors = []
@@ -303,6 +335,10 @@ class Segment:
         Indices (into ``process.faults``) of faults at steps of this segment.
     signatures : tuple[dict[str, int], ...]
         For each of ``faults``: characteristic -> sign (+1, -1, 0 either) at the end.
+    within : ndarray (d, d) bool
+        ``within[c, c2]``: the value of ``c`` at the end depends on the value of
+        ``c2`` at the end (a within-step edge of one of the segment's steps);
+        acyclic. Not part of ``carry``.
     """
 
     index: int
@@ -314,6 +350,7 @@ class Segment:
     drift: np.ndarray
     faults: tuple[int, ...]
     signatures: tuple[dict[str, int], ...]
+    within: np.ndarray | None = None
 
     @property
     def steps(self) -> range:
@@ -384,10 +421,13 @@ class CausalGraph:
                 if len(spec.needs) > 1 else []
             primary = _primary(process, s)
             step_levers = [lv.name for lv in process.levers if lv.step == s.index]
+            # a station lists what it makes (set afresh) and what it changes (carried)
+            produced = set(s.produces)
+            targets += list(s.produces) + list(s.acts_on)
             for c in dict.fromkeys(targets):
                 acts.add((s.index, c))
                 role = process.characteristic(c).role
-                if role not in sets:
+                if role not in sets and c not in produced:
                     edges.append(Edge(s.index, c, c, "carry"))
                 if c == primary:
                     for r in reads:
@@ -395,6 +435,19 @@ class CausalGraph:
                             edges.append(Edge(s.index, r, c, "reads"))
                 for lv in step_levers:
                     edges.append(Edge(s.index, lv, c, "lever"))
+        # A characteristic of role "other" that nothing makes before its first gauge (a
+        # partner's own measurement on a machining line) comes into being at the first
+        # working step of the segment that first gauges it: set afresh there, with that
+        # segment's own noise, so edges within that step can reach it too.
+        start = 0
+        for ins in process.inspections:
+            for c in ins.measures:
+                ch = process.characteristic(c)
+                if ch.role == "other" and not any((k, c) in acts for k in range(1, ins.step + 1)):
+                    first = next((k for k in range(start + 1, ins.step + 1)
+                                  if process.step(k).kind != "inspection"), ins.step)
+                    acts.add((first, c))
+            start = ins.step
         g = cls(process, frozenset(acts), tuple(edges), edits)
         return g._apply(edits) if not edits.empty else g
 
@@ -421,11 +474,23 @@ class CausalGraph:
             if ref.source not in chars:
                 raise ExpertEditError(f"{ref.where}: unknown source '{ref.source}'; give a "
                                       f"characteristic or a lever of step {ref.step}")
+            if ref.within or ref.source in p.step(ref.step).produces:
+                if ref.source == ref.target:
+                    raise ExpertEditError(f"{ref.where}: a within-step edge needs two different "
+                                          f"characteristics, got {ref.source} -> {ref.target}")
+                if (ref.step, ref.source) not in acts:
+                    raise ExpertEditError(
+                        f"{ref.where}: step {ref.step} does not make or change '{ref.source}', so "
+                        f"it has no value after step {ref.step} of its own; drop 'within' to "
+                        "read its value before the step")
+                return "within"
             return "carry" if ref.source == ref.target else "reads"
 
         def find(ref: EdgeRef) -> int | None:
+            kind = check(ref)
             for i, e in enumerate(edges):
-                if (e.step, e.source, e.target) == (ref.step, ref.source, ref.target):
+                if (e.step, e.source, e.target) == (ref.step, ref.source, ref.target) \
+                        and (e.kind == "within") == (kind == "within"):
                     return i
             return None
 
@@ -452,6 +517,7 @@ class CausalGraph:
             edges.append(Edge(ref.step, ref.source, ref.target, kind, "expert", ref.reason))
             log.append(f"added {ref.source} -> {ref.target} at step {ref.step}"
                        + (f" ({ref.reason})" if ref.reason else ""))
+        _refuse_within_cycles(p, edges, edits)
         g = CausalGraph(p, frozenset(acts), tuple(sorted(edges, key=lambda e: e.step)), edits, ())
         insp = set(p.inspection_steps)
         for pr in edits.priors:
@@ -548,6 +614,7 @@ class CausalGraph:
             dri: dict[str, set[int]] = {c: set() for c in mod}
             flt: dict[str, dict[int, int]] = {c: {} for c in mod}
             acted = set()
+            within = np.zeros((d, d), dtype=bool)
             faults_here = [i for i, f in enumerate(p.faults) if start < f.step <= end]
             for k in range(start + 1, end + 1):
                 s = p.step(k)
@@ -563,6 +630,11 @@ class CausalGraph:
                             continue
                         if e.kind == "lever":
                             nlv.add(p.lever_index[e.source])
+                        elif e.kind == "within":
+                            # between values at the segment's end; the model solves
+                            # these apart (Segment.within), not through the carry-over
+                            if e.source in mi:
+                                within[mi[c], mi[e.source]] = True
                         elif e.source in mi:
                             nd |= dep[e.source]
                             nlv |= lev[e.source]
@@ -611,7 +683,7 @@ class CausalGraph:
                             sig[c] = 1  # crack: a fault can only add cracks
                 sigs.append(sig)
             out.append(Segment(q, start, end, acted_v, carry, levers, drift, tuple(faults_here),
-                               tuple(sigs)))
+                               tuple(sigs), within))
             start = end
         # A characteristic that no step kind acts on before it is first gauged (role
         # "other": a partner's own measurement) would have no noise at all, and with
@@ -652,7 +724,8 @@ class CausalGraph:
             for c in targets:
                 srcs = [e for e in self.parents(s.index, c)]
                 carried = any(e.kind == "carry" for e in srcs)
-                other = [e.source + ("*" if e.origin == "expert" else "") for e in srcs if e.kind != "carry"]
+                other = [e.source + (" (after the step)" if e.kind == "within" else "")
+                         + ("*" if e.origin == "expert" else "") for e in srcs if e.kind != "carry"]
                 verb = "changes" if carried else "sets"
                 parts.append(f"{verb} {c}" + (f" from {', '.join(other)}" if other else ""))
             lines.append(f"  {self.describe_step(s.index)}: " + "; ".join(parts))
@@ -733,3 +806,63 @@ def _merge_sign(old: int | None, new: int) -> int:
     if old is None or old == new:
         return new
     return 0
+
+
+def find_cycle(pairs) -> list[str] | None:
+    """A directed cycle among ``(source, target)`` pairs, as ``[a, b, ..., a]``, or None.
+
+    Examples
+    --------
+    >>> find_cycle([("a", "b"), ("b", "c"), ("c", "a")])
+    ['a', 'b', 'c', 'a']
+    >>> find_cycle([("a", "b"), ("a", "c")]) is None
+    True
+    """
+    children: dict[str, list[str]] = {}
+    for a, b in pairs:
+        children.setdefault(a, []).append(b)
+    state: dict[str, int] = {}       # 1 on the current path, 2 done
+    path: list[str] = []
+
+    def visit(v: str) -> list[str] | None:
+        state[v] = 1
+        path.append(v)
+        for w in children.get(v, ()):
+            if state.get(w) == 1:
+                return path[path.index(w):] + [w]
+            if w not in state:
+                found = visit(w)
+                if found:
+                    return found
+        state[v] = 2
+        path.pop()
+        return None
+
+    for v in list(children):
+        if v not in state:
+            found = visit(v)
+            if found:
+                return found
+    return None
+
+
+def _refuse_within_cycles(p: Process, edges: list[Edge], edits: ExpertEdits) -> None:
+    """Within edges must form a DAG in each step and in each segment (they are
+    solved as one linear system at the segment's end)."""
+    within = [e for e in edges if e.kind == "within"]
+    if not within:
+        return
+    where = {(r.step, r.source, r.target): r.where for r in edits.add}
+    for k in sorted({e.step for e in within}):
+        cyc = find_cycle([(e.source, e.target) for e in within if e.step == k])
+        if cyc:
+            refs = sorted({where.get((k, a, b), "") for a, b in zip(cyc, cyc[1:])} - {""})
+            raise ExpertEditError(f"{edits.source}: cycle within step {k}: {' -> '.join(cyc)}"
+                                  + (f" (edges {', '.join(refs)})" if refs else ""))
+    start = 0
+    for end in p.inspection_steps:
+        cyc = find_cycle([(e.source, e.target) for e in within if start < e.step <= end])
+        if cyc:
+            raise ExpertEditError(f"{edits.source}: cycle within the segment of steps {start + 1}.."
+                                  f"{end} (within-step edges of several steps): {' -> '.join(cyc)}")
+        start = end

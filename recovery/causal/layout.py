@@ -107,6 +107,12 @@ class Params:
     sbar : (S, Q, d)      bar-to-bar sd within a batch (gauged pairs)
     pi : (S, Q)           probability of a fault shift in the segment
     tauf : (S, Q, d)      sd of a fault shift
+    mix : (S, Q, d, d) or None
+        ``(I - W_q)^-1`` of the within-step edges ``W_q`` (``CausalGraph``,
+        "Within a step"); None when the graph has none (the identity). ``A``,
+        ``B`` and ``G`` above already include it (they are the reduced form);
+        the noise ``tau`` and a fault shift ``tauf`` enter each segment
+        through it: ``x_q = A_q x_{q-1} + u_q + mix_q w_q``.
     """
 
     A: np.ndarray
@@ -117,13 +123,21 @@ class Params:
     sbar: np.ndarray
     pi: np.ndarray
     tauf: np.ndarray
+    mix: np.ndarray | None = None
 
     @property
     def n_draws(self) -> int:
         return self.A.shape[0]
 
     def take(self, idx) -> "Params":
-        return Params(*(getattr(self, f)[idx] for f in ("A", "B", "G", "tau", "m", "sbar", "pi", "tauf")))
+        return Params(*(getattr(self, f)[idx] for f in ("A", "B", "G", "tau", "m", "sbar", "pi", "tauf")),
+                      mix=None if self.mix is None else self.mix[idx])
+
+    def noise_loading(self, q: int) -> np.ndarray:
+        """``(S, d, d)``: how segment ``q``'s own noise (or a shift) reaches its end state."""
+        if self.mix is None:
+            return np.broadcast_to(np.eye(self.A.shape[2]), (self.n_draws,) + self.A.shape[2:])
+        return self.mix[:, q]
 
 
 class Layout:
@@ -150,9 +164,15 @@ class Layout:
                 if cname in mi:
                     gauged[q, mi[cname]] = True
         rel = np.zeros((Q, d), dtype=bool)
-        rel[Q - 1] = gauged[Q - 1]
-        for q in range(Q - 2, -1, -1):
-            rel[q] = gauged[q] | (segs[q + 1].carry[rel[q + 1]].any(axis=0))
+        for q in range(Q - 1, -1, -1):
+            rel[q] = gauged[q] | (segs[q + 1].carry[rel[q + 1]].any(axis=0) if q < Q - 1 else False)
+            # a within-step parent of a relevant characteristic is relevant (to a fixed point)
+            wq = _within(segs[q], d)
+            while True:
+                more = rel[q] | wq[rel[q]].any(axis=0)
+                if (more == rel[q]).all():
+                    break
+                rel[q] = more
         self.gauged, self.relevant = gauged, rel
         segs = self._defer(segs, gauged, rel)
         self.segments = segs
@@ -160,6 +180,7 @@ class Layout:
         self._mu: list[float] = []
         self._sd: list[float] = []
         self._add_means_and_mechanisms(p, priors)
+        self._add_within(priors)
         self._add_noise_drift_and_faults(p, priors, fault_prior_rate)
         self.names = self._names
         self.prior_mu = np.array(self._mu)
@@ -219,6 +240,29 @@ class Layout:
                         self.lever_f.append(j + off)
                         self.lever_i.append(add(f"lever_{power}[{p.levers[j].name}->{cn[c]}@{insp[q]}]",
                                                 0.0, priors.lever_sd))
+
+    def _add_within(self, priors: PriorConfig) -> None:
+        """``W_q``: the within-step edges, one coefficient each (prior as a
+        cross carry-over), and the nilpotency depth of each segment's ``W_q``
+        (its longest within path), so ``(I - W)^-1 = I + W + ... + W^depth``."""
+        cn, insp = self.graph.modeled, self.graph.process.inspection_steps
+        self.within_q, self.within_c, self.within_c2, self.within_i = [], [], [], []
+        depth = 0
+        for q, seg in enumerate(self.segments):
+            wq = _within(seg, self.d)
+            for c, c2 in zip(*np.nonzero(wq)):
+                self.within_q.append(q)
+                self.within_c.append(int(c))
+                self.within_c2.append(int(c2))
+                self.within_i.append(self._add(f"within[{insp[q]},{cn[c2]}->{cn[c]}]",
+                                               *priors.carry_cross))
+            reach = wq.astype(float)
+            k = 0
+            while reach.any() and k <= self.d:
+                k += 1
+                reach = reach @ wq
+            depth = max(depth, k)
+        self.within_depth = depth
 
     def _add_noise_drift_and_faults(self, p: Process, priors: PriorConfig, fault_prior_rate: np.ndarray) -> None:
         """The process noise ``tau_q``, the factory drift and the fault mixture."""
@@ -285,8 +329,12 @@ class Layout:
                         drift=sg.drift.copy()) for sg in segs]
         for q in range(len(segs) - 1):
             cur, nxt = segs[q], segs[q + 1]
+            linked = set()   # within-step edges tie a characteristic to its segment
+            for sg in (cur, nxt):
+                w = _within(sg, len(cur.acted))
+                linked |= set(np.flatnonzero(w.any(axis=0) | w.any(axis=1)))
             for c in range(len(cur.acted)):
-                if not (cur.acted[c] and rel[q, c]) or gauged[q, c]:
+                if not (cur.acted[c] and rel[q, c]) or gauged[q, c] or c in linked:
                     continue
                 if set(np.flatnonzero(cur.carry[c])) - {c} or not nxt.carry[c, c]:
                     continue
@@ -354,7 +402,16 @@ class Layout:
         pi[:, self.rate_q] = 1.0 / (1.0 + np.exp(-th[:, self.rate_i]))
         tauf = np.zeros((S, Q, d))
         tauf[:, self.fscale_q, self.fscale_c] = np.exp(th[:, self.fscale_i])
-        return Params(A, B, G.reshape(S, Q, d), tau, m, sbar, pi, tauf)
+        G = G.reshape(S, Q, d)
+        mix = None
+        if len(self.within_i):
+            W = np.zeros((S, Q, d, d))
+            W[:, self.within_q, self.within_c, self.within_c2] = th[:, self.within_i]
+            mix = np.linalg.inv(np.eye(d) - W)      # unit triangular up to a permutation: exact
+            A = mix @ A
+            B = mix @ B
+            G = np.einsum("sqab,sqb->sqa", mix, G)
+        return Params(A, B, G, tau, m, sbar, pi, tauf, mix)
 
     def decode_tensor(self, theta):
         """Decode a symbolic ``theta (P,)`` (PyTensor) into a dict of tensors."""
@@ -377,7 +434,24 @@ class Layout:
             G = pt.zeros((Q, d))
         pi = put((Q,), (self.rate_q,), pt.sigmoid(theta[self.rate_i]))
         tauf = put((Q, d), (self.fscale_q, self.fscale_c), pt.exp(theta[self.fscale_i]))
-        return dict(A=A, B=B, G=G, tau=tau, m=m, pi=pi, tauf=tauf)
+        mix = None
+        if len(self.within_i):
+            # (I - W)^-1 = I + W + ... + W^depth: W is nilpotent (a DAG), and a short
+            # sum of products differentiates more cheaply than a matrix inverse
+            W = put((Q, d, d), (self.within_q, self.within_c, self.within_c2), theta[self.within_i])
+            eye = pt.eye(d)
+            mix_q = []
+            for q in range(Q):
+                term, acc = eye, eye
+                for _ in range(self.within_depth):
+                    term = pt.dot(W[q], term)
+                    acc = acc + term
+                mix_q.append(acc)
+            mix = pt.stack(mix_q)
+            A = pt.stack([pt.dot(mix_q[q], A[q]) for q in range(Q)])
+            B = pt.stack([pt.dot(mix_q[q], B[q]) for q in range(Q)])
+            G = pt.stack([pt.dot(mix_q[q], G[q]) for q in range(Q)])
+        return dict(A=A, B=B, G=G, tau=tau, m=m, pi=pi, tauf=tauf, mix=mix)
 
     def to_dict(self) -> dict:
         return {"names": self.names, "prior_mu": self.prior_mu.tolist(), "prior_sd": self.prior_sd.tolist()}
@@ -397,3 +471,8 @@ def segment_fault_rates(process: Process, graph: CausalGraph) -> np.ndarray:
         if seg.faults:
             rate[seg.index] = 1.0 - np.prod([1.0 - process.faults[i].rate for i in seg.faults])
     return rate
+
+
+def _within(seg, d: int) -> np.ndarray:
+    """A segment's within-step edges, ``(d, d)`` bool (none for a graph saved before them)."""
+    return seg.within if seg.within is not None else np.zeros((d, d), dtype=bool)

@@ -65,7 +65,7 @@ def fit_data(summ: Summaries, graph: CausalGraph, std: Standardisation, layout: 
 
 
 def noise_covariance(A: np.ndarray, tau: np.ndarray, R: np.ndarray, rows_q: np.ndarray,
-                     rows_c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                     rows_c: np.ndarray, mix: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Covariance of gauged batch means from the process noise and the reading noise (NumPy).
 
     With ``delta_q = A_q delta_{q-1} + w_q``, ``w_q ~ N(0, diag(tau_q^2))``, the
@@ -85,6 +85,9 @@ def noise_covariance(A: np.ndarray, tau: np.ndarray, R: np.ndarray, rows_q: np.n
         Variance of each reading (standardised units squared).
     rows_q, rows_c : ndarray of int (D,)
         Inspection and characteristic of each reading, ``rows_q`` ascending.
+    mix : ndarray (S, Q, d, d), optional
+        How each segment's noise reaches its end state through the within-step
+        edges (``Params.mix``); the identity when None.
 
     Returns
     -------
@@ -98,7 +101,7 @@ def noise_covariance(A: np.ndarray, tau: np.ndarray, R: np.ndarray, rows_q: np.n
     last = int(rows_q.max()) if D else -1
     Gl = np.zeros((S, Q, D, d))
     for r in range(min(Q, last + 1)):
-        lam = np.broadcast_to(np.eye(d), (S, d, d)).copy()
+        lam = np.broadcast_to(np.eye(d), (S, d, d)).copy() if mix is None else mix[:, r].copy()
         for q in range(r, last + 1):
             if q > r:
                 lam = A[:, q] @ lam
@@ -109,14 +112,16 @@ def noise_covariance(A: np.ndarray, tau: np.ndarray, R: np.ndarray, rows_q: np.n
     return Sigma, Gl
 
 
-def noise_covariance_tensor(A, tau, R: np.ndarray, rows_q: np.ndarray, rows_c: np.ndarray, Q: int, d: int):
+def noise_covariance_tensor(A, tau, R: np.ndarray, rows_q: np.ndarray, rows_c: np.ndarray, Q: int, d: int,
+                            mix=None):
     """:func:`noise_covariance` for one draw, symbolic (PyTensor): ``A (Q, d, d)``,
-    ``tau (Q, d)``; returns ``Sigma (D, D)`` and the list of ``Q`` loadings ``(D, d)``."""
+    ``tau (Q, d)``, ``mix (Q, d, d)`` or None; returns ``Sigma (D, D)`` and the
+    list of ``Q`` loadings ``(D, d)``."""
     import pytensor.tensor as pt
 
     Lam = [[None] * Q for _ in range(Q)]
     for r in range(Q):
-        Lam[r][r] = pt.eye(d)
+        Lam[r][r] = pt.eye(d) if mix is None else mix[r]
         for q in range(r + 1, Q):
             Lam[q][r] = pt.dot(A[q], Lam[q - 1][r])
     blocks_q = [np.flatnonzero(rows_q == q) for q in range(Q)]
@@ -178,7 +183,7 @@ def loglik_tensor(P: dict, fd: FitData, layout: Layout, bars: int, *, per_batch:
     Kobs = pt.concatenate([K[q][c_[blocks_q[q]]] for q in range(Q) if len(blocks_q[q])], axis=0)
     mvec = m[q_, c_]
     R = fd.R if data is None else data["R"]
-    Sigma, Gl = noise_covariance_tensor(A, tau, R, q_, c_, Q, d)
+    Sigma, Gl = noise_covariance_tensor(A, tau, R, q_, c_, Q, d, P.get("mix"))
     # The fault-shift mixture (``_filter.component_log_weights``): none, one
     # shift in segment q, or two or more (a shift in every fault segment).
     fault_q = [int(q) for q in layout.rate_q]
@@ -235,7 +240,7 @@ def gaussian_parts(theta: np.ndarray, fd: FitData, layout: Layout):
         prev = inj if prev is None else A[q] @ prev + inj
         K.append(prev)
     Kobs = np.stack([K[q][c] for q, c in zip(q_, c_)])
-    Sigma, Gl = noise_covariance(A[None], tau[None], fd.R, q_, c_)
+    Sigma, Gl = noise_covariance(A[None], tau[None], fd.R, q_, c_, P.mix)
     return m[q_, c_], Kobs, Sigma[0], Gl[0]
 
 

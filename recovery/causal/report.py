@@ -164,6 +164,10 @@ def _edge_support(g: CausalGraph, layout: Layout, theta: np.ndarray, edge) -> st
         j = g.process.lever_index[edge.source]
         hit = np.flatnonzero((layout.lever_q == q) & (layout.lever_c == c) & (layout.lever_f == j))
         idx = layout.lever_i[hit]
+    elif edge.kind == "within":
+        c2 = g.modeled_index.get(edge.source)
+        hit = np.flatnonzero((layout.within_q == q) & (layout.within_c == c) & (layout.within_c2 == c2))
+        idx = np.asarray(layout.within_i)[hit]
     else:
         c2 = g.modeled_index.get(edge.source)
         hit = np.flatnonzero((layout.carry_q == q) & (layout.carry_c == c) & (layout.carry_c2 == c2))

@@ -142,3 +142,45 @@ def read_history(path: str | Path, *, batch: str | None = None, check: bool = Fa
             raise UserError(f"batch '{batch}' is not in {path} ({len(ids)} batches there)")
         df = df[df["batch_id"].astype(str) == batch]
     return df
+
+
+def read_store_history(url: str | None, process, *, batch: str | None = None):
+    """Read one process's step data from a store (``--store URL [--batch ID]``).
+
+    Parameters
+    ----------
+    url : str or None
+        Store URL (None: ``$RECOVERY_STORE``, else the default DuckDB file).
+    process : Process
+        Only this process's rows (by name); the rows are validated against it.
+    batch : str, optional
+        Only this batch; it must be stored.
+
+    Returns
+    -------
+    DataFrame
+        The rows in the step-data schema.
+
+    Raises
+    ------
+    UserError
+        The store cannot be opened or read, holds no rows of the process, or
+        lacks ``batch``.
+    """
+    from recovery.data.store import StoreError, open_store
+    from simulators.schema import SchemaError, validate
+
+    where = f"--store {url}" if url else "the default store"
+    try:
+        with open_store(url) as st:
+            df = st.read_steps(process=process.name, batch_ids=[batch] if batch is not None else None)
+    except StoreError as exc:
+        raise UserError(f"{where}: {exc}") from None
+    if not len(df):
+        what = f"batch '{batch}' of process '{process.name}'" if batch is not None else \
+            f"step data of process '{process.name}'"
+        raise UserError(f"{where} holds no {what}")
+    try:
+        return validate(df, process)
+    except SchemaError as exc:
+        raise UserError(f"{where}: stored rows do not match the process '{process.name}': {exc}") from None

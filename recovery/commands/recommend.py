@@ -13,7 +13,7 @@ import argparse
 import json
 
 from recovery.cli import UserError
-from recovery.commands._common import read_history, seed_int
+from recovery.commands._common import read_history, read_store_history, seed_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,8 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "decision with its expected costs, P(accept) with and without the plan, the "
                     "plan in physical units and the root cause.")
     p.add_argument("--model", required=True, help="fitted causal model directory (recovery fit)")
-    p.add_argument("--history", required=True, help="step data of the batch so far (.parquet, .csv, "
-                                                       "or a folder of .parquet parts)")
+    p.add_argument("--history", help="step data of the batch so far (.parquet, .csv, or a folder of "
+                                      ".parquet parts); without it, --store URL --batch ID reads the "
+                                      "batch from a store")
     p.add_argument("--batch", help="batch id, when the history holds several")
     p.add_argument("--agent", default="planner", choices=["planner", "rl", "heuristic", "none"])
     p.add_argument("--policy", help="trained rl policy (for --agent rl)")
@@ -40,7 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "recommended value")
     d.add_argument("--comment", default="", help="why, for the audit trail")
     d.add_argument("--store", metavar="URL", default=None,
-                   help="store URL (default: $RECOVERY_STORE, else the DuckDB file in the user data directory)")
+                   help="store URL (default: $RECOVERY_STORE, else the DuckDB file in the user data "
+                        "directory); without --history, the batch's step data are read from it too")
     d.add_argument("--by", metavar="NAME", default=None,
                    help="who decides, for the audit trail (default: the login name)")
     d.add_argument("--supersedes", metavar="ID", type=int, default=None,
@@ -70,8 +72,13 @@ def run(args: argparse.Namespace) -> int:
         model = load_model(args.model)
     except (FileNotFoundError, ValueError) as exc:
         raise UserError(f"--model {args.model}: {exc}") from None
-    history = read_history(args.history, check=True, csv=True)
     process = model.graph_.process
+    if args.history is not None:
+        history = read_history(args.history, check=True, csv=True)
+    elif args.store is not None and args.batch is not None:
+        history = read_store_history(args.store, process, batch=args.batch)
+    else:
+        raise UserError("give --history FILE, or --store URL with --batch ID")
     posterior = None
     if not args.no_calibrate:
         try:
@@ -83,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     bad = check_rows(history, process)
     if len(bad):
         first = bad.iloc[0]
-        raise UserError(f"{args.history}: does not fit the model's process '{process.name}' "
+        raise UserError(f"{args.history or args.store}: does not fit the model's process '{process.name}' "
                         f"({len(bad)} rows; first: row {first['row']}, {first['column']}: {first['reason']})")
     policy = load_policy(args.policy) if args.agent == "rl" and args.policy else None
     try:

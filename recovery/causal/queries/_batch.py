@@ -199,15 +199,48 @@ def _filter_batch(model: CausalModel, bv: BatchView, P: Params, levers: np.ndarr
         S, d = P.A.shape[0], P.A.shape[2]
         return _Filtered(P, 0, np.zeros((S, 1, d)), np.zeros((S, 1, d, d)), np.ones((S, 1)),
                          comp[:1], np.zeros((S, 1)))
-    mean, cov, ll = _filter.kalman(np.ascontiguousarray(P.A), np.ascontiguousarray(u),
-                                   np.ascontiguousarray(P.tau**2), np.ascontiguousarray(P.m),
-                                   np.ascontiguousarray(R), np.ascontiguousarray(z), obs,
-                                   np.ascontiguousarray(P.tauf**2), comp, n_seg)
+    args = (P.A, u, P.tau**2, P.m, R, z, obs, P.tauf**2, comp, n_seg)
+    if P.mix is not None:
+        args = _split_mix(*args, P.mix)
+    mean, cov, ll = _filter.kalman(*(np.ascontiguousarray(a) if isinstance(a, np.ndarray) else a
+                                     for a in args))
     lw = prior + ll
     lw -= lw.max(axis=1, keepdims=True)
     w = np.exp(lw)
     w /= w.sum(axis=1, keepdims=True)
     return _Filtered(P, n_seg, mean, cov, w, comp, ll)
+
+
+def _split_mix(A, u, noise_var, m, R, z, obs, extra_var, comp, n_seg, mix):
+    """The filter's inputs with each segment split in two, so that the diagonal
+    filter (``_filter.kalman``) runs a model with within-step edges.
+
+    ``x_q = A_q x_{q-1} + u_q + mix_q w_q`` (``A_q`` and ``u_q`` already hold
+    ``mix_q``) is the same as ``x'_q = mix_q^-1 (A_q x_{q-1} + u_q) + w_q``
+    (diagonal noise, no reading) followed by ``x_q = mix_q x'_q`` (no noise,
+    the readings). Segment ``q`` becomes filter steps ``2q`` and ``2q + 1``.
+    """
+    S, Q, d = u.shape
+    inv = np.linalg.inv(mix)
+    A2 = np.empty((S, 2 * Q, d, d))
+    A2[:, 0::2] = inv @ A
+    A2[:, 1::2] = mix
+    u2 = np.zeros((S, 2 * Q, d))
+    u2[:, 0::2] = np.einsum("sqab,sqb->sqa", inv, u)
+    nv = np.zeros((S, 2 * Q, d))
+    nv[:, 0::2] = noise_var
+    ev = np.zeros((S, 2 * Q, d))
+    ev[:, 0::2] = extra_var
+    m2 = np.zeros((S, 2 * Q, d))
+    m2[:, 1::2] = m
+    R2 = np.ones((S, 2 * Q, d))
+    R2[:, 1::2] = R
+    z2 = np.zeros((2 * Q, d))
+    z2[1::2] = z
+    obs2 = np.zeros((2 * Q, d), dtype=bool)
+    obs2[1::2] = obs
+    comp2 = np.where(comp >= 0, 2 * comp, comp)
+    return A2, u2, nv, m2, R2, z2, obs2, ev, comp2, 2 * n_seg
 
 
 def _transition(P: Params, q_from: int, q_to: int) -> np.ndarray:

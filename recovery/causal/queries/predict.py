@@ -130,7 +130,10 @@ def _forecast(model: CausalModel, bv: BatchView, n_draws, samples_per_draw, seed
         X = X + np.einsum("sab,sb->sa", M, P.G[:, q] * t)[:, None, :]
         Kfut += M @ P.B[:, q]
         noise = P.tau[:, q][:, None, :] * rng.standard_normal((S, samples_per_draw, d))
-        X = X + np.einsum("sab,skb->ska", M, noise + _future_faults(model, P, q, samples_per_draw, rng))
+        noise = noise + _future_faults(model, P, q, samples_per_draw, rng)
+        if P.mix is not None:   # along the segment's within-step edges
+            noise = np.einsum("sab,skb->ska", P.mix[:, q], noise)
+        X = X + np.einsum("sab,skb->ska", M, noise)
     mod = [p.char_index[c] for c in model.graph_.modeled]
     lo, hi = p.final_bands()
     use = model.layout_.gauged[Q - 1].copy()

@@ -17,7 +17,7 @@ from recovery.causal.queries.predict import _forecast
 if TYPE_CHECKING:  # the model imports the queries, never the other way round at run time
     from recovery.causal.model import CausalModel
 
-__all__ = ["Cause", "RootCause", "root_cause"]
+__all__ = ["Cause", "StepCause", "RootCause", "root_cause"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,29 @@ class Cause:
 
 
 @dataclass(frozen=True)
+class StepCause:
+    """The probability that a step's own contribution is what is out of the
+    ordinary for this batch: the sum of its causes' probabilities (its faults,
+    and the characteristics it makes or changes deviating there). A deviation
+    that reaches other characteristics along the graph's edges counts for the
+    step where it began, not where it was seen.
+
+    Attributes
+    ----------
+    step : int
+    name : str
+    probability : float
+    """
+
+    step: int
+    name: str
+    probability: float
+
+    def to_dict(self) -> dict:
+        return {"step": self.step, "name": self.name, "probability": self.probability}
+
+
+@dataclass(frozen=True)
 class RootCause:
     """Posterior over the origin of a batch's deviation.
 
@@ -69,6 +92,9 @@ class RootCause:
     note : str
         Why ``causes`` is empty when there is nothing to weigh (no hypotheses),
         else empty.
+    steps : tuple[StepCause, ...]
+        The causes summed per step, highest first: which step's own
+        contribution is out of the ordinary (all causes, whatever ``top``).
     """
 
     batch_id: str
@@ -79,6 +105,7 @@ class RootCause:
     out_of_range: bool
     reasons: tuple[str, ...] = ()
     note: str = ""
+    steps: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -194,6 +221,11 @@ def root_cause(model: CausalModel, history: pd.DataFrame, *, batch: str | None =
     post = w / w.sum()
     p_dev = 1.0 / (1.0 + math.exp(ln - (top_lm + math.log(w.sum()))))
     order = np.argsort(-post)
+    by_step: dict[int, float] = {}
+    for hy, pr in zip(hyps, post):
+        by_step[hy.step] = by_step.get(hy.step, 0.0) + float(pr)
+    steps = tuple(StepCause(k, p.step(k).name, v)
+                  for k, v in sorted(by_step.items(), key=lambda kv: (-kv[1], kv[0])))
     if top is not None:
         order = order[:top]
     fc = None
@@ -205,7 +237,7 @@ def root_cause(model: CausalModel, history: pd.DataFrame, *, batch: str | None =
         causes.append(Cause(hy.step, hy.cause, hy.cause_type, float(post[h]),
                             _path(model, bv, hy, shift_sign[h], qf, fc)))
     return RootCause(bv.batch_id, p.inspections[qf].step, bv.first_flag is not None, tuple(causes),
-                     float(p_dev), bool(reasons), tuple(reasons))
+                     float(p_dev), bool(reasons), tuple(reasons), steps=steps)
 
 
 @dataclass
@@ -232,7 +264,8 @@ def _no_shift_evidence(model: CausalModel, bv: BatchView, P, qf: int) -> _Eviden
     for q in range(qf + 1):
         prev = np.einsum("sab,sb->sa", P.A[:, q], prev) + u[:, q]
         mu[:, q] = prev
-    Sigma, Gl = noise_covariance(P.A[:, :qf + 1], P.tau[:, :qf + 1], R[:, rq, rc], rq, rc)
+    Sigma, Gl = noise_covariance(P.A[:, :qf + 1], P.tau[:, :qf + 1], R[:, rq, rc], rq, rc,
+                                 None if P.mix is None else P.mix[:, :qf + 1])
     D = len(rows)
     y = bv.z[rq, rc][None, :] - P.m[:, rq, rc] - mu[:, rq, rc]
     L = np.linalg.cholesky(Sigma)
@@ -363,8 +396,11 @@ def _path(model: CausalModel, bv: BatchView, hy: _Hyp, sign: np.ndarray, qf: int
         seg = segs[hy.seg]
         acting = [f"{k} {p.step(k).name}" for k in seg.steps if (k, hy.cause) in g.acts]
         direction = {1.0: "rose", -1.0: "fell", 0.0: "deviated"}[float(sign[hy.chars[0]])] if hy.chars else "appeared"
-        where = (f"steps acting on it: {', '.join(acting)}" if acting
-                 else f"produced here, first working step {hy.step} {p.step(hy.step).name}")
+        # a partner's own characteristic set afresh at this step comes into being here
+        produced = (hy.cause in p.char_index and p.characteristic(hy.cause).role == "other"
+                    and not any(e.kind == "carry" for e in g.parents(hy.step, hy.cause)))
+        where = (f"produced here, at step {hy.step} {p.step(hy.step).name}" if produced or not acting
+                 else f"steps acting on it: {', '.join(acting)}")
         head = (f"{hy.cause} {direction} between step {seg.start} and step {seg.end} ({where}); "
                 "no catalogue fault explains it")
     lo, hi = p.gate_bands(insp.step)

@@ -88,7 +88,10 @@ def test_diagnose_json_contract(small_model, tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert len(ids) == 2 and [o["batch_id"] for o in out] == ids
     for o, fault in zip(out, ["worn_drawing_die", "furnace_over_temperature"]):
-        assert set(o) == {"batch_id", "step", "state", "root_cause", "out_of_range"}
+        assert set(o) == {"batch_id", "step", "state", "root_cause", "steps", "out_of_range"}
+        # per step: the causes summed (issue 22), highest first
+        assert abs(sum(s["probability"] for s in o["steps"]) - 1.0) < 1e-6
+        assert [s["probability"] for s in o["steps"]] == sorted((s["probability"] for s in o["steps"]), reverse=True)
         for v in o["state"].values():
             assert set(v) == {"mean", "hdi_low", "hdi_high", "unit"}
             assert v["hdi_low"] <= v["mean"] <= v["hdi_high"]
