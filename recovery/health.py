@@ -363,16 +363,44 @@ def plant_health(model, history: pd.DataFrame | None = None, *, since: float | N
     >>> # report = plant_health(CausalModel.load("model"), store.read_steps(process=...))
     >>> # report.changed_factories, report.changed_faults
     """
-    from recovery.causal.errors import DataError
-    from recovery.causal.summaries import summarise
-
     if not 0.0 < gate_level < 1.0:
         raise ValueError(f"gate_level must lie in (0, 1), got {gate_level}")
     model.check_fitted()
-    g, lay, std, P = model.graph_, model.layout_, model.std_, model.params_
-    p = g.process
-    mod = [p.char_index[c] for c in g.modeled]
+    lay = model.layout_
     notes: list[str] = []
+    data = _change_data(model, history, since, window_days, notes)
+    tests = len(lay.drift_pairs) + len(lay.rate_q)
+    crit = alpha / max(tests, 1)
+    factories, moved = _factory_rows(model, data, partner, crit, gate_level, horizon_days)
+    faults = _fault_rows(model, data, moved, partner, crit, min_baseline)
+    if partner is not None and not factories and not faults:
+        notes.append(f"partner '{partner}' runs none of the model's factories or fault steps")
+    read = data.summ is not None and data.summ.n_batches
+    return HealthReport(model.graph_.process.name, tuple(factories), tuple(faults),
+                        _clean(data.since) if read else None, data.until,
+                        int(data.window.sum()), int(data.base.sum()), float(gate_level), float(alpha), tuple(notes))
+
+
+@dataclass
+class _ChangeData:
+    """The step data of the change test, as :func:`_change_data` read them."""
+
+    summ: object | None                 # batch summaries; None when there are none to test
+    since: float | None                 # first day (days) of the window
+    until: float | None                 # last production day (days) in the data
+    window: np.ndarray                  # (batches,) bool: produced on or after ``since``
+    base: np.ndarray                    # (batches,) bool: produced before ``since``
+    e: np.ndarray | None = None         # innovations (see _innovations); None: no test
+    v: np.ndarray | None = None         # their variances
+
+
+def _change_data(model, history, since, window_days, notes: list[str]) -> _ChangeData:
+    """Summaries, window and baseline, and innovations of the step data to test;
+    why the test cannot run goes to ``notes``."""
+    from recovery.causal.errors import DataError
+    from recovery.causal.summaries import summarise
+
+    p = model.graph_.process
     if history is None:
         summ = model.summaries_
     elif not len(history):
@@ -385,24 +413,30 @@ def plant_health(model, history: pd.DataFrame | None = None, *, since: float | N
             summ = None
             notes.append(f"step data do not match the model's process '{p.name}' ({exc}); "
                          "the change test did not run")
-    window = base = np.zeros(0, dtype=bool)
-    until = None
-    e = v = r_all = None
+    data = _ChangeData(summ, since, None, np.zeros(0, dtype=bool), np.zeros(0, dtype=bool))
     if summ is not None and summ.n_batches:
         day = np.asarray(summ.day, dtype=float)
-        until = float(np.nanmax(day))
-        if since is None:
-            since = until - window_days
-        window, base = day >= since, day < since
-        if not window.any():
-            notes.append(f"no batch produced on or after day {since:g} (last day in the data: "
-                         f"{until:g}); the change test did not run")
+        data.until = float(np.nanmax(day))
+        if data.since is None:
+            data.since = data.until - window_days
+        data.window, data.base = day >= data.since, day < data.since
+        if not data.window.any():
+            notes.append(f"no batch produced on or after day {data.since:g} (last day in the data: "
+                         f"{data.until:g}); the change test did not run")
         else:
-            e, v = _innovations(model, summ)
+            data.e, data.v = _innovations(model, summ)
     elif summ is not None:
         notes.append("no batches in the step data: the change test did not run")
-    tests = len(lay.drift_pairs) + len(lay.rate_q)
-    crit = alpha / max(tests, 1)
+    return data
+
+
+def _factory_rows(model, data: _ChangeData, partner, crit: float, gate_level: float,
+                  horizon_days: float) -> tuple[list[FactoryHealth], dict[int, set[int]]]:
+    """Offset, drift, level test and gate day of every (factory, characteristic) pair;
+    also the characteristics whose level moved in the window, by segment."""
+    g, lay, std, P = model.graph_, model.layout_, model.std_, model.params_
+    p = g.process
+    mod = [p.char_index[c] for c in g.modeled]
     # spread of gauge readings around the model's trend, for the gate projection
     Gm = P.G.mean(0)
     # the same draws as params_ (kept_params thins theta evenly to keep_draws)
@@ -433,31 +467,48 @@ def plant_health(model, history: pd.DataFrame | None = None, *, since: float | N
         off = _interval(level - ref)
         theta_k = theta[:, lay.drift_i[k]] * scale
         dr = _interval(theta_k)
-        changed = pval = None
-        if e is not None:
-            w = window & np.isfinite(e[:, q, c])
-            if w.any():
-                pi = float(P.pi[:, q].mean()) if q in set(lay.rate_q.tolist()) else 0.0
-                resp = (_responsibility(e[w, q][:, [c]], v[w, q][:, [c]], pi, P.tauf[:, q, [c]].mean(0))
-                        if pi > 0 else np.zeros(w.sum()))
-                wt = 1.0 - np.nan_to_num(resp)
-                if wt.sum() > 0:
-                    mean_e = float((wt * e[w, q, c]).sum() / wt.sum())
-                    var_e = float((wt ** 2 * v[w, q, c]).sum() / wt.sum() ** 2)
-                    tbar = float((summ.day[w].mean() - std.day_ref) / 100.0)
-                    var_post = float(np.var(P.m[:, q, c] + P.G[:, q, c] * tbar))
-                    zz = mean_e / math.sqrt(var_e + var_post)
-                    pval = float(2 * ndtr(-abs(zz)))
-                    changed = bool(pval < crit)
-                    if changed:
-                        moved.setdefault(q, set()).add(c)
+        pval = _level_p_value(model, data, q, c)
+        changed = None if pval is None else bool(pval < crit)
+        if changed:
+            moved.setdefault(q, set()).add(c)
         spread = _reading_spread(model, q, c, Gm)
-        start = until if until is not None else float(np.max(model.summaries_.day))
+        start = data.until if data.until is not None else float(np.max(model.summaries_.day))
         gd = _gate_day(level, theta_k, spread * scale,
                        float(lo[ci]), float(hi[ci]), std.day_ref, start, gate_level, horizon_days)
         factories.append(FactoryHealth(f.id, fac[f.id].partner, ch.name, ch.unit, *off, *dr, changed,
                                        _clean(pval), step, ref_txt, gd))
+    return factories, moved
 
+
+def _level_p_value(model, data: _ChangeData, q: int, c: int) -> float | None:
+    """Two-sided p-value that the window's mean innovation at ``(q, c)`` is zero, the
+    readings weighted by their chance of being fault-free; None when it cannot be tested."""
+    lay, std, P, e, v = model.layout_, model.std_, model.params_, data.e, data.v
+    if e is None:
+        return None
+    w = data.window & np.isfinite(e[:, q, c])
+    if not w.any():
+        return None
+    pi = float(P.pi[:, q].mean()) if q in set(lay.rate_q.tolist()) else 0.0
+    resp = (_responsibility(e[w, q][:, [c]], v[w, q][:, [c]], pi, P.tauf[:, q, [c]].mean(0))
+            if pi > 0 else np.zeros(w.sum()))
+    wt = 1.0 - np.nan_to_num(resp)
+    if not wt.sum() > 0:
+        return None
+    mean_e = float((wt * e[w, q, c]).sum() / wt.sum())
+    var_e = float((wt ** 2 * v[w, q, c]).sum() / wt.sum() ** 2)
+    tbar = float((data.summ.day[w].mean() - std.day_ref) / 100.0)
+    var_post = float(np.var(P.m[:, q, c] + P.G[:, q, c] * tbar))
+    zz = mean_e / math.sqrt(var_e + var_post)
+    return float(2 * ndtr(-abs(zz)))
+
+
+def _fault_rows(model, data: _ChangeData, moved: dict[int, set[int]], partner, crit: float,
+                min_baseline: int) -> list[FaultHealth]:
+    """Rate interval and window-versus-baseline rate test of every modelled fault
+    (only those at the partner's steps when ``partner`` is given)."""
+    lay, P = model.layout_, model.params_
+    p = model.graph_.process
     faults = []
     partner_steps = {s.index for s in p.steps if partner is None or s.partner == partner}
     for q in lay.rate_q.tolist():
@@ -468,38 +519,10 @@ def plant_health(model, history: pd.DataFrame | None = None, *, since: float | N
         total = sum(ft.rate for ft in members) or 1.0
         pi_draws = np.asarray(P.pi[:, q])
         changed = pval = wshare = eshare = None
-        if e is not None and window.any():
-            # A level that moved (a drifting factory) is the factory test's finding;
-            # centring those readings on the window's median keeps the shift from
-            # reading as a burst of faults. Readings whose level held stay as they are,
-            # so a signed fault that became frequent still shows here.
-            ew = e[window, q].copy()
-            for c in moved.get(q, ()):
-                col = ew[:, c]
-                if np.isfinite(col).any():
-                    ew[:, c] = col - np.nanmedian(col)
-            resp = _responsibility(ew, v[window, q], float(pi_draws.mean()), P.tauf[:, q].mean(0))
-            ok = np.isfinite(resp)
-            n = int(ok.sum())
-            if n:
-                obs = float(resp[ok].sum())
-                wshare = obs / n
-                k = math.ceil(obs - 1e-9) - 1          # P(X >= obs), continuity: ceil
-                rb = (_responsibility(e[base, q], v[base, q], float(pi_draws.mean()), P.tauf[:, q].mean(0))
-                      if base.any() else np.zeros(0))
-                okb = np.isfinite(rb)
-                nb = int(okb.sum())
-                if nb >= min_baseline:
-                    # against the same model's reading of the batches before the window:
-                    # X ~ Binomial(n, p), p ~ Beta(kb + 1/2, nb - kb + 1/2) on a quantile grid
-                    kb = float(rb[okb].sum())
-                    eshare = kb / nb
-                    grid = betaincinv(kb + 0.5, nb - kb + 0.5, (np.arange(_GRID) + 0.5) / _GRID)
-                    pval = float(bdtrc(k, n, grid).mean())
-                else:
-                    # no baseline to speak of: X ~ Binomial(n, pi), averaged over the posterior
-                    eshare = float(pi_draws.mean())
-                    pval = float(bdtrc(k, n, pi_draws).mean())
+        if data.e is not None and data.window.any():
+            test = _rate_test(model, data, moved, q, pi_draws, min_baseline)
+            if test is not None:
+                pval, wshare, eshare = test
                 changed = bool(pval < crit)
         for ft in members:
             if ft.step not in partner_steps:
@@ -507,11 +530,47 @@ def plant_health(model, history: pd.DataFrame | None = None, *, since: float | N
             share = ft.rate / total
             faults.append(FaultHealth(ft.name, ft.step, p.inspection_steps[q], *_interval(pi_draws * share),
                                       changed, _clean(pval), _clean(wshare), _clean(eshare)))
-    if partner is not None and not factories and not faults:
-        notes.append(f"partner '{partner}' runs none of the model's factories or fault steps")
-    return HealthReport(p.name, tuple(factories), tuple(faults),
-                        _clean(since) if summ is not None and summ.n_batches else None, until,
-                        int(window.sum()), int(base.sum()), float(gate_level), float(alpha), tuple(notes))
+    return faults
+
+
+def _rate_test(model, data: _ChangeData, moved: dict[int, set[int]], q: int, pi_draws: np.ndarray,
+               min_baseline: int) -> tuple[float, float, float] | None:
+    """(p-value, window share, expected share) of the test that segment ``q``'s faults
+    became more frequent in the window; None when no window reading can be tested."""
+    P, e, v, window, base = model.params_, data.e, data.v, data.window, data.base
+    # A level that moved (a drifting factory) is the factory test's finding;
+    # centring those readings on the window's median keeps the shift from
+    # reading as a burst of faults. Readings whose level held stay as they are,
+    # so a signed fault that became frequent still shows here.
+    ew = e[window, q].copy()
+    for c in moved.get(q, ()):
+        col = ew[:, c]
+        if np.isfinite(col).any():
+            ew[:, c] = col - np.nanmedian(col)
+    resp = _responsibility(ew, v[window, q], float(pi_draws.mean()), P.tauf[:, q].mean(0))
+    ok = np.isfinite(resp)
+    n = int(ok.sum())
+    if not n:
+        return None
+    obs = float(resp[ok].sum())
+    wshare = obs / n
+    k = math.ceil(obs - 1e-9) - 1          # P(X >= obs), continuity: ceil
+    rb = (_responsibility(e[base, q], v[base, q], float(pi_draws.mean()), P.tauf[:, q].mean(0))
+          if base.any() else np.zeros(0))
+    okb = np.isfinite(rb)
+    nb = int(okb.sum())
+    if nb >= min_baseline:
+        # against the same model's reading of the batches before the window:
+        # X ~ Binomial(n, p), p ~ Beta(kb + 1/2, nb - kb + 1/2) on a quantile grid
+        kb = float(rb[okb].sum())
+        eshare = kb / nb
+        grid = betaincinv(kb + 0.5, nb - kb + 0.5, (np.arange(_GRID) + 0.5) / _GRID)
+        pval = float(bdtrc(k, n, grid).mean())
+    else:
+        # no baseline to speak of: X ~ Binomial(n, pi), averaged over the posterior
+        eshare = float(pi_draws.mean())
+        pval = float(bdtrc(k, n, pi_draws).mean())
+    return pval, wshare, eshare
 
 
 def _reading_spread(model, q: int, c: int, Gm: np.ndarray) -> float:

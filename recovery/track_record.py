@@ -238,56 +238,12 @@ def track_record(store, *, since: str | pd.Timestamp | None = None, visible=None
             notes.append(f"process '{proc_name}' of {len(rp)} recommendation(s) is not in the store "
                          f"({exc}); their outcomes cannot be read")
             process = None
-        heads = store.final_decisions(proc_name, ids)
-        dec = store.decisions()
-        if len(dec):
-            dec = dec.assign(batch_id=dec["batch_id"].astype(str))
-            dec = dec[dec["id"].isin(heads["decision_id"])] if len(heads) else dec.iloc[:0]
-        dec = dec.merge(heads[["decision_id", "after_step"]], left_on="id", right_on="decision_id") \
-            if len(dec) else None
+        dmap = _final_decisions(store, proc_name, ids)
         outcome = _outcomes(store, process, ids) if process is not None else {}
-        levers = {lv.name: lv for lv in process.levers} if process is not None else {}
-        nominal = {lv.name: lv.nominal for lv in levers.values()}
-        eco = process.economics if process is not None else None
-        dmap = {}
-        if dec is not None:
-            for r in dec.itertuples(index=False):
-                dmap[(r.batch_id, int(r.after_step))] = r
         for r in rp.itertuples(index=False):
             d = dmap.get((r.batch_id, int(r.after_step)))
-            p_acc, p_none = _p(r.expected, "p_accept"), _p(r.expected, "p_accept_do_nothing")
-            rec_dec = (r.expected or {}).get("decision") if isinstance(r.expected, dict) else None
-            plan = r.plan or {}
-            followed = None
-            if d is not None:
-                dplan = d.plan or {}
-                followed = d.decision == "accept" or (d.decision == "modify" and set(dplan) >= set(plan) and all(
-                    abs(float(dplan[k]) - float(v)) <= 1e-6 for k, v in plan.items()))
             out = outcome.get(r.batch_id) if d is not None else None
-            net = base = cf = None
-            if d is not None:
-                cf = p_none if followed else p_acc
-            if out is not None and eco is not None:
-                done = d.plan if d.decision in ("accept", "modify") and d.plan else {}
-                if d.decision == "accept" and not done:
-                    done = plan
-                cost = 0.0
-                if done and levers:
-                    known = {k: v for k, v in done.items() if k in levers}
-                    vec = np.array([known.get(k, nominal[k]) for k in levers])
-                    cost = float(process.lever_cost(vec))
-                net = (eco.batch_value if out == "accepted" else -eco.scrap_cost) - cost
-                if p_none is not None:
-                    base = p_none * eco.batch_value - (1 - p_none) * eco.scrap_cost
-            rows.append({
-                "process": proc_name, "batch_id": r.batch_id, "after_step": int(r.after_step),
-                "recommended_at": r.created_at, "agent": r.agent, "recommended": rec_dec,
-                "recommended_plan": plan, "p_accept": p_acc, "p_accept_do_nothing": p_none,
-                "decision": None if d is None else d.decision, "engineer": None if d is None else d.engineer,
-                "decided_at": None if d is None else d.decided_at,
-                "decision_plan": None if d is None else d.plan, "followed": followed, "outcome": out,
-                "counterfactual_p_accept": cf, "net_value": net, "baseline_net_value": base,
-            })
+            rows.append(_batch_row(proc_name, r, d, out, process))
     if not rows:
         return TrackRecord(_empty(), tuple(notes))
     df = pd.DataFrame(rows, columns=BATCH_COLUMNS)
@@ -300,3 +256,60 @@ def track_record(store, *, since: str | pd.Timestamp | None = None, visible=None
             notes.append(f"{pending} decided batch(es) without final-inspection step data yet: "
                          "left out of recovery, calibration and value")
     return TrackRecord(df, tuple(notes))
+
+
+def _final_decisions(store, proc_name: str, ids: list[str]) -> dict:
+    """The final decision row of each ``(batch_id, after_step)`` among the batches ``ids``."""
+    heads = store.final_decisions(proc_name, ids)
+    dec = store.decisions()
+    if len(dec):
+        dec = dec.assign(batch_id=dec["batch_id"].astype(str))
+        dec = dec[dec["id"].isin(heads["decision_id"])] if len(heads) else dec.iloc[:0]
+    dec = dec.merge(heads[["decision_id", "after_step"]], left_on="id", right_on="decision_id") \
+        if len(dec) else None
+    dmap = {}
+    if dec is not None:
+        for r in dec.itertuples(index=False):
+            dmap[(r.batch_id, int(r.after_step))] = r
+    return dmap
+
+
+def _batch_row(proc_name: str, r, d, out: str | None, process) -> dict:
+    """One row of the batch table: recommendation ``r``, its final decision ``d`` (or
+    None) and the final-inspection outcome ``out`` (or None), with the values they give
+    (currency: the process file's; ``process`` is None when it is not in the store)."""
+    levers = {lv.name: lv for lv in process.levers} if process is not None else {}
+    nominal = {lv.name: lv.nominal for lv in levers.values()}
+    eco = process.economics if process is not None else None
+    p_acc, p_none = _p(r.expected, "p_accept"), _p(r.expected, "p_accept_do_nothing")
+    rec_dec = (r.expected or {}).get("decision") if isinstance(r.expected, dict) else None
+    plan = r.plan or {}
+    followed = None
+    if d is not None:
+        dplan = d.plan or {}
+        followed = d.decision == "accept" or (d.decision == "modify" and set(dplan) >= set(plan) and all(
+            abs(float(dplan[k]) - float(v)) <= 1e-6 for k, v in plan.items()))
+    net = base = cf = None
+    if d is not None:
+        cf = p_none if followed else p_acc
+    if out is not None and eco is not None:
+        done = d.plan if d.decision in ("accept", "modify") and d.plan else {}
+        if d.decision == "accept" and not done:
+            done = plan
+        cost = 0.0
+        if done and levers:
+            known = {k: v for k, v in done.items() if k in levers}
+            vec = np.array([known.get(k, nominal[k]) for k in levers])
+            cost = float(process.lever_cost(vec))
+        net = (eco.batch_value if out == "accepted" else -eco.scrap_cost) - cost
+        if p_none is not None:
+            base = p_none * eco.batch_value - (1 - p_none) * eco.scrap_cost
+    return {
+        "process": proc_name, "batch_id": r.batch_id, "after_step": int(r.after_step),
+        "recommended_at": r.created_at, "agent": r.agent, "recommended": rec_dec,
+        "recommended_plan": plan, "p_accept": p_acc, "p_accept_do_nothing": p_none,
+        "decision": None if d is None else d.decision, "engineer": None if d is None else d.engineer,
+        "decided_at": None if d is None else d.decided_at,
+        "decision_plan": None if d is None else d.plan, "followed": followed, "outcome": out,
+        "counterfactual_p_accept": cf, "net_value": net, "baseline_net_value": base,
+    }

@@ -179,8 +179,7 @@ def _guard(fn, *args):
 def create_app(store_url: str, model_dir: str | Path, *, data_dir: str | Path | None = None, seed: int = 0):
     """The FastAPI application (see the module docstring)."""
     from fastapi import Depends, FastAPI, Header, HTTPException, Path as PathParam, Query
-    from fastapi.responses import FileResponse, JSONResponse
-    from fastapi.staticfiles import StaticFiles
+    from fastapi.responses import JSONResponse
 
     from recovery.data.store import StoreError
 
@@ -287,6 +286,17 @@ def create_app(store_url: str, model_dir: str | Path, *, data_dir: str | Path | 
             raise HTTPException(404, f"no live token {token_id}")
         return {"revoked": token_id}
 
+    _add_pages(app)
+    app.add_middleware(_BodyLimit, limit=MAX_BODY_BYTES)
+    return app
+
+
+def _add_pages(app) -> None:
+    """The browser pages (the batch page at ``/``, the plant page at ``/plant``) and their
+    static files, outside the API schema."""
+    from fastapi.responses import FileResponse
+    from fastapi.staticfiles import StaticFiles
+
     @app.get("/", include_in_schema=False)
     def index():
         return FileResponse(STATIC / "index.html")
@@ -296,5 +306,3 @@ def create_app(store_url: str, model_dir: str | Path, *, data_dir: str | Path | 
         return FileResponse(STATIC / "plant.html")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    app.add_middleware(_BodyLimit, limit=MAX_BODY_BYTES)
-    return app

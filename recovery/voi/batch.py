@@ -270,7 +270,6 @@ def measure_situation(sit: Situation, model, *, seed: int = 0, config: MeasureCo
     -------
     MeasureAnalysis
     """
-    from recovery.agents.plan_search import optimise_plan
     from recovery.agents.planner_agent import PlannerAgent
 
     t0 = time.perf_counter()
@@ -284,13 +283,7 @@ def measure_situation(sit: Situation, model, *, seed: int = 0, config: MeasureCo
     for t in steps:
         if not s <= t < p.n_steps:
             raise MeasureError(f"step {t}: candidates lie between the batch's step {s} and the last step")
-    bpb = p.bars_per_batch
-    last_insp = max((ins for ins in p.inspections if ins.step <= s), key=lambda i: i.step, default=None)
-    base_n = last_insp.sample if last_insp is not None else min(p.inspections[0].sample, bpb)
-    samples = config.samples or tuple(sorted({min(base_n, bpb), min(2 * base_n, bpb), bpb}))
-    for n in samples:
-        if not 1 <= n <= bpb:
-            raise MeasureError(f"sample {n}: must be between 1 and the {bpb} bars of a batch")
+    samples = _sample_sizes(p, s, config)
 
     def draws(k):
         """Sample ``k`` of posterior draws (0: screening and the options; 1: revaluation)."""
@@ -298,6 +291,57 @@ def measure_situation(sit: Situation, model, *, seed: int = 0, config: MeasureCo
         return posterior_bars(sim, model, sit.history, S, seed=sd, params=planner.physics_draws(S, sd))
 
     bars = draws(0)
+    plans_arr, labels, kinds = _options(sit, planner, bars, seed, config)
+    val = _Valuer(sit, sim, plans_arr, labels, kinds, config)
+
+    # Every option on every draw, deciding now (after step s), common random numbers.
+    _, V_s = val.values(bars, s, seed)
+    k_now = int(decide(V_s.mean(axis=1), kinds, min_gain=config.min_gain))
+    options = [{"label": lab, "kind": kd, "expected_value": float(e)}
+               for lab, kd, e in zip(labels, kinds, V_s.mean(axis=1))]
+    cands = _screen(val, bars, V_s, steps, samples, seed)
+    # The best few again, on independent draws, rollouts and readings (see the docstring).
+    top = [c for c in cands[: config.revalue] if c.p_change > 0]
+    if top:
+        fresh = draws(1)
+        rseed = seed + 7_919
+        at = {t: val.values(fresh, t, rseed) for t in sorted({c.step for c in top})}
+        again = {id(c): val.value(*at[c.step], c.step, p.characteristic(c.characteristic), c.sample, rseed)
+                 for c in top}
+        cands = [again.get(id(c), c) for c in cands]
+        cands.sort(key=lambda c: (-c.net, c.step, c.characteristic, c.sample))
+    pct = round(100 * config.prob)
+    return MeasureAnalysis(
+        batch_id=sit.batch_id, step=s, decision_now=kinds[k_now], value_now=float(V_s[k_now].mean()),
+        candidates=cands, options=options, currency=eco.currency, n_states=S,
+        interval=f"{pct}% normal interval of the Monte-Carlo mean (standard error of the paired "
+                 f"per-draw differences over {S} posterior draws); the best {config.revalue} "
+                 f"valued again on an independent sample",
+        latency_s=time.perf_counter() - t0,
+        prepared=_Prepared(bars, plans_arr, tuple(labels), tuple(kinds), V_s, k_now),
+        physics="calibrated" if planner.calibrated else "file")
+
+
+def _sample_sizes(p, s: int, config: MeasureConfig) -> tuple[int, ...]:
+    """Candidate sample sizes (bars): the configured ones, or the last inspection's
+    sample at or before step ``s``, twice that, and every bar of the batch."""
+    bpb = p.bars_per_batch
+    last_insp = max((ins for ins in p.inspections if ins.step <= s), key=lambda i: i.step, default=None)
+    base_n = last_insp.sample if last_insp is not None else min(p.inspections[0].sample, bpb)
+    samples = config.samples or tuple(sorted({min(base_n, bpb), min(2 * base_n, bpb), bpb}))
+    for n in samples:
+        if not 1 <= n <= bpb:
+            raise MeasureError(f"sample {n}: must be between 1 and the {bpb} bars of a batch")
+    return samples
+
+
+def _options(sit: Situation, planner, bars: PosteriorBars, seed: int,
+             config: MeasureConfig) -> tuple[np.ndarray, list[str], list[str]]:
+    """(plans, labels, kinds) of the options: continue, do nothing, the planner's plan
+    and the plan for the bad cases when they differ, then scrap (labels and kinds only)."""
+    from recovery.agents.plan_search import optimise_plan
+
+    p, s, sim, S = sit.process, sit.step, planner.sim, config.n_states
     free = sit.free
     current = sit.plan
     nothing = np.where(free, p.nominal_plan(), sit.plan)
@@ -327,79 +371,75 @@ def measure_situation(sit: Situation, model, *, seed: int = 0, config: MeasureCo
                     plans.append(alt.plan)
                     labels.append("intervene with the plan for the bad cases")
                     kinds.append("intervene")
-    plans_arr = np.stack(plans)
     labels.append("scrap")
     kinds.append("scrap")
-    K = len(plans_arr)
+    return np.stack(plans), labels, kinds
 
-    def scrap_after(t):
-        return -eco.scrap_cost + eco.processing_cost_per_step * (p.n_steps - t)
 
-    def values(b, t, rseed):
+class _Valuer:
+    """Values the options, and a reading before deciding, on a sample of draws."""
+
+    def __init__(self, sit: Situation, sim, plans: np.ndarray, labels: list[str], kinds: list[str],
+                 config: MeasureConfig):
+        self.sit, self.sim, self.plans, self.labels, self.kinds = sit, sim, plans, labels, kinds
+        self.config = config
+        self.p, self.s, self.S = sit.process, sit.step, config.n_states
+
+    def scrap_after(self, t: int) -> float:
+        """Net value (currency) of scrapping after step ``t``."""
+        eco = self.p.economics
+        return -eco.scrap_cost + eco.processing_cost_per_step * (self.p.n_steps - t)
+
+    def values(self, b: PosteriorBars, t: int, rseed: int) -> tuple[np.ndarray, np.ndarray]:
         """(bars after step t, net value of every option on every draw deciding after t)."""
+        sim, s, S = self.sim, self.s, self.S
         st = b.state
         if t > s:
             # run the draws on to step t (no lever acts before it), then value the options from there
             st = b.state.copy()
             rng = np.random.default_rng(np.random.SeedSequence([rseed, t, 0x70]))
             cond = sim.sample_conditions(S, rng, time=np.repeat(b.conditions.time[:1], S), after_step=s)
-            sim.run(st, s, t, current, cond, rng, params=b.params,
+            sim.run(st, s, t, self.sit.plan, cond, rng, params=b.params,
                     param_set=None if b.params is None else np.arange(S))
-        V = np.vstack([_net_values(sim, st, t, plans_arr, free, S, rseed + 3 + t, b.conditions, b.params),
-                       np.full((1, S), scrap_after(t))])
+        V = np.vstack([_net_values(sim, st, t, self.plans, self.sit.free, S, rseed + 3 + t, b.conditions,
+                                   b.params),
+                       np.full((1, S), self.scrap_after(t))])
         return st, V
 
-    def value(st, V, t, ch, n, rseed):
+    def value(self, st: np.ndarray, V: np.ndarray, t: int, ch, n: int, rseed: int) -> Candidate:
+        """The candidate: ``n`` bars of characteristic ``ch`` read after step ``t``."""
+        p, S, config = self.p, self.S, self.config
         ci = p.char_index[ch.name]
-        x = st.reshape(S, bpb, p.n_chars)[:, :, ci]
+        x = st.reshape(S, p.bars_per_batch, p.n_chars)[:, :, ci]
         binary = ch.role == "crack"
         rng = np.random.default_rng(np.random.SeedSequence([rseed, t, ci, n, 0x5E]))
         y = simulate_readings(x, n, 0.0 if binary else ch.gauge_sigma, rng)
         ll = reading_loglik(y, x, ch.gauge_sigma, binary=binary)
         # deciding now: the same rollouts, but scrapping now saves the steps up to t too
         before = V.copy()
-        before[K] = scrap_after(s)
-        r = preposterior_value(V, before, ll, kinds, min_gain=config.min_gain, prob=config.prob)
-        return Candidate(t, ch.name, int(n), r.evsi, r.low, r.high, eco.measurement_cost * n,
-                         _describe_change(p, ch.name, n, y, r.choice, r.now, labels, binary), r.p_change)
+        before[len(self.plans)] = self.scrap_after(self.s)
+        r = preposterior_value(V, before, ll, self.kinds, min_gain=config.min_gain, prob=config.prob)
+        return Candidate(t, ch.name, int(n), r.evsi, r.low, r.high, p.economics.measurement_cost * n,
+                         _describe_change(p, ch.name, n, y, r.choice, r.now, self.labels, binary), r.p_change)
 
-    # Every option on every draw, deciding now (after step s), common random numbers.
-    _, V_s = values(bars, s, seed)
-    k_now = int(decide(V_s.mean(axis=1), kinds, min_gain=config.min_gain))
-    options = [{"label": lab, "kind": kd, "expected_value": float(e)}
-               for lab, kd, e in zip(labels, kinds, V_s.mean(axis=1))]
+
+def _screen(val: _Valuer, bars: PosteriorBars, V_s: np.ndarray, steps: list[int], samples,
+            seed: int) -> list[Candidate]:
+    """Every candidate valued on the screening sample, best net value first."""
+    p, s, S = val.p, val.s, val.S
     cands: list[Candidate] = []
     for t in steps:
-        st, V_t = (bars.state, V_s) if t == s else values(bars, t, seed)
-        x_all = st.reshape(S, bpb, p.n_chars)
+        st, V_t = (bars.state, V_s) if t == s else val.values(bars, t, seed)
+        x_all = st.reshape(S, p.bars_per_batch, p.n_chars)
         for ch in p.characteristics:
             x = x_all[:, :, p.char_index[ch.name]]
             # nothing made yet, or the same in every draw: no reading can tell draws apart
             if float(np.ptp(x.mean(axis=1))) <= 1e-12 * (1.0 + abs(float(x.mean()))):
                 continue
             for n in samples:
-                cands.append(value(st, V_t, t, ch, n, seed))
+                cands.append(val.value(st, V_t, t, ch, n, seed))
     cands.sort(key=lambda c: (-c.net, c.step, c.characteristic, c.sample))
-    # The best few again, on independent draws, rollouts and readings (see the docstring).
-    top = [c for c in cands[: config.revalue] if c.p_change > 0]
-    if top:
-        fresh = draws(1)
-        rseed = seed + 7_919
-        at = {t: values(fresh, t, rseed) for t in sorted({c.step for c in top})}
-        again = {id(c): value(*at[c.step], c.step, p.characteristic(c.characteristic), c.sample, rseed)
-                 for c in top}
-        cands = [again.get(id(c), c) for c in cands]
-        cands.sort(key=lambda c: (-c.net, c.step, c.characteristic, c.sample))
-    pct = round(100 * config.prob)
-    return MeasureAnalysis(
-        batch_id=sit.batch_id, step=s, decision_now=kinds[k_now], value_now=float(V_s[k_now].mean()),
-        candidates=cands, options=options, currency=eco.currency, n_states=S,
-        interval=f"{pct}% normal interval of the Monte-Carlo mean (standard error of the paired "
-                 f"per-draw differences over {S} posterior draws); the best {config.revalue} "
-                 f"valued again on an independent sample",
-        latency_s=time.perf_counter() - t0,
-        prepared=_Prepared(bars, plans_arr, tuple(labels), tuple(kinds), V_s, k_now),
-        physics="calibrated" if planner.calibrated else "file")
+    return cands
 
 
 def _take(bars: PosteriorBars, idx) -> PosteriorBars:
