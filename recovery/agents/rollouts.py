@@ -111,8 +111,12 @@ def posterior_bars(sim: Simulator, model, history: pd.DataFrame, n: int, *, seed
     spread = _spread_factors(p, history, draws, bars, rng)
     targets = {p.char_index[name]: draws.values[:, c] if draws.absolute[c] else healthy[p.char_index[name]]
                + draws.values[:, c] for c, name in enumerate(draws.names)}
-    conflicts = sample_conflicts(p, history, draws.step, targets)
     earlier = _earlier_conflicts(p, model, history, draws, n, seed)
+    conflicts = sample_conflicts(p, history, draws.step, targets)
+    # Once the model has missed a characteristic's sample on this batch, its filter is not
+    # trusted for it again: gauged now, the rollouts start from the sample whatever the gap.
+    again = [ci for ci in earlier if ci not in conflicts]
+    conflicts.update(sample_conflicts(p, history, draws.step, {ci: targets[ci] for ci in again}, z_max=0.0))
     notes = []
     for ci, target in targets.items():
         f, extra = spread.get(ci, (None, None))
@@ -149,28 +153,32 @@ def posterior_bars(sim: Simulator, model, history: pd.DataFrame, n: int, *, seed
 
 def _earlier_conflicts(p, model, history: pd.DataFrame, draws, n: int, seed: int
                        ) -> dict[int, tuple[float, float, float, int]]:
-    """Sample conflicts at the inspection where a characteristic was last gauged, when
-    that is before the draws' step (the model's miss there is still in its state now).
+    """Characteristics whose sample the model missed (:func:`sample_conflicts`) at an
+    inspection before the draws' step: the miss is still in the state it carried since.
 
-    Returns ``{char column: (sample mean - model mean there, sample's standard error, z, step)}``.
+    Returns ``{char column: (sample mean - model mean, the sample's standard error, z, step)}``
+    at the characteristic's *last* gauging before the draws' step (whatever the gap there),
+    for those that conflicted at any earlier one.
     """
-    m = history[history["kind"].astype(str) == "measurement"]
+    m = history[(history["kind"].astype(str) == "measurement") & (history["step"] < draws.step)]
     if m.empty:
         return {}
-    last: dict[int, int] = {}
+    gauged: dict[int, list[int]] = {}
     for (step, name), _ in m.groupby([m["step"], m["variable"].astype(str)]):
         ci = p.char_index.get(name)
         if ci is not None and name in draws.names and p.characteristics[ci].role != "crack":
-            last[ci] = max(last.get(ci, -1), int(step))
-    out: dict[int, tuple[float, float, float, int]] = {}
-    for s in sorted({st for st in last.values() if st < draws.step}):
-        cis = [ci for ci, st in last.items() if st == s]
+            gauged.setdefault(ci, []).append(int(step))
+    seen: dict[int, tuple[float, float, float, int]] = {}
+    hit: set[int] = set()
+    for s in sorted({st for sts in gauged.values() for st in sts}):
+        cis = [ci for ci, sts in gauged.items() if s in sts]
         then = model.state_draws(history[history["step"] <= s], n, seed=seed)
-        targets = {ci: then.values[:, then.names.index(p.characteristics[ci].name)] for ci in cis
-                   if then.absolute[then.names.index(p.characteristics[ci].name)]}
-        for ci, (xbar, se, z) in sample_conflicts(p, history, s, targets).items():
-            out[ci] = (xbar - float(targets[ci].mean()), se, z, s)
-    return out
+        idx = {ci: then.names.index(p.characteristics[ci].name) for ci in cis}
+        targets = {ci: then.values[:, j] for ci, j in idx.items() if then.absolute[j]}
+        for ci, (xbar, se, z) in sample_conflicts(p, history, s, targets, z_max=0.0).items():
+            seen[ci] = (xbar - float(targets[ci].mean()), se, z, s)
+            hit |= {ci} if abs(z) > CONFLICT_Z else set()
+    return {ci: seen[ci] for ci in hit}
 
 
 #: How far (in standard deviations of the difference) the sample's mean may lie from the
