@@ -11,7 +11,12 @@ of the process definition, started from posterior draws of the batch's state:
    the model does not track, such as bend angles not made yet) whose modelled
    characteristics are shifted to the drawn batch means, with cracked bars at
    the drawn share;
-3. every candidate plan is rolled out once from each of these batches with the
+3. where the model's drawn batch means contradict the batch's own sample (more
+   than 4 sd apart, now or at an earlier inspection: the model's additive lever
+   response can miss a large correction of a large deviation that the plant's
+   physics makes), that characteristic starts from the sample instead
+   (:func:`sample_conflicts`);
+4. every candidate plan is rolled out once from each of these batches with the
    same seed (common random numbers), future faults and partner offsets drawn
    at their catalogue rates.
 
