@@ -134,3 +134,38 @@ def test_posterior_bars_start_from_the_sample_the_model_contradicts(small_model,
     other = p.char_index["yield_strength"]
     hm = honest.state.reshape(100, p.bars_per_batch, p.n_chars).mean(axis=1)
     assert abs(means[:, other].mean() - hm[:, other].mean()) < 1e-9
+
+
+def test_a_miss_at_an_earlier_inspection_keeps_the_rollouts_on_the_samples(small_model, cases, monkeypatch):
+    """The model missed diameter's sample at the first inspection only: at the next one its
+    draws sit near the sample again, but the rollouts take the sample for diameter."""
+    model, _ = small_model
+    sim, cs = cases
+    p = sim.process
+    c = next(x for x in cs if x.detect_step == p.inspection_steps[0])
+    plan = p.nominal_plan()
+    state, obs = c.state.copy(), c.obs[None].copy()
+    nxt = p.inspection_steps[1]
+    sim.run(state, c.detect_step, nxt, plan, c.conditions, np.random.default_rng(c.seed), obs=obs)
+    sit = situation_for(sim, c, nxt, obs[0], plan, state, truth=False)
+    assert len(_sample(sit.history, c.detect_step, "diameter")) >= 3 <= len(_sample(sit.history, nxt, "diameter"))
+    honest = posterior_bars(sim, model, sit.history, 100, seed=4)
+    assert honest.from_sample == ()
+    real = type(model).state_draws
+
+    def wrong_then(self, history, n, **kw):
+        d = real(self, history, n, **kw)
+        if int(history["step"].max()) < nxt:          # the model's state at the first inspection
+            v = d.values.copy()
+            v[:, d.names.index("diameter")] += 0.5
+            d = dataclasses.replace(d, values=v)
+        return d
+
+    monkeypatch.setattr(type(model), "state_draws", wrong_then)
+    bars = posterior_bars(sim, model, sit.history, 100, seed=4)
+    assert len(bars.from_sample) == 1 and bars.from_sample[0].startswith(f"diameter at step {nxt}")
+    ci = p.char_index["diameter"]
+    means = bars.state.reshape(100, p.bars_per_batch, p.n_chars).mean(axis=1)[:, ci]
+    x = _sample(sit.history, nxt, "diameter")
+    se = max(x.std(ddof=1), p.characteristic("diameter").gauge_sigma) / np.sqrt(len(x))
+    assert abs(means.mean() - x.mean()) < 4 * se / np.sqrt(100) + 1e-9 and means.std() == pytest.approx(se, rel=0.3)
