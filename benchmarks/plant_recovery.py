@@ -81,7 +81,7 @@ def parse() -> Args:
     ap.add_argument("--rl-timesteps", type=int, default=150_000)
     ap.add_argument("--fit", choices=["nuts", "advi"], default="nuts")
     ap.add_argument("--truth-rollouts", type=int, default=256)
-    ap.add_argument("--workdir", help="keep fitted models here and reuse them (default: none kept)")
+    ap.add_argument("--workdir", help="keep fitted models and calibrations here and reuse them (default: none kept)")
     a = ap.parse_args()
     return Args(a.plant or [str(PLANTS / p) for p in DEFAULT_PLANTS], a.process, a.history, a.explore,
                 a.batches, a.seed, tuple(a.posteriors.split(",")), tuple(a.agents.split(",")),
