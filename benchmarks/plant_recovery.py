@@ -81,7 +81,7 @@ def parse() -> Args:
     ap.add_argument("--rl-timesteps", type=int, default=150_000)
     ap.add_argument("--fit", choices=["nuts", "advi"], default="nuts")
     ap.add_argument("--truth-rollouts", type=int, default=256)
-    ap.add_argument("--workdir", help="keep fitted models here and reuse them (default: none kept)")
+    ap.add_argument("--workdir", help="keep fitted models and calibrations here and reuse them (default: none kept)")
     a = ap.parse_args()
     return Args(a.plant or [str(PLANTS / p) for p in DEFAULT_PLANTS], a.process, a.history, a.explore,
                 a.batches, a.seed, tuple(a.posteriors.split(",")), tuple(a.agents.split(",")),
@@ -141,9 +141,21 @@ def posteriors(args: Args, process, plant, history, log: dict) -> dict:
             except ImportError:
                 log["calibrated"] = "skipped: recovery.calibration.calibrate is not in this version"
                 continue
+            from recovery.calibration.posterior import PhysicsPosterior
+
+            # kept beside the fitted model so that several runs (agents, posteriors) on one
+            # plant share one calibration instead of re-running it (4-5 min each)
+            d = (Path(args.workdir) / f"calibration-{plant.digest}-{process.digest}-{args.history}-{args.seed}"
+                 if args.workdir else None)
             t = time.perf_counter()
-            out[name] = post = calibrate(history, process, seed=args.seed)
-            log["calibrate_s"] = time.perf_counter() - t
+            if d is not None and PhysicsPosterior.exists(d):
+                out[name] = post = PhysicsPosterior.load(d)
+                log["calibration_loaded_from"] = str(d)
+            else:
+                out[name] = post = calibrate(history, process, seed=args.seed)
+                log["calibrate_s"] = time.perf_counter() - t
+                if d is not None and post.converged:
+                    post.save(d)
             log["calibration"] = {"method": post.method, "converged": post.converged, "draws": post.n_draws,
                                   "parameters": len(post.keys),
                                   "informed": sum(p.informed for p in post.parameters),

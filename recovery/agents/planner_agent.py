@@ -128,6 +128,8 @@ class PlannerAgent(Agent):
                    "p_accept_model": float(model_view.p_accept[0]),
                    "moved": res.moved, "levers_searched": res.levers_searched,
                    "calibrated": self.calibrated,
+                   # characteristics whose model state the last sample contradicted
+                   "state_from_sample": list(final.from_sample),
                    "out_of_range": bool(model_view.out_of_range[0]),
                    "reasons": list(model_view.reasons[0]) if model_view.reasons else []},
         )

@@ -325,3 +325,24 @@ def test_evaluate_and_recommend_pick_the_calibration_up_from_the_model_folder(sm
     assert json.loads(capsys.readouterr().out)["physics"] == "calibrated"
     assert main(["recommend", "--model", str(d), "--history", str(hist)]) == 0
     assert "plans use calibrated physics" in capsys.readouterr().out
+
+
+def test_the_service_plans_with_the_calibration_in_its_model_folder(small_model, tmp_path, file_and_plant):
+    import shutil
+
+    from recovery.pipeline import CALIBRATION
+    from recovery.service.app import Service
+    from tests.recovery.service.conftest import build_world
+
+    _, saved = small_model
+    process, plant = file_and_plant
+    url, data_dir, _ = build_world(tmp_path, batches=[(1, "worn_drawing_die")], token_spec=())
+    with_cal = tmp_path / "model"
+    shutil.copytree(saved, with_cal)
+    from_values(process, [physics_difference(process, plant)]).save(with_cal / CALIBRATION)
+    physics = {}
+    for name, d in (("plain", saved), ("calibrated", with_cal)):
+        svc = Service(url, d, data_dir=data_dir / name)
+        assert (svc.posterior is not None) == (name == "calibrated")
+        physics[name] = svc.assess("B-1").rec.physics
+    assert physics == {"plain": "file", "calibrated": "calibrated"}
