@@ -1,12 +1,20 @@
 """Ingest a 1,000,000-row CSV of step data: throughput and peak memory.
 
     python benchmarks/ingest_1m.py [--rows 1000000] [--chunk-rows 100000] [--store URL]
+                                   [--workdir DIR] [--code DIR]
 
 The file is simulated step data of the built-in process (``Simulator("default")``,
 seed 1), cut to exactly ``--rows`` rows and written as CSV in the step-data
 schema, so it needs no mapping. The ingest runs in a fresh subprocess into an
 empty DuckDB file (or ``--store``), so its peak resident memory
-(``VmHWM``) is the ingest's alone. Prints one JSON object.
+(``VmHWM``) is the ingest's alone.
+
+The anchor, measured in the same run on the same file: DuckDB's own
+``read_csv`` of the file into a table of a fresh DuckDB file, also in a
+fresh subprocess (``anchor_rows_per_s``, ``anchor_peak_rss_mib``);
+``ratio_to_anchor`` is the ingest's rows/s over the anchor's. ``--code DIR``
+runs the ingest from another checkout (``PYTHONPATH=DIR``), to measure the
+code before a change under the same conditions. Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ class Args:
     seed: int = 1
     store: str | None = None
     workdir: str | None = None
+    code: str | None = None
 
 
 def make_csv(path: Path, rows: int, seed: int) -> None:
@@ -83,6 +92,33 @@ print(json.dumps({"rows": r.rows, "accepted": r.accepted, "rejected": r.rejected
 """
 
 
+ANCHOR = """
+import json, sys, time
+import duckdb
+
+def peak_mib():
+    with open("/proc/self/status") as f:
+        return round(int(next(l for l in f if l.startswith("VmHWM")).split()[1]) / 1024)
+
+path, db = sys.argv[1], sys.argv[2]
+con = duckdb.connect(db)
+t = time.perf_counter()
+con.execute("CREATE TABLE steps AS SELECT * FROM read_csv(?)", [path])
+n = con.execute("SELECT count(*) FROM steps").fetchone()[0]
+dt = time.perf_counter() - t
+con.close()
+print(json.dumps({"anchor_rows": n, "anchor_seconds": round(dt, 3),
+                  "anchor_rows_per_s": round(n / dt), "anchor_peak_rss_mib": peak_mib(),
+                  "duckdb": duckdb.__version__}))
+"""
+
+
+def _fresh(db: Path) -> None:
+    for f in (db, db.with_name(db.name + ".wal")):
+        if f.exists():
+            f.unlink()
+
+
 def main(args: Args) -> dict:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="ingest-1m-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -96,12 +132,24 @@ def main(args: Args) -> dict:
     url = args.store or f"duckdb://{work / 'bench.duckdb'}"
     if url.startswith("duckdb://") and Path(url[len("duckdb://"):]).exists():
         Path(url[len("duckdb://"):]).unlink()
+    env = dict(os.environ)
+    if args.code:
+        env["PYTHONPATH"] = str(Path(args.code).resolve())
     out = subprocess.run([sys.executable, "-c", CHILD, str(csv), url, str(args.chunk_rows),
-                          str(work / "quarantine.csv")], capture_output=True, text=True, check=True)
+                          str(work / "quarantine.csv")], capture_output=True, text=True, check=True,
+                         env=env)
     res = json.loads(out.stdout.strip().splitlines()[-1])
+    anchor_db = work / "anchor.duckdb"
+    _fresh(anchor_db)
+    out = subprocess.run([sys.executable, "-c", ANCHOR, str(csv), str(anchor_db)],
+                         capture_output=True, text=True, check=True)
+    _fresh(anchor_db)
+    res |= json.loads(out.stdout.strip().splitlines()[-1])
+    res["ratio_to_anchor"] = round(res["rows_per_s"] / res["anchor_rows_per_s"], 3)
     res |= {"file_mib": round(csv.stat().st_size / 2 ** 20, 1), "chunk_rows": args.chunk_rows,
             "store": url.split("://")[0], "generate_seconds": round(gen, 1),
-            "python": sys.version.split()[0]}
+            "python": sys.version.split()[0], "code": str(Path(args.code).resolve()) if args.code
+            else "this checkout", "load_average": [round(x, 2) for x in os.getloadavg()]}
     return res
 
 
@@ -112,9 +160,10 @@ if __name__ == "__main__":
     p.add_argument("--seed", type=int, default=Args.seed)
     p.add_argument("--store", default=None, help="store URL (default: a fresh DuckDB file)")
     p.add_argument("--workdir", default=None, help="keep the CSV here and reuse it")
+    p.add_argument("--code", default=None, help="run the ingest from this checkout (PYTHONPATH)")
     p.add_argument("--make-csv", default=None, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.make_csv:
         make_csv(Path(a.make_csv), a.rows, a.seed)
         sys.exit(0)
-    print(json.dumps(main(Args(a.rows, a.chunk_rows, a.seed, a.store, a.workdir)), indent=1))
+    print(json.dumps(main(Args(a.rows, a.chunk_rows, a.seed, a.store, a.workdir, a.code)), indent=1))
