@@ -18,7 +18,6 @@ import numpy as np
 import pandas as pd
 
 from recovery.data.ingestion.columns import CANDIDATES
-from recovery.data.ingestion.distinct import by_distinct
 from recovery.data.ingestion.reading import FileColumns, RawChunk
 from recovery.data.ingestion.results import IngestError
 from recovery.data.mapping import PartnerMapping
@@ -73,15 +72,11 @@ class CandidatePlan:
 
 
 def text_cells(s: pd.Series) -> pd.Series:
-    """Cells as stripped strings, <NA> where empty (text stripped once per distinct cell)."""
+    """Cells as stripped strings, <NA> where empty."""
     if s.dtype.kind in "fiub" or isinstance(s.dtype, pd.DatetimeTZDtype) or s.dtype.kind == "M":
         out = s.astype("string")
-        return out.mask(out == "")
-    return by_distinct(s, _stripped)
-
-
-def _stripped(s: pd.Series) -> pd.Series:
-    out = s.astype("string").str.strip()
+    else:
+        out = s.astype("string").str.strip()
     return out.mask(out == "")
 
 

@@ -20,6 +20,7 @@ import pandas as pd
 from recovery.data.ingestion.candidates import CandidatePlan
 from recovery.data.ingestion.checks import Check, failures
 from recovery.data.ingestion.columns import CANDIDATES, LOOKED_UP, PARSED, RESOLVED
+from recovery.data.ingestion.distinct import distinct_rows
 from recovery.data.store import Store
 
 __all__ = ["KEY", "look_up", "settle", "resolve"]
@@ -77,8 +78,7 @@ def settle(d: pd.DataFrame, keys: pd.DataFrame, plan: CandidatePlan, checks: lis
     the accepted set" settles, row by row, in at most one pass per row
     (``n_rows``); in practice in one or two.
     """
-    codes = keys.groupby(KEY, sort=False).ngroup().to_numpy(dtype=np.int64) if len(d) else \
-        np.zeros(0, dtype=np.int64)
+    codes = distinct_rows([keys[k] for k in KEY])[0] if len(d) else np.zeros(0, dtype=np.int64)
     accepted = set(d["_row"].tolist())
     for _ in range(n_rows + 1):
         resolve(d, codes, accepted, plan)

@@ -75,7 +75,7 @@ class FileColumns:
 
 
 class CsvReader:
-    """A CSV file read in chunks of text cells (pandas' C parser, every cell a string)."""
+    """A CSV file read in chunks of text cells (every cell a string)."""
 
     def __init__(self, path: Path, *, encoding: str, separator: str, header_line: int,
                  data_line: int):
@@ -120,33 +120,119 @@ class CsvReader:
         return IngestError(f"{self.path}: cannot be decoded as {self.encoding}")
 
     def chunks(self, size: int, progress: Callable[[int], None]) -> Iterator[RawChunk]:
+        """Chunks of ``size`` rows (blank lines dropped), each with its line numbers.
+
+        Arrow's multithreaded reader parses the file when it is plain (UTF-8,
+        no quote characters, no lone carriage returns: each line one row, so
+        line numbers are exact); pandas' C parser reads the rest, and takes
+        over from the first row Arrow cannot parse (a ragged or blank line,
+        bad UTF-8), so errors are reported as before.
+        """
+        start = self.data_line
+        if self._plain():
+            start = yield from self._arrow_chunks(size, progress)
+            if start is None:
+                return
+        yield from self._pandas_chunks(size, progress, start)
+
+    def _plain(self) -> bool:
+        """Every line is one row and the text is UTF-8 without a byte-order mark (a cheap scan)."""
+        if self.encoding.lower().replace("_", "-") not in ("utf-8", "utf8") or len(self.layout.labels) < 2:
+            return False
+        with open(self.path, "rb") as f:
+            if f.read(3) == b"\xef\xbb\xbf":
+                return False
+            f.seek(0)
+            for block in iter(lambda: f.read(1 << 22), b""):
+                if b'"' in block or block.count(b"\r") != block.count(b"\r\n"):
+                    return False
+        return True
+
+    def _arrow_chunks(self, size: int, progress: Callable[[int], None]) -> Iterator[RawChunk]:
+        """Chunks parsed by Arrow; returns None at the end of the file, or the line
+        from which pandas must go on (Arrow cannot parse a row there)."""
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+
         n = len(self.layout.labels)
-        row = self.data_line
+        names = [str(i) for i in range(n)]
+        line = self.data_line
+        with open(self.path, "rb") as fh:
+            for _ in range(self.data_line - 1):
+                fh.readline()
+            reader = pacsv.open_csv(
+                fh, read_options=pacsv.ReadOptions(column_names=names, block_size=1 << 22),
+                parse_options=pacsv.ParseOptions(delimiter=self.sep, ignore_empty_lines=False),
+                convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in names},
+                                                     strings_can_be_null=False))
+            last, buf, held = 0, [], 0
+            try:
+                for batch in reader:
+                    buf.append(pa.Table.from_batches([batch]))
+                    held += batch.num_rows
+                    while held >= size:
+                        table = pa.concat_tables(buf)
+                        buf, held = [table.slice(size)], held - size
+                        line = yield from self._emit(table.slice(0, size), line)
+                        pos = fh.tell()
+                        progress(pos - last)
+                        last = pos
+            except pa.ArrowException:
+                return line
+            if held:
+                yield from self._emit(pa.concat_tables(buf), line)
+            progress(self.total - last)
+        return None
+
+    @staticmethod
+    def _emit(table, line: int) -> Iterator[RawChunk]:
+        """One chunk from an Arrow table of rows starting on ``line``; returns the next line."""
+        raw = table.to_pandas()
+        raw.columns = range(raw.shape[1])
+        rows = np.arange(line, line + len(raw), dtype=np.int64)
+        raw, rows = _drop_blank(raw, rows)
+        if len(raw):
+            yield RawChunk(raw, rows)
+        return line + table.num_rows
+
+    def _pandas_chunks(self, size: int, progress: Callable[[int], None], start: int) -> Iterator[RawChunk]:
+        n = len(self.layout.labels)
+        row = start
         with open(self.path, "rb") as fh:
             try:
                 reader = pd.read_csv(
-                    fh, sep=self.sep, header=None, names=list(range(n)), skiprows=self.data_line - 1,
+                    fh, sep=self.sep, header=None, names=list(range(n)), skiprows=start - 1,
                     dtype=str, keep_default_na=False, na_filter=False, skip_blank_lines=False,
                     encoding=self.encoding, chunksize=size, engine="c", quoting=csv.QUOTE_MINIMAL)
                 last = 0
                 for raw in reader:
                     rows = np.arange(row, row + len(raw), dtype=np.int64)
                     row += len(raw)
-                    cells = raw.fillna("")
-                    # Blank lines (or lines of bare separators) are not rows.
-                    blank = (cells.apply(lambda s: s.str.strip()) == "").all(axis=1).to_numpy()
-                    if blank.any():
-                        raw, rows = raw[~blank], rows[~blank]
+                    raw, rows = _drop_blank(raw, rows)
                     pos = fh.tell()
                     progress(pos - last)
                     last = pos
                     if len(raw):
-                        yield RawChunk(raw.reset_index(drop=True), rows)
+                        yield RawChunk(raw, rows)
             except UnicodeDecodeError:
                 raise self._decode_error() from None
             except pd.errors.ParserError as exc:
                 raise IngestError(f"{self.path}: cannot be read as CSV with separator {self.sep!r}: "
-                                  f"{_parser_message(exc, self.data_line)}") from None
+                                  f"{_parser_message(exc, start)}") from None
+
+
+def _drop_blank(raw: pd.DataFrame, rows: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
+    """Without blank lines (or lines of bare separators): they are not rows."""
+    # only a row whose first cell is blank can be blank: look at those alone
+    maybe = np.flatnonzero((raw[0].fillna("").str.strip() == "").to_numpy(dtype=bool))
+    if len(maybe):
+        cells = raw.iloc[maybe].fillna("")
+        blank = maybe[(cells.apply(lambda s: s.str.strip()) == "").all(axis=1).to_numpy()]
+        if len(blank):
+            keep = np.ones(len(raw), dtype=bool)
+            keep[blank] = False
+            raw, rows = raw[keep], rows[keep]
+    return raw.reset_index(drop=True), rows
 
 
 def _parser_message(exc: Exception, data_line: int) -> str:
