@@ -40,7 +40,7 @@ def look_up(c: pd.DataFrame, plan: CandidatePlan, store: Store, iid: int) -> tup
         ``pos`` and :data:`KEY` per candidate, typed as the store wants them.
     """
     p = plan.process
-    d = c.copy()
+    d = c  # the caller's c[ok], a frame of its own (copy-on-write)
     d["pos"] = np.arange(len(d), dtype=np.int64)
     d.index = pd.RangeIndex(len(d))
     d["process"] = p.name

@@ -160,13 +160,14 @@ class CsvReader:
         with open(self.path, "rb") as fh:
             for _ in range(self.data_line - 1):
                 fh.readline()
-            reader = pacsv.open_csv(
-                fh, read_options=pacsv.ReadOptions(column_names=names, block_size=1 << 22),
-                parse_options=pacsv.ParseOptions(delimiter=self.sep, ignore_empty_lines=False),
-                convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in names},
-                                                     strings_can_be_null=False))
             last, buf, held = 0, [], 0
             try:
+                # opening parses the first block already: it may fail too
+                reader = pacsv.open_csv(
+                    fh, read_options=pacsv.ReadOptions(column_names=names, block_size=1 << 22),
+                    parse_options=pacsv.ParseOptions(delimiter=self.sep, ignore_empty_lines=False),
+                    convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in names},
+                                                         strings_can_be_null=False))
                 for batch in reader:
                     buf.append(pa.Table.from_batches([batch]))
                     held += batch.num_rows

@@ -227,6 +227,7 @@ def _chunk(ch: RawChunk, rules: _Rules, store: Store, iid: int, tally: _Tally, q
     f1 = failures(c, rules.row, rules.row_schema, plan.sources)
     ok = ~c["_row"].isin(set(f1["row"].tolist()))
     d, keys = look_up(c[ok], plan, store, iid)
+    del c, ok  # a chunk's candidates are its largest frame: one copy alive at a time
     f2 = settle(d, keys, plan, rules.store, rules.store_schema, n_rows)
 
     # -- verdicts per source row: its first failure, in check order -------------
