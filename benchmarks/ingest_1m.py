@@ -101,7 +101,8 @@ with open_store(f"duckdb://{warm_db}") as st:
 for f in (warm_db, warm_db + ".wal"):
     if os.path.exists(f):
         os.unlink(f)
-print(json.dumps({"rows": r.rows, "accepted": r.accepted, "rejected": r.rejected,
+import recovery
+print(json.dumps({"code": recovery.__file__, "rows": r.rows, "accepted": r.accepted, "rejected": r.rejected,
                   "duplicates": r.duplicates, "stored": stored, "seconds": round(dt, 2),
                   "peak_rss_first_ingest_mib": peak1, "reingest_duplicates": r2.duplicates,
                   "reingest_seconds": round(dt2, 2), "warm_seconds": round(dt3, 2),
@@ -142,7 +143,7 @@ def _fresh(db: Path) -> None:
 
 
 def main(args: Args) -> dict:
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="ingest-1m-"))
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="ingest-1m-")).resolve()
     work.mkdir(parents=True, exist_ok=True)
     csv = work / f"steps_{args.rows}.csv"
     t = time.perf_counter()
@@ -154,17 +155,19 @@ def main(args: Args) -> dict:
     url = args.store or f"duckdb://{work / 'bench.duckdb'}"
     if url.startswith("duckdb://") and Path(url[len("duckdb://"):]).exists():
         Path(url[len("duckdb://"):]).unlink()
-    env = dict(os.environ)
-    if args.code:
-        env["PYTHONPATH"] = str(Path(args.code).resolve())
+    # The child imports the code of --code, else of this checkout, and nothing else:
+    # it runs in the work folder, since "python -c" puts its working folder first
+    # on sys.path (an ingest from the shell's folder would win over PYTHONPATH).
+    code = Path(args.code).resolve() if args.code else Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(code))
     out = subprocess.run([sys.executable, "-c", CHILD, str(csv), url, str(args.chunk_rows),
                           str(work / "quarantine.csv"), str(work / "warm.duckdb")],
-                         capture_output=True, text=True, check=True, env=env)
+                         capture_output=True, text=True, check=True, env=env, cwd=work)
     res = json.loads(out.stdout.strip().splitlines()[-1])
     anchor_db = work / "anchor.duckdb"
     _fresh(anchor_db)
     out = subprocess.run([sys.executable, "-c", ANCHOR, str(csv), str(anchor_db)],
-                         capture_output=True, text=True, check=True)
+                         capture_output=True, text=True, check=True, cwd=work)
     _fresh(anchor_db)
     res |= json.loads(out.stdout.strip().splitlines()[-1])
     res["ratio_to_anchor"] = round(res["rows_per_s"] / res["anchor_rows_per_s"], 3)
@@ -174,8 +177,7 @@ def main(args: Args) -> dict:
     res["warm_cpu_ratio_to_anchor"] = round(res["warm_rows_per_cpu_s"] / res["anchor_rows_per_cpu_s"], 3)
     res |= {"file_mib": round(csv.stat().st_size / 2 ** 20, 1), "chunk_rows": args.chunk_rows,
             "store": url.split("://")[0], "generate_seconds": round(gen, 1),
-            "python": sys.version.split()[0], "code": str(Path(args.code).resolve()) if args.code
-            else "this checkout", "load_average": [round(x, 2) for x in os.getloadavg()]}
+            "python": sys.version.split()[0], "load_average": [round(x, 2) for x in os.getloadavg()]}
     return res
 
 
