@@ -49,7 +49,18 @@ This module is the public face; the stages are in :mod:`recovery.data.ingestion`
 ``parsing`` (schema dtypes, units, the process's expectations), ``checks``
 (the pandera contract and the reasons), ``judging`` (store, duplicates,
 conflicts, genealogy), ``quarantine`` and ``run`` (the ingest), with the
-columns each stage adds declared in ``columns``.
+columns each stage adds declared in ``columns``. What a row must satisfy
+against its process (known step, its factory and partner, known variables,
+the process's units, lever steps and bounds) is
+:class:`simulators.schema.StepRules`, the rules the simulator's own check
+uses; ingestion adds what is about partner files: mappings, unit conversion,
+plausible ranges, timestamps, duplicates and the quarantine.
+
+Speed: Arrow's CSV reader parses plain files and Arrow plain decimal numbers;
+what depends only on what a value is (step, variable, kind, unit) is worked
+out once per distinct combination (``ingestion.distinct``); pandas' parser and
+pandas' number parsing take the rest, with the same results (tests hold the
+fast paths equal to the slow ones).
 
 Ranges
 ------

@@ -57,8 +57,11 @@ def _to_float(t: pd.Series) -> pd.Series:
 
     arr = pa.array(t.array, type=pa.string())
     if pc.all(pc.match_substring_regex(arr, _PLAIN), skip_nulls=True).as_py() is not False:
-        out = pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False)
-        return pd.Series(out, index=t.index, dtype="float64")
+        try:
+            out = pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False)
+            return pd.Series(out, index=t.index, dtype="float64")
+        except pa.ArrowInvalid:  # a number Arrow will not read: pandas decides, as before
+            pass
     return pd.to_numeric(t, errors="coerce").astype("float64")
 
 
