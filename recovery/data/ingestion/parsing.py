@@ -109,6 +109,8 @@ def _cut_short(text: pd.Series, fmt: str) -> pd.Series:
     reads '08:0'), so without this the row would be stored at the wrong time.
     """
     codes, uniq = pd.factorize(text)    # timestamps repeat: look at each distinct text once
+    if not len(uniq):  # every timestamp missing (the timestamp checks say so): nothing is cut
+        return pd.Series(False, index=text.index)
     if len(uniq) < len(text):
         cut = _cut_short(pd.Series(uniq, dtype="string"), fmt).to_numpy()
         return pd.Series(np.where(codes >= 0, cut[np.maximum(codes, 0)], False), index=text.index)

@@ -108,3 +108,30 @@ def test_a_stage_with_an_undeclared_or_missing_column_fails_loudly():
         stage.expect(pd.DataFrame({}), genealogy=False)
     # the declarations do not overlap: each column has one stage that adds it
     assert not set(CANDIDATES.columns) & set(PARSED.columns)
+
+
+def test_a_chunk_whose_timestamps_are_all_missing_is_not_cut_short():
+    # found by the slow fuzz (seed 16): every timestamp cell of a chunk empty used to
+    # raise IndexError instead of rejecting the rows for their missing timestamp
+    from recovery.data.ingestion.parsing import _cut_short
+
+    empty = pd.Series([pd.NA, pd.NA, pd.NA], dtype="string")
+    assert _cut_short(empty, "%Y-%m-%d %H:%M:%S").tolist() == [False, False, False]
+    assert _cut_short(empty, "ISO8601").tolist() == [False, False, False]
+
+
+def test_partner_file_without_any_timestamp_is_rejected_row_by_row(tmp_path):
+    from recovery.data.ingest import ingest
+    from recovery.data.store import open_store
+
+    m = tmp_path / "m.toml"
+    m.write_text('[mapping]\nprocess = "small"\npartner = "A"\n[ids]\nbatch = "b"\nbar = "bar"\n'
+                 '[timestamp]\ncolumn = "t"\nformat = "%Y-%m-%d %H:%M:%S"\ntimezone = "Europe/Berlin"\n'
+                 '[[columns]]\ncolumn = "d"\nvariable = "diameter"\nstep = 3\nunit = "mm"\n', encoding="utf-8")
+    f = tmp_path / "f.csv"
+    f.write_text("b,bar,t,d\nR-1,0,,16.0\nR-2,0,,16.0\n", encoding="utf-8")
+    with open_store(f"duckdb://{tmp_path / 's.duckdb'}") as st:
+        r = ingest(f, store=st, mapping=m, quarantine=tmp_path / "q.csv", chunk_rows=1)
+    assert (r.rows, r.accepted, r.rejected) == (2, 0, 2)
+    assert [(x.row, x.column, x.reason) for x in r.reasons] == [(2, "t", "timestamp is missing"),
+                                                                (3, "t", "timestamp is missing")]
