@@ -30,8 +30,8 @@ import pandas as pd
 
 from simulators.definition import Process
 
-__all__ = ["COLUMNS", "KINDS_OF_ROW", "SchemaError", "observations_frame", "observations_table",
-           "arrow_schema", "validate", "check_rows"]
+__all__ = ["COLUMNS", "KINDS_OF_ROW", "VALUE_KINDS", "StepRules", "SchemaError", "observations_frame",
+           "observations_table", "arrow_schema", "validate", "check_rows"]
 
 COLUMNS: dict[str, str] = {
     "batch_id": "string",
@@ -46,6 +46,119 @@ COLUMNS: dict[str, str] = {
     "timestamp": "datetime64[ns, UTC]",
 }
 KINDS_OF_ROW = ("measurement", "lever", "event", "context")
+#: Kinds whose rows must carry a finite value in the process's unit (events and
+#: context may carry NaN, in a unit of their own).
+VALUE_KINDS = ("measurement", "lever")
+
+
+class StepRules:
+    """The step table's rules for one process, as vectorised lookups.
+
+    The one place that says what a row of step data must satisfy against its
+    process: a known step, run by its factory and owned by its partner; a
+    measurement of a known characteristic in the characteristic's unit; a
+    lever known, acting at its step, in its unit and inside its hard bounds;
+    a finite value for both (:data:`VALUE_KINDS`). :func:`check_rows` (the
+    simulator's and ``validate``'s check) and the ingestion of partner files
+    (``recovery.data.ingestion``) both ask these; each words its own messages,
+    and ingestion adds only what is about partner files (mappings, unit
+    conversion, plausible ranges, quarantine).
+
+    Every method takes array-likes (missing values as None, NaN or <NA>) and
+    returns NumPy arrays of the same length.
+
+    Parameters
+    ----------
+    process : Process
+
+    Examples
+    --------
+    >>> from simulators.definition import load_process
+    >>> rules = StepRules(load_process("small"))
+    >>> rules.known_step([0, 1, 99]).tolist()
+    [False, True, False]
+    """
+
+    def __init__(self, process: Process):
+        self.process = process
+        self._factory = np.array([None] + [s.factory for s in process.steps], dtype=object)
+        self._partner = np.array([None] + [s.partner for s in process.steps], dtype=object)
+        self._chars = {c.name: c for c in process.characteristics}
+        self._levers = {lv.name: lv for lv in process.levers}
+
+    # -- steps -------------------------------------------------------------------
+    def known_step(self, step) -> np.ndarray:
+        """True where the step is one of the process's (1..n_steps)."""
+        st = _ints(step, 0)
+        return (st >= 1) & (st <= self.process.n_steps)
+
+    def step_factory(self, step) -> np.ndarray:
+        """The factory that runs each step (None where the step is unknown)."""
+        return self._factory[self._step_index(step)]
+
+    def step_partner(self, step) -> np.ndarray:
+        """The partner that owns each step's factory (None where the step is unknown)."""
+        return self._partner[self._step_index(step)]
+
+    def _step_index(self, step) -> np.ndarray:
+        st = _ints(step, 0)
+        return np.where(self.known_step(st), st, 0)
+
+    # -- variables ---------------------------------------------------------------
+    def is_characteristic(self, variable) -> np.ndarray:
+        """True where the variable is a characteristic of the process."""
+        return _lookup(variable, {n: True for n in self._chars}, False, bool)
+
+    def is_lever(self, variable) -> np.ndarray:
+        """True where the variable is a lever of the process."""
+        return _lookup(variable, {n: True for n in self._levers}, False, bool)
+
+    def lever_step(self, variable, default: int = -1) -> np.ndarray:
+        """The step each lever acts at (``default`` where not a lever)."""
+        return _lookup(variable, {n: lv.step for n, lv in self._levers.items()}, default, np.int64)
+
+    def lever_bounds(self, variable) -> tuple[np.ndarray, np.ndarray]:
+        """Each lever's hard bounds, in its unit (-inf, inf where not a lever)."""
+        return (_lookup(variable, {n: lv.lower for n, lv in self._levers.items()}, -np.inf, np.float64),
+                _lookup(variable, {n: lv.upper for n, lv in self._levers.items()}, np.inf, np.float64))
+
+    def characteristic_unit(self, variable) -> np.ndarray:
+        """Each characteristic's unit (None where not a characteristic)."""
+        return _lookup(variable, {n: c.unit for n, c in self._chars.items()}, None, object)
+
+    def lever_unit(self, variable) -> np.ndarray:
+        """Each lever's unit (None where not a lever)."""
+        return _lookup(variable, {n: lv.unit for n, lv in self._levers.items()}, None, object)
+
+    def process_unit(self, kind, variable) -> np.ndarray:
+        """The unit a row must be in: the characteristic's for a measurement, the
+        lever's for a lever; None for events and context (their own unit) and
+        for unknown variables."""
+        k = pd.Series(np.asarray(kind, dtype=object))
+        return np.where(k.eq("measurement").to_numpy(dtype=bool), self.characteristic_unit(variable),
+                        np.where(k.eq("lever").to_numpy(dtype=bool), self.lever_unit(variable), None))
+
+    @staticmethod
+    def needs_value(kind) -> np.ndarray:
+        """True where the row's kind must carry a finite value (:data:`VALUE_KINDS`)."""
+        return pd.Series(np.asarray(kind, dtype=object)).isin(VALUE_KINDS).to_numpy(dtype=bool)
+
+
+def _ints(values, missing: int) -> np.ndarray:
+    """Whole numbers as int64, ``missing`` where missing."""
+    if isinstance(values, np.ndarray) and values.dtype.kind in "iu":
+        return values.astype(np.int64, copy=False)
+    return pd.Series(values).astype("Int64").fillna(missing).to_numpy(dtype=np.int64)
+
+
+def _lookup(values, table: dict, default, dtype) -> np.ndarray:
+    """``table[v]`` per value (``default`` for others and missing), once per distinct value."""
+    codes, uniq = pd.factorize(np.asarray(values, dtype=object), use_na_sentinel=True)
+    out = np.empty(len(uniq) + 1, dtype=dtype)
+    for i, u in enumerate(uniq):
+        out[i] = table.get(u, default)
+    out[-1] = default  # codes are -1 where missing
+    return out[codes]
 
 
 class SchemaError(ValueError):
@@ -74,7 +187,7 @@ def _frame_schema():
             "timestamp": pa.Column("datetime64[ns, UTC]", nullable=True),
         },
         checks=[
-            pa.Check(lambda d: ~d["kind"].isin(["measurement", "lever"]) | np.isfinite(
+            pa.Check(lambda d: ~StepRules.needs_value(d["kind"]) | np.isfinite(
                 d["value"].astype("float64")).fillna(False),
                 element_wise=False, name="value is finite for measurements and levers"),
         ],
@@ -141,9 +254,10 @@ def check_rows(df: pd.DataFrame, process: Process) -> pd.DataFrame:
     """Rows that do not fit the process: (row, column, reason), one per failing row.
 
     Checks known steps, variables of the right kind, the process's unit, the
-    step's factory and partner, and lever values inside their hard bounds.
-    ``df`` must already have schema dtypes.
+    step's factory and partner, and lever values inside their hard bounds
+    (the rules of :class:`StepRules`). ``df`` must already have schema dtypes.
     """
+    rules = StepRules(process)
     n = len(df)
     reason = np.full(n, "", dtype=object)
     column = np.full(n, "", dtype=object)
@@ -154,42 +268,35 @@ def check_rows(df: pd.DataFrame, process: Process) -> pd.DataFrame:
         column[mask] = col
 
     step = df["step"].to_numpy()
-    fail((step < 1) | (step > process.n_steps), "step",
-         f"unknown step: this process has steps 1..{process.n_steps}")
-    ok_step = np.clip(step, 1, process.n_steps) - 1
-    factory = np.array([s.factory for s in process.steps], dtype=object)[ok_step]
-    partner = np.array([s.partner for s in process.steps], dtype=object)[ok_step]
+    fail(~rules.known_step(step), "step", f"unknown step: this process has steps 1..{process.n_steps}")
     fac = df["factory"].astype(object).to_numpy()
-    fail(fac != factory, "factory", pd.Series(fac).radd("factory ").to_numpy().astype(object)
+    fail(fac != rules.step_factory(step), "factory",
+         pd.Series(fac).radd("factory ").to_numpy().astype(object)
          + " does not run step " + pd.Series(step).astype(str).to_numpy().astype(object))
-    fail(df["partner"].astype(object).to_numpy() != partner, "partner",
+    fail(df["partner"].astype(object).to_numpy() != rules.step_partner(step), "partner",
          "partner does not own the step's factory")
 
     kind = df["kind"].astype(object).to_numpy()
     var = df["variable"].astype(object).to_numpy()
     unit = df["unit"].astype(object).to_numpy()
     val = df["value"].to_numpy(dtype=np.float64, na_value=np.nan)
-    chars = {c.name: c for c in process.characteristics}
-    levers = {lv.name: lv for lv in process.levers}
 
     meas = kind == "measurement"
-    known = np.array([v in chars for v in var])
+    known = rules.is_characteristic(var)
     fail(meas & ~known, "variable", "unknown characteristic for this process")
-    exp_unit = np.array([chars[v].unit if v in chars else "" for v in var], dtype=object)
+    exp_unit = rules.characteristic_unit(var)
     fail(meas & known & (unit != exp_unit), "unit",
          "unit differs from the process's " + exp_unit.astype(str).astype(object))
     fail(meas & ~np.isfinite(val), "value", "measurement value is missing or not finite")
 
     lev = kind == "lever"
-    lknown = np.array([v in levers for v in var])
+    lknown = rules.is_lever(var)
     fail(lev & ~lknown, "variable", "unknown lever for this process")
-    lstep = np.array([levers[v].step if v in levers else -1 for v in var])
-    fail(lev & lknown & (lstep != step), "step", "lever does not act at this step")
-    lunit = np.array([levers[v].unit if v in levers else "" for v in var], dtype=object)
+    fail(lev & lknown & (rules.lever_step(var) != step), "step", "lever does not act at this step")
+    lunit = rules.lever_unit(var)
     fail(lev & lknown & (unit != lunit), "unit",
          "unit differs from the lever's " + lunit.astype(str).astype(object))
-    lo = np.array([levers[v].lower if v in levers else -np.inf for v in var])
-    hi = np.array([levers[v].upper if v in levers else np.inf for v in var])
+    lo, hi = rules.lever_bounds(var)
     fail(lev & ~np.isfinite(val), "value", "lever value is missing or not finite")
     with np.errstate(invalid="ignore"):
         fail(lev & ((val < lo) | (val > hi)), "value", "lever value outside its hard bounds")

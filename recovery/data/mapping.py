@@ -24,7 +24,7 @@ from typing import Any, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from simulators.definition import BUILTIN_PROCESSES, Process, ProcessDefinitionError, load_process
-from simulators.schema import KINDS_OF_ROW
+from simulators.schema import KINDS_OF_ROW, StepRules
 
 __all__ = ["MappingError", "ColumnRef", "FileFormat", "Ids", "Timestamp", "Genealogy",
            "ValueColumn", "LongVariable", "LongLayout", "PartnerMapping", "load_mapping"]
@@ -293,6 +293,32 @@ def load_mapping(path: str | Path) -> PartnerMapping:
     """
     path = Path(path)
     label = str(path)
+    raw, doc = _read_toml(path, label)
+    head = _Reader(label, "[mapping]", doc.get("mapping", {}))
+    process, partner, factories, shape = _head(head, path)
+    fmt = _file_format(_Reader(label, "[file]", doc.get("file", {})))
+    ids = _ids(_Reader(label, "[ids]", doc.get("ids", {})))
+    ts = _timestamp(_Reader(label, "[timestamp]", doc["timestamp"])) if "timestamp" in doc else None
+    gen = _genealogy(_Reader(label, "[genealogy]", doc["genealogy"]), process, ids) \
+        if "genealogy" in doc else None
+    columns: list[ValueColumn] = []
+    long = None
+    check = _Checker(label, process, partner, factories)
+    if shape == "wide":
+        columns = _wide_columns(label, doc, check, ids)
+    else:
+        long = _long_layout(label, doc, check)
+    if fmt.format == "parquet" and any(isinstance(c, int) for c in _all_refs(ids, ts, gen, columns, long)):
+        raise MappingError(f"{label}: Parquet columns must be named, not numbered")
+    return PartnerMapping(
+        name=head.get("name", str, path.stem), version=str(head.get("version", (str, int), "1")),
+        description=head.get("description", str, ""), path=path.resolve(),
+        sha256=hashlib.sha256(raw).hexdigest(), process=process, partner=partner,
+        factories=factories, file=fmt, shape=shape, ids=ids, timestamp=ts, genealogy=gen,
+        columns=tuple(columns), long=long)
+
+
+def _read_toml(path: Path, label: str) -> tuple[bytes, dict]:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -309,8 +335,11 @@ def load_mapping(path: str | Path) -> PartnerMapping:
                                "long", "variables"})
     if extra:
         raise MappingError(f"{label}: unknown section(s) {extra}")
+    return raw, doc
 
-    head = _Reader(label, "[mapping]", doc.get("mapping", {}))
+
+def _head(head: _Reader, path: Path) -> tuple[Process, str, tuple[str, ...], str]:
+    """[mapping]: (process, partner, factories, shape), checked against the process."""
     head.unknown({"name", "version", "description", "process", "partner", "factories", "shape"})
     psrc = head.get("process", str)
     if psrc not in BUILTIN_PROCESSES:
@@ -334,88 +363,82 @@ def load_mapping(path: str | Path) -> PartnerMapping:
             head.fail(f"factory '{f}' is not a factory of process '{process.name}'; known: {sorted(fac)}")
         if fac[f].partner != partner:
             head.fail(f"factory '{f}' belongs to partner '{fac[f].partner}', not '{partner}'")
+    return process, partner, factories, shape
 
-    fmt = _file_format(_Reader(label, "[file]", doc.get("file", {})))
-    ids = _ids(_Reader(label, "[ids]", doc.get("ids", {})))
-    ts = None
-    if "timestamp" in doc:
-        r = _Reader(label, "[timestamp]", doc["timestamp"])
-        r.unknown({"column", "format", "timezone"})
-        ts = Timestamp(r.column("column"), r.get("format", str, "ISO8601"), r.get("timezone", str, "UTC"))
-        try:
-            ZoneInfo(ts.timezone)
-        except (ZoneInfoNotFoundError, ValueError):
-            r.fail(f"unknown time zone '{ts.timezone}' (use an IANA name such as 'Europe/Berlin')")
-    gen = None
-    if "genealogy" in doc:
-        r = _Reader(label, "[genealogy]", doc["genealogy"])
-        r.unknown({"parent_step", "parent", "required"})
-        gen = Genealogy(r.get("parent_step", int), r.column("parent", None), r.get("required", bool, True))
-        if not 1 <= gen.parent_step <= process.n_steps:
-            r.fail(f"parent_step {gen.parent_step} is not a step of process '{process.name}' "
-                   f"(1..{process.n_steps})")
-        if gen.parent is not None and ids.part is None:
-            r.fail("a parent column needs [ids] part and pattern to split it")
 
-    columns: list[ValueColumn] = []
-    long = None
-    check = _Checker(label, process, partner, factories)
-    if shape == "wide":
-        if "long" in doc or "variables" in doc:
-            raise MappingError(f"{label}: [long] and [[variables]] are for shape = 'long'")
-        items = doc.get("columns", [])
-        if not isinstance(items, list) or not items:
-            raise MappingError(f"{label}: a wide mapping needs [[columns]] entries")
-        for i, t in enumerate(items):
-            r = _Reader(label, f"columns[{i}]", t)
-            r.unknown({"column", "variable", "step", "kind", "unit", "part", "specified"})
-            vc = ValueColumn(r.column("column"), r.get("variable", str), r.get("step", int),
-                             r.get("kind", str, "measurement"), r.get("unit", str, "1"),
-                             r.column("part", None), r.get("specified", bool, True))
-            check.variable(r, vc.variable, vc.step, vc.kind, vc.unit)
-            if vc.part is not None and ids.part is None:
-                r.fail("a per-column part id needs [ids] part and pattern")
-            columns.append(vc)
-        keys = [(c.step, c.variable, c.kind) for c in columns]
-        dup = sorted({k for k in keys if keys.count(k) > 1})
-        if dup:
-            raise MappingError(f"{label}: two columns map to the same (step, variable, kind): {dup}")
-    else:
-        if "columns" in doc:
-            raise MappingError(f"{label}: [[columns]] is for shape = 'wide'")
-        r = _Reader(label, "[long]", doc.get("long", {}))
-        r.unknown({"variable", "value", "unit", "step", "kind"})
-        lvars = []
-        for i, t in enumerate(doc.get("variables", [])):
-            vr = _Reader(label, f"variables[{i}]", t)
-            vr.unknown({"source", "variable", "step", "kind", "unit", "specified"})
-            lv = LongVariable(vr.get("source", str), vr.get("variable", str), vr.get("step", int, None),
-                              vr.get("kind", str, "measurement"), vr.get("unit", str, None),
-                              vr.get("specified", bool, True))
-            long_unit = r.table.get("unit")
-            if lv.unit is None and long_unit is None:
-                vr.fail("needs 'unit' (or give [long] unit, a unit column)")
-            if lv.step is None and "step" not in r.table:
-                vr.fail("needs 'step' (or give [long] step, a step column)")
-            if lv.step is not None:
-                check.variable(vr, lv.variable, lv.step, lv.kind, lv.unit)
-            lvars.append(lv)
-        if not lvars:
-            raise MappingError(f"{label}: a long mapping needs [[variables]] entries")
-        sources = [v.source for v in lvars]
-        dup = sorted({s for s in sources if sources.count(s) > 1})
-        if dup:
-            raise MappingError(f"{label}: variables: duplicate source name(s) {dup}")
-        long = LongLayout(r.column("variable"), r.column("value"), r.column("unit", None),
-                          r.column("step", None), r.column("kind", None), tuple(lvars))
-    if fmt.format == "parquet" and any(isinstance(c, int) for c in _all_refs(ids, ts, gen, columns, long)):
-        raise MappingError(f"{label}: Parquet columns must be named, not numbered")
-    return PartnerMapping(
-        name=head.get("name", str, path.stem), version=str(head.get("version", (str, int), "1")),
-        description=head.get("description", str, ""), path=path.resolve(),
-        sha256=hashlib.sha256(raw).hexdigest(), process=process, partner=partner,
-        factories=factories, file=fmt, shape=shape, ids=ids, timestamp=ts, genealogy=gen,
-        columns=tuple(columns), long=long)
+def _timestamp(r: _Reader) -> Timestamp:
+    r.unknown({"column", "format", "timezone"})
+    ts = Timestamp(r.column("column"), r.get("format", str, "ISO8601"), r.get("timezone", str, "UTC"))
+    try:
+        ZoneInfo(ts.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        r.fail(f"unknown time zone '{ts.timezone}' (use an IANA name such as 'Europe/Berlin')")
+    return ts
+
+
+def _genealogy(r: _Reader, process: Process, ids: Ids) -> Genealogy:
+    r.unknown({"parent_step", "parent", "required"})
+    gen = Genealogy(r.get("parent_step", int), r.column("parent", None), r.get("required", bool, True))
+    if not 1 <= gen.parent_step <= process.n_steps:
+        r.fail(f"parent_step {gen.parent_step} is not a step of process '{process.name}' "
+               f"(1..{process.n_steps})")
+    if gen.parent is not None and ids.part is None:
+        r.fail("a parent column needs [ids] part and pattern to split it")
+    return gen
+
+
+def _wide_columns(label: str, doc: dict, check: _Checker, ids: Ids) -> list[ValueColumn]:
+    if "long" in doc or "variables" in doc:
+        raise MappingError(f"{label}: [long] and [[variables]] are for shape = 'long'")
+    items = doc.get("columns", [])
+    if not isinstance(items, list) or not items:
+        raise MappingError(f"{label}: a wide mapping needs [[columns]] entries")
+    columns = []
+    for i, t in enumerate(items):
+        r = _Reader(label, f"columns[{i}]", t)
+        r.unknown({"column", "variable", "step", "kind", "unit", "part", "specified"})
+        vc = ValueColumn(r.column("column"), r.get("variable", str), r.get("step", int),
+                         r.get("kind", str, "measurement"), r.get("unit", str, "1"),
+                         r.column("part", None), r.get("specified", bool, True))
+        check.variable(r, vc.variable, vc.step, vc.kind, vc.unit)
+        if vc.part is not None and ids.part is None:
+            r.fail("a per-column part id needs [ids] part and pattern")
+        columns.append(vc)
+    keys = [(c.step, c.variable, c.kind) for c in columns]
+    dup = sorted({k for k in keys if keys.count(k) > 1})
+    if dup:
+        raise MappingError(f"{label}: two columns map to the same (step, variable, kind): {dup}")
+    return columns
+
+
+def _long_layout(label: str, doc: dict, check: _Checker) -> LongLayout:
+    if "columns" in doc:
+        raise MappingError(f"{label}: [[columns]] is for shape = 'wide'")
+    r = _Reader(label, "[long]", doc.get("long", {}))
+    r.unknown({"variable", "value", "unit", "step", "kind"})
+    lvars = []
+    for i, t in enumerate(doc.get("variables", [])):
+        vr = _Reader(label, f"variables[{i}]", t)
+        vr.unknown({"source", "variable", "step", "kind", "unit", "specified"})
+        lv = LongVariable(vr.get("source", str), vr.get("variable", str), vr.get("step", int, None),
+                          vr.get("kind", str, "measurement"), vr.get("unit", str, None),
+                          vr.get("specified", bool, True))
+        long_unit = r.table.get("unit")
+        if lv.unit is None and long_unit is None:
+            vr.fail("needs 'unit' (or give [long] unit, a unit column)")
+        if lv.step is None and "step" not in r.table:
+            vr.fail("needs 'step' (or give [long] step, a step column)")
+        if lv.step is not None:
+            check.variable(vr, lv.variable, lv.step, lv.kind, lv.unit)
+        lvars.append(lv)
+    if not lvars:
+        raise MappingError(f"{label}: a long mapping needs [[variables]] entries")
+    sources = [v.source for v in lvars]
+    dup = sorted({s for s in sources if sources.count(s) > 1})
+    if dup:
+        raise MappingError(f"{label}: variables: duplicate source name(s) {dup}")
+    return LongLayout(r.column("variable"), r.column("value"), r.column("unit", None),
+                      r.column("step", None), r.column("kind", None), tuple(lvars))
 
 
 def _file_format(r: _Reader) -> FileFormat:
@@ -478,36 +501,36 @@ def _all_refs(ids, ts, gen, columns, long):
 
 
 class _Checker:
-    """Checks a mapped variable against the process once, at load time."""
+    """Checks a mapped variable against the process once, at load time, with the
+    step table's rules (:class:`simulators.schema.StepRules`)."""
 
     def __init__(self, label, process: Process, partner: str, factories: tuple[str, ...]):
         self.label, self.p, self.partner, self.factories = label, process, partner, factories
+        self.rules = StepRules(process)
 
     def variable(self, r: _Reader, variable: str, step: int, kind: str, unit: str | None) -> None:
-        p = self.p
+        p, rules = self.p, self.rules
         if kind not in KINDS_OF_ROW:
             r.fail(f"kind must be one of {list(KINDS_OF_ROW)}, got '{kind}'")
-        if not 1 <= step <= p.n_steps:
+        if not rules.known_step([step])[0]:
             r.fail(f"step {step} is not a step of process '{p.name}' (1..{p.n_steps})")
-        s = p.step(step)
-        if s.partner != self.partner:
-            r.fail(f"step {step} ({s.name}) is run by partner '{s.partner}', not '{self.partner}'")
-        if self.factories and s.factory not in self.factories:
-            r.fail(f"step {step} ({s.name}) runs in factory '{s.factory}', which [mapping] "
+        name = p.step(step).name
+        partner, factory = rules.step_partner([step])[0], rules.step_factory([step])[0]
+        if partner != self.partner:
+            r.fail(f"step {step} ({name}) is run by partner '{partner}', not '{self.partner}'")
+        if self.factories and factory not in self.factories:
+            r.fail(f"step {step} ({name}) runs in factory '{factory}', which [mapping] "
                    f"factories {list(self.factories)} does not list")
-        target = None
-        if kind == "measurement":
-            if variable not in p.char_index:
-                r.fail(f"unknown characteristic '{variable}' for process '{p.name}'; "
-                       f"known: {sorted(p.char_index)}")
-            target = p.characteristic(variable).unit
-        elif kind == "lever":
-            if variable not in p.lever_index:
+        if kind == "measurement" and not rules.is_characteristic([variable])[0]:
+            r.fail(f"unknown characteristic '{variable}' for process '{p.name}'; "
+                   f"known: {sorted(p.char_index)}")
+        if kind == "lever":
+            if not rules.is_lever([variable])[0]:
                 r.fail(f"unknown lever '{variable}' for process '{p.name}'; known: {sorted(p.lever_index)}")
-            lv = p.lever(variable)
-            if lv.step != step:
-                r.fail(f"lever '{variable}' acts at step {lv.step}, not {step}")
-            target = lv.unit
+            acts = int(rules.lever_step([variable])[0])
+            if acts != step:
+                r.fail(f"lever '{variable}' acts at step {acts}, not {step}")
+        target = rules.process_unit([kind], [variable])[0]
         if unit is not None:
             from simulators.units import conversion, parse_unit
 

@@ -90,3 +90,40 @@ def test_validate_coerces_dtypes(data):
     loose = df.astype({"batch_id": object, "step": "int32"})
     out = validate(loose)
     assert str(out["step"].dtype) == "int64" and pd.api.types.is_string_dtype(out["batch_id"])
+
+
+def test_step_rules_answer_from_the_process(data):
+    from simulators.schema import StepRules
+
+    sim, _, _ = data
+    p = sim.process
+    rules = StepRules(p)
+    steps = np.array([0, 1, p.n_steps, p.n_steps + 1])
+    assert rules.known_step(steps).tolist() == [False, True, True, False]
+    assert rules.step_factory(steps).tolist() == [None, p.steps[0].factory, p.steps[-1].factory, None]
+    assert rules.step_partner(steps).tolist() == [None, p.steps[0].partner, p.steps[-1].partner, None]
+    ch, lv = p.characteristics[0], p.levers[0]
+    var = pd.array([ch.name, lv.name, "nothing", pd.NA], dtype="string")
+    assert rules.is_characteristic(var).tolist() == [True, False, False, False]
+    assert rules.is_lever(var).tolist() == [False, True, False, False]
+    assert rules.lever_step(var).tolist() == [-1, lv.step, -1, -1]
+    lo, hi = rules.lever_bounds(var)
+    assert lo.tolist() == [-np.inf, lv.lower, -np.inf, -np.inf]
+    assert hi.tolist() == [np.inf, lv.upper, np.inf, np.inf]
+    kind = ["measurement", "lever", "measurement", "event"]
+    assert rules.process_unit(kind, var).tolist() == [ch.unit, lv.unit, None, None]
+    assert StepRules.needs_value(kind + [None]).tolist() == [True, True, True, False, False]
+
+
+def test_check_rows_and_the_frame_check_use_the_step_rules(data, monkeypatch):
+    # one rule, one place: a changed rule changes the simulator's check
+    import simulators.schema as schema
+
+    sim, _, df = data
+    lv = sim.process.levers[0]
+    assert not len(schema.check_rows(df, sim.process))
+    monkeypatch.setattr(schema.StepRules, "lever_bounds",
+                        lambda self, v: (np.full(len(v), lv.upper + 1), np.full(len(v), np.inf)))
+    f = schema.check_rows(df, sim.process)
+    assert set(f["reason"]) == {"lever value outside its hard bounds"}
+    assert len(f) == (df.kind == "lever").sum()

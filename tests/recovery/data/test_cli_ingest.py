@@ -207,7 +207,7 @@ def test_exit_statuses_0_1_2_3(tmp_path, files, monkeypatch, capsys):
     assert main(["ingest", "empty.csv"] + base) == 2
     assert capsys.readouterr().err.strip() == "recovery ingest: error: empty.csv: the file is empty"
 
-    import recovery.data.ingest as ing
+    import recovery.data.ingestion.run as ing
 
     def boom(*a, **k):
         raise RuntimeError("a bug\nover two lines")
