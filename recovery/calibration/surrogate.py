@@ -328,47 +328,118 @@ def calibrate(history: pd.DataFrame, process: Process, *, seed: int = 0,
         raise CalibrationError(f"process '{process.name}' has no uncertain parameter to calibrate "
                                f"(see 'Uncertain physics' in docs/process-format.md)")
     hist = summarise_history(history, process, since=since)
-    rng = np.random.default_rng([seed, 0])
-    keys = tuple(u.key for u in process.uncertain)
-    k = len(keys)
-    file_values = np.array([process.step(s).params[p] for s, p in keys])
-    prior = _Prior(
-        mu=np.array([u.prior.a if u.prior.dist == "lognormal" else np.log(u.prior.a)
-                     for u in process.uncertain]),
-        sd=np.array([u.prior.b if u.prior.dist == "lognormal" else np.log(u.prior.b)
-                     for u in process.uncertain]),
-        uniform=np.array([u.prior.dist == "uniform" for u in process.uncertain]))
-    prior_sd = np.array([u.prior.log_factor_sd() for u in process.uncertain])
-    ranges = np.array([u.prior.log_factor_range(_PRIOR_WIDTH) for u in process.uncertain])
-    box = Box((ranges[:, 0] + ranges[:, 1]) / 2, (ranges[:, 1] - ranges[:, 0]) / 2)
-    prior_box = box
-
-    layout = SummaryLayout.build(process, hist.levers)
-    feats = layout.features(hist.mean)
-    design_h = layout.design(hist.levers)
-    observed = layout.summaries(feats, design_h)
-    boot = layout.bootstrap(feats, design_h, cfg.bootstrap, rng)
-    setup = _Setup(process, keys, file_values, np.tile(hist.day, cfg.sim_factor),
-                   np.tile(hist.levers, (cfg.sim_factor, 1)), layout, seed)
-    inflate = 1.0 + 1.0 / cfg.sim_factor  # the simulation's own noise (common random numbers)
-
-    interacts = _interactions(process, keys)
+    cal = _Calibration.prepare(hist, process, seed, cfg)
+    keys = cal.keys
     diag: dict = {"n_batches": hist.n_batches, "dropped_incomplete": hist.dropped,
-                  "since": since, "levers_moved": [process.levers[j].name for j in layout.moved],
+                  "since": since, "levers_moved": [process.levers[j].name for j in cal.layout.moved],
                   "rounds": []}
-    state: dict = {"whiten": None}
-    z_mode = box.centre.copy()
+    client_cm = contextlib.nullcontext(None)
+    if cluster:
+        from recovery.distributed import cluster_client
+        client_cm = cluster_client(cluster)
+    with client_cm as client:
+        z = cal.sample(client, diag)
+    converged = (diag["rhat_max"] < cfg.max_rhat and diag["ess_bulk_min"] > cfg.min_ess
+                 and diag["divergences"] <= 0.01 * len(z) and diag["outside_design_box"] < 0.05)
+    diag["emulator_box_sd_factor"] = _BOX_SDS
+    draws = np.array([[v for v in _values(keys, cal.file_values, zi).values()] for zi in z])
+    params, reasons = _parameter_summaries(cal, z, draws)
+    diag["uninformed"] = reasons
+    post = PhysicsPosterior(process.name, process.digest, keys, draws, "surrogate-nuts",
+                            bool(converged), diag, tuple(params), (), 0.0)
+    checks = predictive_checks(post, process, hist, cal.setup, cfg, seed)
+    diag["simulator_calls"] = sum(r["design_points"] + 1 for r in diag["rounds"]) + cfg.check_draws
+    return PhysicsPosterior(process.name, process.digest, keys, draws, "surrogate-nuts",
+                            bool(converged), _jsonable(diag), tuple(params), tuple(checks),
+                            time.perf_counter() - t0)
 
-    def fit_round(box, client):
+
+@dataclass
+class _Calibration:
+    """One run of :func:`calibrate`: its fixed inputs, its random stream and the
+    whitener the first design round sets (later rounds reuse it)."""
+
+    process: Process
+    cfg: CalibrationConfig
+    seed: int
+    rng: np.random.Generator
+    keys: tuple
+    file_values: np.ndarray
+    prior: _Prior
+    prior_sd: np.ndarray
+    prior_box: Box
+    layout: SummaryLayout
+    observed: np.ndarray
+    boot: np.ndarray
+    setup: _Setup
+    inflate: float
+    interacts: np.ndarray
+    whiten: _Whitener | None = None
+
+    @classmethod
+    def prepare(cls, hist: History, process: Process, seed: int, cfg: CalibrationConfig
+                ) -> "_Calibration":
+        """The prior, the history's summaries and their bootstrap noise, and the design setup."""
+        rng = np.random.default_rng([seed, 0])
+        keys = tuple(u.key for u in process.uncertain)
+        file_values = np.array([process.step(s).params[p] for s, p in keys])
+        prior = _Prior(
+            mu=np.array([u.prior.a if u.prior.dist == "lognormal" else np.log(u.prior.a)
+                         for u in process.uncertain]),
+            sd=np.array([u.prior.b if u.prior.dist == "lognormal" else np.log(u.prior.b)
+                         for u in process.uncertain]),
+            uniform=np.array([u.prior.dist == "uniform" for u in process.uncertain]))
+        prior_sd = np.array([u.prior.log_factor_sd() for u in process.uncertain])
+        ranges = np.array([u.prior.log_factor_range(_PRIOR_WIDTH) for u in process.uncertain])
+        prior_box = Box((ranges[:, 0] + ranges[:, 1]) / 2, (ranges[:, 1] - ranges[:, 0]) / 2)
+
+        layout = SummaryLayout.build(process, hist.levers)
+        feats = layout.features(hist.mean)
+        design_h = layout.design(hist.levers)
+        observed = layout.summaries(feats, design_h)
+        boot = layout.bootstrap(feats, design_h, cfg.bootstrap, rng)
+        setup = _Setup(process, keys, file_values, np.tile(hist.day, cfg.sim_factor),
+                       np.tile(hist.levers, (cfg.sim_factor, 1)), layout, seed)
+        inflate = 1.0 + 1.0 / cfg.sim_factor  # the simulation's own noise (common random numbers)
+        return cls(process, cfg, seed, rng, keys, file_values, prior, prior_sd, prior_box, layout,
+                   observed, boot, setup, inflate, _interactions(process, keys))
+
+    def sample(self, client, diag: dict) -> np.ndarray:
+        """Design rounds narrowing the box around the mode, then NUTS, with further
+        rounds around the draws while they leave the emulator's box.
+
+        Returns the draws of the log-factors ``z`` (n_draws, n_keys); records each
+        round and the sampler's convergence in ``diag``.
+        """
+        cfg, box = self.cfg, self.prior_box
+        for r in range(cfg.rounds):
+            em, noise, z_mode, cov = self.fit_round(box, client, diag)
+            if r + 1 < cfg.rounds:
+                # Narrow around the mode; a mode at the box's edge moves the next box there.
+                sd = np.sqrt(np.clip(np.diag(cov), 1e-12, None))
+                box = Box(z_mode, np.clip(_BOX_SDS * sd, 0.02, box.half)).intersect(self.prior_box)
+        for extra in range(cfg.extra_rounds + 1):
+            idata = _nuts(em, noise, self.prior, cfg, self.seed, z_mode, cov)
+            z = idata.posterior["z"].values.reshape(-1, len(self.keys))
+            diag.update(_convergence(idata, em, z))
+            if diag["outside_design_box"] < 0.05 or extra == cfg.extra_rounds:
+                break
+            # The posterior reaches past the emulator's box: a box around the draws themselves.
+            box = Box(z.mean(axis=0), np.maximum(_BOX_SDS * z.std(axis=0), 0.02)).intersect(self.prior_box)
+            em, noise, z_mode, cov = self.fit_round(box, client, diag)
+        return z
+
+    def fit_round(self, box: Box, client, diag: dict):
         """Simulate a design in ``box``, fit the emulator there, find the mode."""
-        zs = latin_hypercube(box, cfg.design_points, rng)
-        stats = _simulate_design(setup, zs, client, cfg.chunk)
-        if state["whiten"] is None:
-            wh = state["whiten"] = _make_whitener(observed, boot, stats, inflate, cfg)
-            diag["summaries"] = {"total": layout.n_summaries, "used": int(len(wh.keep)),
+        cfg, prior = self.cfg, self.prior
+        zs = latin_hypercube(box, cfg.design_points, self.rng)
+        stats = _simulate_design(self.setup, zs, client, cfg.chunk)
+        if self.whiten is None:
+            wh = self.whiten = _make_whitener(self.observed, self.boot, stats, self.inflate, cfg)
+            diag["summaries"] = {"total": self.layout.n_summaries, "used": int(len(wh.keep)),
                                  "noise_shrinkage": wh.shrinkage}
-        w = state["whiten"](stats)
-        em = QuadraticEmulator(box, interacts).fit(zs, w)
+        w = self.whiten(stats)
+        em = QuadraticEmulator(box, self.interacts).fit(zs, w)
         noise = 1.0 + em.resid_var_
         # Start from the design point the simulator itself found best: the
         # emulator is least trustworthy in the first, widest box.
@@ -379,8 +450,8 @@ def calibrate(history: pd.DataFrame, process: Process, *, seed: int = 0,
         # about the noise. When it misses by more (physics the summaries see but the
         # uncertain parameters cannot express, noise that is not normal), widen the
         # noise by that factor instead of trusting intervals the data do not support.
-        w_mode = state["whiten"](_simulate(setup, mode))[0]
-        dof = max(len(w_mode) - k, 1)
+        w_mode = self.whiten(_simulate(self.setup, mode))[0]
+        dof = max(len(w_mode) - len(self.keys), 1)
         phi = max(1.0, float((w_mode ** 2 / noise).sum() / dof))
         noise = noise * phi
         mode, cov = _mode(em, noise, prior, mode, box)
@@ -390,36 +461,17 @@ def calibrate(history: pd.DataFrame, process: Process, *, seed: int = 0,
                                "overdispersion": phi})
         return em, noise, mode, cov
 
-    client_cm = contextlib.nullcontext(None)
-    if cluster:
-        from recovery.distributed import cluster_client
-        client_cm = cluster_client(cluster)
-    with client_cm as client:
-        for r in range(cfg.rounds):
-            em, noise, z_mode, cov = fit_round(box, client)
-            if r + 1 < cfg.rounds:
-                # Narrow around the mode; a mode at the box's edge moves the next box there.
-                sd = np.sqrt(np.clip(np.diag(cov), 1e-12, None))
-                box = Box(z_mode, np.clip(_BOX_SDS * sd, 0.02, box.half)).intersect(prior_box)
-        for extra in range(cfg.extra_rounds + 1):
-            idata = _nuts(em, noise, prior, cfg, seed, z_mode, cov)
-            z = idata.posterior["z"].values.reshape(-1, k)
-            diag.update(_convergence(idata, em, z))
-            if diag["outside_design_box"] < 0.05 or extra == cfg.extra_rounds:
-                break
-            # The posterior reaches past the emulator's box: a box around the draws themselves.
-            box = Box(z.mean(axis=0), np.maximum(_BOX_SDS * z.std(axis=0), 0.02)).intersect(prior_box)
-            em, noise, z_mode, cov = fit_round(box, client)
-    converged = (diag["rhat_max"] < cfg.max_rhat and diag["ess_bulk_min"] > cfg.min_ess
-                 and diag["divergences"] <= 0.01 * len(z) and diag["outside_design_box"] < 0.05)
-    diag["emulator_box_sd_factor"] = _BOX_SDS
-    draws = np.array([[v for v in _values(keys, file_values, zi).values()] for zi in z])
-    moved_steps = {process.levers[j].step for j in layout.moved}
+
+def _parameter_summaries(cal: _Calibration, z: np.ndarray, draws: np.ndarray
+                         ) -> tuple[list[ParameterSummary], dict[str, str]]:
+    """Each uncertain parameter's posterior summary, and why the uninformed ones are."""
+    process, cfg = cal.process, cal.cfg
+    moved_steps = {process.levers[j].step for j in cal.layout.moved}
     lever_steps = {lv.step for lv in process.levers}
     params, reasons = [], {}
     post_sd = z.std(axis=0)
     for i, u in enumerate(process.uncertain):
-        ratio = float(post_sd[i] / prior_sd[i])
+        ratio = float(post_sd[i] / cal.prior_sd[i])
         informed = ratio < cfg.informed_ratio
         name = f"step {u.step} {u.param}"
         if (u.param in KINDS[process.step(u.step).kind].lever_sensitivities
@@ -429,16 +481,9 @@ def calibrate(history: pd.DataFrame, process: Process, *, seed: int = 0,
         elif not informed:
             reasons[name] = f"posterior sd {ratio:.2f} of the prior's"
         lo, hi = np.quantile(draws[:, i], [0.03, 0.97])
-        params.append(ParameterSummary(u.step, u.param, u.unit, float(file_values[i]),
+        params.append(ParameterSummary(u.step, u.param, u.unit, float(cal.file_values[i]),
                                        float(draws[:, i].mean()), float(lo), float(hi), informed))
-    diag["uninformed"] = reasons
-    post = PhysicsPosterior(process.name, process.digest, keys, draws, "surrogate-nuts",
-                            bool(converged), diag, tuple(params), (), 0.0)
-    checks = predictive_checks(post, process, hist, setup, cfg, seed)
-    diag["simulator_calls"] = sum(r["design_points"] + 1 for r in diag["rounds"]) + cfg.check_draws
-    return PhysicsPosterior(process.name, process.digest, keys, draws, "surrogate-nuts",
-                            bool(converged), _jsonable(diag), tuple(params), tuple(checks),
-                            time.perf_counter() - t0)
+    return params, reasons
 
 
 #: Roles nearly every kind touches a little; sharing them alone makes no interaction.

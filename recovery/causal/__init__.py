@@ -4,8 +4,10 @@ Modules, lowest first (each imports only those above it):
 
 - :mod:`~recovery.causal.errors`, :mod:`~recovery.causal.config`: ``DataError``,
   ``ModelLoadError``; ``FitConfig``, ``PriorConfig``;
-- :mod:`~recovery.causal.graph`: the causal graph, from the process definition
-  and the engineers' edits (``examples/expert_edits.toml``);
+- :mod:`~recovery.causal.edits`: the engineers' edit file (``examples/expert_edits.toml``);
+  :mod:`~recovery.causal.segments`: the step graph composed over each segment;
+  :mod:`~recovery.causal.graph`: the causal graph, from the process definition
+  and the edits (re-exports the names of both);
 - :mod:`~recovery.causal.summaries`: step data -> per-batch summaries, training ranges;
 - :mod:`~recovery.causal.components`: bar-to-bar spread and crack (conjugate);
 - :mod:`~recovery.causal.layout`: standardisation, the parameter layout and

@@ -46,57 +46,33 @@ pushes, with signs) at the segment's end.
 Expert edits
 ------------
 Engineers add or remove step-level edges and set priors in a TOML file
-(``examples/expert_edits.toml``)::
-
-    [[remove_edge]]
-    step = 18
-    source = "temper2_temperature"
-    target = "residual_stress"
-    reason = "the temper lever does not change stress relaxation"
-
-    [[add_edge]]
-    step = 17
-    source = "yield_strength"
-    target = "straightness"
-    reason = "harder bars spring back more in the straightener"
-
-    [[add_edge]]           # within a step: s2_b after step 3 depends on s2_a after step 3
-    step = 3
-    source = "s2_a"
-    target = "s2_b"
-    within = true          # implied when step 3 produces s2_a
-
-    [[prior]]
-    lever = "temper2_temperature"
-    target = "yield_strength"
-    mean = -1.2          # MPa per degC, slope at the lever's nominal value
-    sd = 0.6
-
-    [[prior]]
-    source = "yield_strength"
-    target = "bend_angle_1"
-    inspection = 35      # carry-over coefficient of the segment ending there
-    mean = -0.005        # deg per MPa
-    sd = 0.003
-
+(``examples/expert_edits.toml``; the format is in :mod:`recovery.causal.edits`).
 Every edit is recorded in :attr:`CausalGraph.log` and printed by
 ``recovery fit``; an added edge keeps the old value's carry-over (it adds an
 influence, it does not erase one). The model never drops an expert edge; when
 the data contradict an expert prior, the fit report says so.
+
+Module layout
+-------------
+This module holds the graph itself (:class:`Edge`, :class:`CausalGraph`, its
+building and its words); :mod:`recovery.causal.edits` the edit file and its
+checks, :mod:`recovery.causal.segments` the segment composition. Their public
+names are re-exported here.
 """
 
 from __future__ import annotations
 
 import json
-import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
-
 from simulators.definition import Process
 from simulators.kinds import KINDS
+from recovery.causal._roles import _chars_of_role, _primary
+from recovery.causal.edits import (EdgeRef, ExpertEditError, ExpertEdits, ExpertPrior,
+                                   _refuse_within_cycles, find_cycle, load_edits, parse_edits)
+from recovery.causal.segments import Segment, compose_segments
 
 __all__ = [
     "Edge", "EdgeRef", "ExpertPrior", "ExpertEdits", "ExpertEditError", "Segment",
@@ -115,10 +91,6 @@ SETS: dict[str, tuple[str, ...]] = {
 }
 
 EdgeKind = Literal["carry", "reads", "lever", "within"]
-
-
-class ExpertEditError(ValueError):
-    """An expert edit file is malformed or names something the process lacks."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,215 +118,6 @@ class Edge:
     kind: EdgeKind
     origin: str = "process"
     reason: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class EdgeRef:
-    """An edge named in an edit file, with its file location for errors.
-
-    ``within``: the source's value *after* the step (an edge inside the step);
-    also implied when the step produces the source.
-    """
-
-    step: int
-    source: str
-    target: str
-    reason: str = ""
-    where: str = ""
-    within: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class ExpertPrior:
-    """A prior an engineer sets on one mechanism parameter.
-
-    Two parameters can carry expert priors:
-
-    - a **lever slope** (``lever`` set): the lever's effect on ``target`` at
-      the next inspection, per lever unit, at the lever's nominal value, in
-      ``target`` units per lever unit;
-    - a **carry-over coefficient** (``source`` and ``inspection`` set): how much
-      of a deviation of ``source`` at the previous inspection reaches
-      ``target`` at ``inspection``, in ``target`` units per ``source`` unit.
-
-    Attributes
-    ----------
-    target : str
-    mean, sd : float
-        Normal prior, in the units above.
-    lever : str or None
-    source : str or None
-    inspection : int or None
-    reason : str
-    where : str
-        Location in the edit file (for messages).
-    """
-
-    target: str
-    mean: float
-    sd: float
-    lever: str | None = None
-    source: str | None = None
-    inspection: int | None = None
-    reason: str = ""
-    where: str = ""
-
-    @property
-    def label(self) -> str:
-        if self.lever is not None:
-            return f"lever slope {self.lever} -> {self.target}"
-        return f"carry-over {self.source} -> {self.target} (segment ending at step {self.inspection})"
-
-
-@dataclass(frozen=True)
-class ExpertEdits:
-    """The content of an expert edit file."""
-
-    add: tuple[EdgeRef, ...] = ()
-    remove: tuple[EdgeRef, ...] = ()
-    priors: tuple[ExpertPrior, ...] = ()
-    source: str = ""
-
-    @property
-    def empty(self) -> bool:
-        return not (self.add or self.remove or self.priors)
-
-
-def load_edits(path: str | Path) -> ExpertEdits:
-    """Read an expert edit file (TOML: ``[[add_edge]]``, ``[[remove_edge]]``, ``[[prior]]``).
-
-    Parameters
-    ----------
-    path : str or Path
-
-    Returns
-    -------
-    ExpertEdits
-
-    Raises
-    ------
-    ExpertEditError
-        The file is missing, not TOML, or an entry lacks a field; the message
-        names the file and the entry. Names are checked against a process by
-        :meth:`CausalGraph.from_process`.
-    """
-    path = Path(path)
-    try:
-        doc = tomllib.loads(path.read_text("utf-8"))
-    except FileNotFoundError:
-        raise ExpertEditError(f"{path}: no such edit file") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ExpertEditError(f"{path}: cannot read: {exc}") from None
-    return parse_edits(doc, str(path))
-
-
-def parse_edits(doc: dict[str, Any], label: str = "<edits>") -> ExpertEdits:
-    """Build :class:`ExpertEdits` from a parsed TOML document; see :func:`load_edits`."""
-    unknown = sorted(set(doc) - {"add_edge", "remove_edge", "prior"})
-    if unknown:
-        raise ExpertEditError(f"{label}: unknown table(s) {unknown}; allowed: "
-                              "[[add_edge]], [[remove_edge]], [[prior]]")
-
-    def field_(t: dict, where: str, key: str, typ: type, default: Any = ...) -> Any:
-        if key not in t:
-            if default is ...:
-                raise ExpertEditError(f"{label}: {where}: missing required field '{key}'")
-            return default
-        v = t[key]
-        if typ is float and isinstance(v, int) and not isinstance(v, bool):
-            v = float(v)
-        if not isinstance(v, typ) or isinstance(v, bool):
-            raise ExpertEditError(f"{label}: {where}: field '{key}' must be {typ.__name__}, got {v!r}")
-        return v
-
-    def refs(key: str) -> tuple[EdgeRef, ...]:
-        out = []
-        for i, t in enumerate(doc.get(key, [])):
-            where = f"{key}[{i}]"
-            if not isinstance(t, dict):
-                raise ExpertEditError(f"{label}: {where}: expected a table")
-            extra = sorted(set(t) - {"step", "source", "target", "reason", "within"})
-            if extra:
-                raise ExpertEditError(f"{label}: {where}: unknown field(s) {extra}")
-            within = t.get("within", False)
-            if not isinstance(within, bool):
-                raise ExpertEditError(f"{label}: {where}: field 'within' must be true or false, "
-                                      f"got {within!r}")
-            out.append(EdgeRef(field_(t, where, "step", int), field_(t, where, "source", str),
-                               field_(t, where, "target", str), field_(t, where, "reason", str, ""),
-                               f"{label}: {where}", within))
-        return tuple(out)
-
-    priors = []
-    for i, t in enumerate(doc.get("prior", [])):
-        where = f"prior[{i}]"
-        if not isinstance(t, dict):
-            raise ExpertEditError(f"{label}: {where}: expected a table")
-        extra = sorted(set(t) - {"lever", "source", "target", "inspection", "mean", "sd", "reason"})
-        if extra:
-            raise ExpertEditError(f"{label}: {where}: unknown field(s) {extra}")
-        pr = ExpertPrior(field_(t, where, "target", str), field_(t, where, "mean", float),
-                         field_(t, where, "sd", float), field_(t, where, "lever", str, None),
-                         field_(t, where, "source", str, None), field_(t, where, "inspection", int, None),
-                         field_(t, where, "reason", str, ""), f"{label}: {where}")
-        if (pr.lever is None) == (pr.source is None):
-            raise ExpertEditError(f"{label}: {where}: give either 'lever' (a lever slope) or "
-                                  "'source' and 'inspection' (a carry-over coefficient)")
-        if pr.source is not None and pr.inspection is None:
-            raise ExpertEditError(f"{label}: {where}: a carry-over prior needs 'inspection'")
-        if not pr.sd > 0 or not np.isfinite(pr.mean):
-            raise ExpertEditError(f"{label}: {where}: need a finite mean and sd > 0")
-        priors.append(pr)
-    return ExpertEdits(refs("add_edge"), refs("remove_edge"), tuple(priors), label)
-
-
-@dataclass(frozen=True)
-class Segment:
-    """What the step graph implies between two consecutive inspections.
-
-    Characteristic axes index :attr:`CausalGraph.modeled` (the continuous
-    characteristics; crack is handled apart, see ``docs/causal-model.md``).
-
-    Attributes
-    ----------
-    index : int
-        0-based segment number; segment ``q`` ends at inspection ``q``.
-    start, end : int
-        Steps: the segment covers steps ``start + 1 .. end`` (``start = 0``
-        for the first one).
-    acted : ndarray (d,) bool
-        Some step of the segment acts on the characteristic (it may change,
-        with noise); otherwise it passes through unchanged.
-    carry : ndarray (d, d) bool
-        ``carry[c, c2]``: the value of ``c`` at the end depends on ``c2`` at the start.
-    levers : ndarray (d, n_levers) bool
-        Lever reaches the characteristic at the end of the segment.
-    drift : ndarray (n_factories, d) bool
-        The factory's drift shifts the characteristic over this segment.
-    faults : tuple[int, ...]
-        Indices (into ``process.faults``) of faults at steps of this segment.
-    signatures : tuple[dict[str, int], ...]
-        For each of ``faults``: characteristic -> sign (+1, -1, 0 either) at the end.
-    within : ndarray (d, d) bool
-        ``within[c, c2]``: the value of ``c`` at the end depends on the value of
-        ``c2`` at the end (a within-step edge of one of the segment's steps);
-        acyclic. Not part of ``carry``.
-    """
-
-    index: int
-    start: int
-    end: int
-    acted: np.ndarray
-    carry: np.ndarray
-    levers: np.ndarray
-    drift: np.ndarray
-    faults: tuple[int, ...]
-    signatures: tuple[dict[str, int], ...]
-    within: np.ndarray | None = None
-
-    @property
-    def steps(self) -> range:
-        return range(self.start + 1, self.end + 1)
 
 
 @dataclass(frozen=True)
@@ -593,115 +356,8 @@ class CausalGraph:
         cached = self.__dict__.get("_segments")
         if cached is not None:
             return cached
-        p = self.process
-        if not p.inspections or p.inspection_steps[-1] != p.n_steps:
-            raise ValueError(f"process '{p.name}': the causal model needs an inspection at the "
-                             f"last step ({p.n_steps}); the steps after the last gauge cannot be learned")
-        mod = self.modeled
-        mi = self.modeled_index
-        d, nl, nf = len(mod), len(p.levers), len(p.factories)
-        fidx = {f.id: i for i, f in enumerate(p.factories)}
-        by_step: dict[int, list[Edge]] = {}
-        for e in self.edges:
-            by_step.setdefault(e.step, []).append(e)
-        out = []
-        start = 0
-        for q, end in enumerate(p.inspection_steps):
-            # reach[c]: start characteristics the value of c depends on; same for
-            # levers, factory drift and fault sources (fault index -> sign).
-            dep = {c: {c} for c in mod}
-            lev: dict[str, set[int]] = {c: set() for c in mod}
-            dri: dict[str, set[int]] = {c: set() for c in mod}
-            flt: dict[str, dict[int, int]] = {c: {} for c in mod}
-            acted = set()
-            within = np.zeros((d, d), dtype=bool)
-            faults_here = [i for i, f in enumerate(p.faults) if start < f.step <= end]
-            for k in range(start + 1, end + 1):
-                s = p.step(k)
-                incoming = by_step.get(k, [])
-                new_dep, new_lev, new_dri, new_flt = {}, {}, {}, {}
-                for c in mod:
-                    if (k, c) not in self.acts:
-                        continue
-                    acted.add(c)
-                    nd, nlv, ndr, nfl = set(), set(), set(), {}
-                    for e in incoming:
-                        if e.target != c:
-                            continue
-                        if e.kind == "lever":
-                            nlv.add(p.lever_index[e.source])
-                        elif e.kind == "within":
-                            # between values at the segment's end; the model solves
-                            # these apart (Segment.within), not through the carry-over
-                            if e.source in mi:
-                                within[mi[c], mi[e.source]] = True
-                        elif e.source in mi:
-                            nd |= dep[e.source]
-                            nlv |= lev[e.source]
-                            ndr |= dri[e.source]
-                            # A fault's signature follows carry-over only: what it does
-                            # through another characteristic's reads is second order.
-                            if e.kind == "carry":
-                                for fi, sg in flt[e.source].items():
-                                    nfl[fi] = _merge_sign(nfl.get(fi), sg)
-                    if c in _noise_targets(p, s) and KINDS[s.kind].params and s.params.get("batch_sigma", 0) > 0:
-                        ndr.add(fidx[s.factory])
-                    new_dep[c], new_lev[c], new_dri[c], new_flt[c] = nd, nlv, ndr, nfl
-                dep.update(new_dep)
-                lev.update(new_lev)
-                dri.update(new_dri)
-                flt.update(new_flt)
-                for fi in faults_here:
-                    f = p.faults[fi]
-                    if f.step != k:
-                        continue
-                    for role, sign in KINDS[s.kind].fault_effects.items():
-                        for c in _chars_of_role(p, role, s.target):
-                            if c in mi:
-                                flt[c][fi] = _merge_sign(flt[c].get(fi), sign)
-            acted_v = np.array([c in acted for c in mod])
-            carry = np.zeros((d, d), dtype=bool)
-            levers = np.zeros((d, nl), dtype=bool)
-            drift = np.zeros((nf, d), dtype=bool)
-            for c in mod:
-                i = mi[c]
-                if not acted_v[i]:
-                    carry[i, i] = True
-                    continue
-                for c2 in dep[c]:
-                    carry[i, mi[c2]] = True
-                for j in lev[c]:
-                    levers[i, j] = True
-                for fi in dri[c]:
-                    drift[fi, i] = True
-            sigs = []
-            for fi in faults_here:
-                sig = {c: flt[c][fi] for c in mod if fi in flt[c]}
-                for role in KINDS[p.step(p.faults[fi].step).kind].fault_effects:
-                    for c in _chars_of_role(p, role, p.step(p.faults[fi].step).target):
-                        if c not in mi:
-                            sig[c] = 1  # crack: a fault can only add cracks
-                sigs.append(sig)
-            out.append(Segment(q, start, end, acted_v, carry, levers, drift, tuple(faults_here),
-                               tuple(sigs), within))
-            start = end
-        # A characteristic that no step kind acts on before it is first gauged (role
-        # "other": a partner's own measurement) would have no noise at all, and with
-        # one bar per batch and a perfect gauge a zero covariance. It comes into
-        # being in the segment that first gauges it: that segment sets it afresh
-        # (no carry-over), with its own batch-level noise learned from the data.
-        seen = np.zeros(d, dtype=bool)
-        for q, seg in enumerate(out):
-            for c in p.inspections[q].measures:
-                i = mi.get(c)
-                if i is not None and not seen[i] and not seg.acted[i]:
-                    seg.acted[i] = True
-                    seg.carry[i] = False
-            seen |= out[q].acted
-            for c in p.inspections[q].measures:
-                if c in mi:
-                    seen[mi[c]] = True
-        result = tuple(out)
+        result = compose_segments(self)
+        # frozen, so set past __setattr__; the graph never changes, so neither do its segments
         object.__setattr__(self, "_segments", result)
         return result
 
@@ -766,103 +422,3 @@ class CausalGraph:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1)
-
-
-def _chars_of_role(process: Process, role: str, target: str | None) -> list[str]:
-    """Characteristics a kind's role refers to at a step (as the kernel resolves them)."""
-    if role == "bend_angle" and target is not None:
-        return [target]
-    for c in process.characteristics:
-        if c.role == role and role != "other":
-            return [c.name]
-    return []
-
-
-def _primary(process: Process, step) -> str | None:
-    """The characteristic a step's batch-level noise (and factory drift) acts on."""
-    spec = KINDS[step.kind]
-    roles = spec.needs or spec.acts_on
-    if not roles:
-        return None
-    chars = _chars_of_role(process, roles[0], step.target)
-    return chars[0] if chars else None
-
-
-#: Roles a kind's batch-level noise (and so its factory's drift) reaches besides its
-#: primary characteristic: plating's noise scales the deposit, which sets the coating
-#: and, through it, the diameter (``simulators/_kernels.py``, PLATING).
-_NOISE_ALSO: dict[str, tuple[str, ...]] = {"plating": ("diameter",)}
-
-
-def _noise_targets(process: Process, step) -> list[str]:
-    """The characteristics a step's batch-level noise (and factory drift) shifts."""
-    out = [c for c in [_primary(process, step)] if c is not None]
-    for role in _NOISE_ALSO.get(step.kind, ()):
-        out += [c for c in _chars_of_role(process, role, step.target) if c not in out]
-    return out
-
-
-def _merge_sign(old: int | None, new: int) -> int:
-    if old is None or old == new:
-        return new
-    return 0
-
-
-def find_cycle(pairs) -> list[str] | None:
-    """A directed cycle among ``(source, target)`` pairs, as ``[a, b, ..., a]``, or None.
-
-    Examples
-    --------
-    >>> find_cycle([("a", "b"), ("b", "c"), ("c", "a")])
-    ['a', 'b', 'c', 'a']
-    >>> find_cycle([("a", "b"), ("a", "c")]) is None
-    True
-    """
-    children: dict[str, list[str]] = {}
-    for a, b in pairs:
-        children.setdefault(a, []).append(b)
-    state: dict[str, int] = {}       # 1 on the current path, 2 done
-    path: list[str] = []
-
-    def visit(v: str) -> list[str] | None:
-        state[v] = 1
-        path.append(v)
-        for w in children.get(v, ()):
-            if state.get(w) == 1:
-                return path[path.index(w):] + [w]
-            if w not in state:
-                found = visit(w)
-                if found:
-                    return found
-        state[v] = 2
-        path.pop()
-        return None
-
-    for v in list(children):
-        if v not in state:
-            found = visit(v)
-            if found:
-                return found
-    return None
-
-
-def _refuse_within_cycles(p: Process, edges: list[Edge], edits: ExpertEdits) -> None:
-    """Within edges must form a DAG in each step and in each segment (they are
-    solved as one linear system at the segment's end)."""
-    within = [e for e in edges if e.kind == "within"]
-    if not within:
-        return
-    where = {(r.step, r.source, r.target): r.where for r in edits.add}
-    for k in sorted({e.step for e in within}):
-        cyc = find_cycle([(e.source, e.target) for e in within if e.step == k])
-        if cyc:
-            refs = sorted({where.get((k, a, b), "") for a, b in zip(cyc, cyc[1:])} - {""})
-            raise ExpertEditError(f"{edits.source}: cycle within step {k}: {' -> '.join(cyc)}"
-                                  + (f" (edges {', '.join(refs)})" if refs else ""))
-    start = 0
-    for end in p.inspection_steps:
-        cyc = find_cycle([(e.source, e.target) for e in within if start < e.step <= end])
-        if cyc:
-            raise ExpertEditError(f"{edits.source}: cycle within the segment of steps {start + 1}.."
-                                  f"{end} (within-step edges of several steps): {' -> '.join(cyc)}")
-        start = end
