@@ -184,3 +184,20 @@ def read_store_history(url: str | None, process, *, batch: str | None = None):
         return validate(df, process)
     except SchemaError as exc:
         raise UserError(f"{where}: stored rows do not match the process '{process.name}': {exc}") from None
+
+
+def model_calibration(model_dir, process, *, skip: bool = False):
+    """The calibrated physics saved in a model folder (None: none saved, or ``skip``), checked
+    against the model's process; a bad or foreign calibration is a :class:`UserError`."""
+    if skip:
+        return None
+    from recovery.calibration import CalibrationLoadError
+    from recovery.pipeline import load_posterior
+
+    try:
+        posterior = load_posterior(model_dir)
+        if posterior is not None:
+            posterior.check_process(process)
+    except CalibrationLoadError as exc:
+        raise UserError(f"--model {model_dir}: {exc}") from None
+    return posterior

@@ -6,7 +6,7 @@ import argparse
 import json
 
 from recovery.cli import UserError
-from recovery.commands._common import read_history, seed_int
+from recovery.commands._common import model_calibration, read_history, seed_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,8 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from recovery.calibration import CalibrationLoadError
-    from recovery.pipeline import load_model, load_posterior
+    from recovery.pipeline import load_model
     from recovery.voi.batch import TINY, MeasureConfig, MeasureError, measure
     from simulators.schema import check_rows
 
@@ -48,14 +47,7 @@ def run(args: argparse.Namespace) -> int:
         first = bad.iloc[0]
         raise UserError(f"{args.history}: does not fit the model's process '{process.name}' "
                         f"({len(bad)} rows; first: row {first['row']}, {first['column']}: {first['reason']})")
-    posterior = None
-    if not args.no_calibrate:
-        try:
-            posterior = load_posterior(args.model)
-            if posterior is not None:
-                posterior.check_process(process)
-        except CalibrationLoadError as exc:
-            raise UserError(f"--model {args.model}: {exc}") from None
+    posterior = model_calibration(args.model, process, skip=args.no_calibrate)
     try:
         a = measure(history, model, batch=args.batch, seed=args.seed, posterior=posterior,
                     config=TINY if args.budget == "tiny" else MeasureConfig())

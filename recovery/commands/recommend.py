@@ -13,7 +13,7 @@ import argparse
 import json
 
 from recovery.cli import UserError
-from recovery.commands._common import read_history, read_store_history, seed_int
+from recovery.commands._common import model_calibration, read_history, read_store_history, seed_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -62,8 +62,7 @@ def _lever_value(text: str) -> tuple[str, float]:
 
 def run(args: argparse.Namespace) -> int:
     from recovery.agents import make_agent
-    from recovery.calibration import CalibrationLoadError
-    from recovery.pipeline import load_model, load_policy, load_posterior
+    from recovery.pipeline import load_model, load_policy
     from recovery.recommend import RecommendationError, recommend
     from simulators.process import Simulator
     from simulators.schema import check_rows
@@ -79,14 +78,7 @@ def run(args: argparse.Namespace) -> int:
         history = read_store_history(args.store, process, batch=args.batch)
     else:
         raise UserError("give --history FILE, or --store URL with --batch ID")
-    posterior = None
-    if not args.no_calibrate:
-        try:
-            posterior = load_posterior(args.model)
-            if posterior is not None:
-                posterior.check_process(process)
-        except CalibrationLoadError as exc:
-            raise UserError(f"--model {args.model}: {exc}") from None
+    posterior = model_calibration(args.model, process, skip=args.no_calibrate)
     bad = check_rows(history, process)
     if len(bad):
         first = bad.iloc[0]

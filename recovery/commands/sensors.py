@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from recovery.cli import UserError
-from recovery.commands._common import positive_int, read_history, seed_int
+from recovery.commands._common import model_calibration, positive_int, read_history, seed_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -50,8 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from recovery.calibration import CalibrationLoadError
-    from recovery.pipeline import load_model, load_posterior
+    from recovery.pipeline import load_model
     from recovery.voi.candidates import CandidateError, default_candidates, load_candidates
     from recovery.voi.plant import (HeuristicPolicy, NonePolicy, changed_process, history_flag_shares,
                                     rank_candidates, world_flag_shares, world_from_model)
@@ -69,14 +68,7 @@ def run(args: argparse.Namespace) -> int:
         text = text_path.read_text("utf-8")
     except OSError as exc:
         raise UserError(f"--model {args.model}: cannot read its process file: {exc.strerror or exc}") from None
-    posterior = None
-    if not args.no_calibrate:
-        try:
-            posterior = load_posterior(args.model)
-            if posterior is not None:
-                posterior.check_process(process)
-        except CalibrationLoadError as exc:
-            raise UserError(f"--model {args.model}: {exc}") from None
+    posterior = model_calibration(args.model, process, skip=args.no_calibrate)
     history = read_history(args.data, check=True)
     bad = check_rows(history, process)
     if len(bad):
