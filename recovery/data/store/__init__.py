@@ -65,6 +65,9 @@ hand-overs, owners), :mod:`~recovery.data.store.audit` (the audit trail).
 Dialect differences are kept to three small shims: parameter markers, bulk
 insert (DuckDB reads a registered DataFrame; PostgreSQL gets ``COPY``) and
 how a result set becomes a DataFrame.
+
+Layer: ``recovery.data``. The store imports only ``recovery.errors`` and
+``recovery.data`` modules (ids), never the causal model, agents or shells.
 """
 
 from __future__ import annotations
