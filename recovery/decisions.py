@@ -58,8 +58,9 @@ class DecisionConflict(Exception):
         self.batch_id, self.after_step, self.current, self.supersedes = batch_id, after_step, current, supersedes
 
 
-def input_hash(history: pd.DataFrame, model_version: str, seed: int) -> str:
-    """SHA-256 (hex) of what a recommendation depends on: the model, the seed and the batch's rows.
+def input_hash(history: pd.DataFrame, model_version: str, seed: int, physics: str | None = None) -> str:
+    """SHA-256 (hex) of what a recommendation depends on: the model, the calibrated physics the
+    plans use, the seed and the batch's rows.
 
     The audit trail stores it with every recommendation shown and every
     decision, so a decision can be traced to the exact inputs it was made on.
@@ -71,9 +72,15 @@ def input_hash(history: pd.DataFrame, model_version: str, seed: int) -> str:
     model_version : str
     seed : int
         The recommendation's seed.
+    physics : str, optional
+        :attr:`recovery.calibration.PhysicsPosterior.fingerprint` when the plans use a
+        calibration (a model folder with and without one plans differently from the same
+        rows); None for the file's physics, which keeps the hash of a plain model unchanged.
     """
     h = hashlib.sha256()
     h.update(f"{model_version}|{seed}|{len(history)}|".encode())
+    if physics is not None:
+        h.update(f"physics:{physics}|".encode())
     cols = ["batch_id", "bar_id", "step", "variable", "value", "kind"]
     h.update(pd.util.hash_pandas_object(history[cols], index=False).to_numpy().tobytes())
     return h.hexdigest()

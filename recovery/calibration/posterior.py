@@ -13,6 +13,7 @@ and ``calibration_draws.npy``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -122,6 +123,14 @@ class PhysicsPosterior:
     @property
     def n_draws(self) -> int:
         return int(self.draws.shape[0])
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 (hex, 16 characters) of the draws, their parameters and the method: what a
+        plan made with this physics depends on (part of a recommendation's input hash)."""
+        h = hashlib.sha256(f"{self.process_digest}|{self.method}|{self.keys}|".encode())
+        h.update(np.ascontiguousarray(self.draws).tobytes())
+        return h.hexdigest()[:16]
 
     def failed_checks(self) -> tuple[tuple[int, str], ...]:
         """``(step, characteristic)`` the calibrated simulator cannot reproduce."""

@@ -92,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     recorded = None
     if args.decide is not None:
-        recorded = _record(args, process, model.version_.id, history, rec)
+        recorded = _record(args, process, model.version_.id, history, rec,
+                           None if posterior is None else posterior.fingerprint)
     elif args.plan or args.supersedes is not None:
         raise UserError("--plan and --supersedes go with --decide")
     if args.json:
@@ -108,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _record(args, process, model_version: str, history, rec) -> dict:
+def _record(args, process, model_version: str, history, rec, physics: str | None) -> dict:
     """Store the decision as the service does; a conflicting final decision is a UserError (exit 2)."""
     import getpass
 
@@ -129,7 +130,7 @@ def _record(args, process, model_version: str, history, rec) -> dict:
             return record_decision(
                 st, process=process, batch_id=rec.batch_id, rec=rec, decision=args.decide,
                 comment=args.comment, plan=final, actor=actor, partner=None, role="cli",
-                model_version=model_version, input_hash=input_hash(rows, model_version, rec.seed),
+                model_version=model_version, input_hash=input_hash(rows, model_version, rec.seed, physics),
                 supersedes=args.supersedes)
     except DecisionConflict as exc:
         raise UserError(_conflict_message(exc)) from None

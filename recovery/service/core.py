@@ -188,13 +188,14 @@ class Service:
             return self.store.read_steps(process=self.process.name, batch_ids=[batch_id])
 
     def _input_hash(self, history: pd.DataFrame) -> str:
-        """sha256 of the model version, the seed and the batch's rows.
+        """sha256 of the model version, the calibrated physics (if any), the seed and the batch's rows.
 
         The store returns rows in a canonical order (batch, step, kind, variable,
         bar), and pandas' row hash has a fixed key, so the same data give the
         same hash in every process.
         """
-        return input_hash(history, self.model_version, self.seed)
+        return input_hash(history, self.model_version, self.seed,
+                          None if self.posterior is None else self.posterior.fingerprint)
 
     def current(self, batch_id: str, version: tuple | None | object = _UNREAD) -> _Cached:
         """The batch's assessment for its stored rows, read only when they changed.

@@ -83,3 +83,24 @@ def test_one_final_decision_per_step_unless_superseded(tmp_path):
         assert audit["payload"].iloc[1]["supersedes"] == first["decision_id"]
         assert audit["payload"].iloc[0]["plan"] == {"temper_temperature": 480.0, "plating_time": 35.0}
         assert set(audit["actor"]) == {"eng"} and set(audit["model_version"]) == {"m1"}
+
+
+def test_the_input_hash_tells_a_calibrated_plan_from_one_on_the_file():
+    import pandas as pd
+
+    from recovery.calibration.posterior import from_values
+    from recovery.decisions import input_hash
+
+    p = load_process("small")
+    rows = pd.DataFrame({"batch_id": ["B-1"] * 2, "bar_id": [0, 1], "step": [5, 5],
+                         "variable": ["diameter"] * 2, "value": [16.0, 16.1], "kind": ["measurement"] * 2})
+    plain = input_hash(rows, "m1", 0)
+    assert plain == input_hash(rows, "m1", 0, None)          # the file's physics: the hash as before
+    key = p.uncertain[0].key
+    a = from_values(p, [{key: 1.0}]).fingerprint
+    b = from_values(p, [{key: 1.1}]).fingerprint
+    assert a != b and len(a) == 16
+    hashes = {plain, input_hash(rows, "m1", 0, a), input_hash(rows, "m1", 0, b)}
+    assert len(hashes) == 3
+    assert input_hash(rows, "m1", 0, a) == input_hash(rows.copy(), "m1", 0, from_values(p, [{key: 1.0}]).fingerprint)
+
