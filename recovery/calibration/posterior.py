@@ -13,6 +13,7 @@ and ``calibration_draws.npy``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
@@ -124,10 +125,11 @@ class PhysicsPosterior:
     def n_draws(self) -> int:
         return int(self.draws.shape[0])
 
-    @property
+    @functools.cached_property
     def fingerprint(self) -> str:
         """SHA-256 (hex, 16 characters) of the draws, their parameters and the method: what a
-        plan made with this physics depends on (part of a recommendation's input hash)."""
+        plan made with this physics depends on (part of a recommendation's input hash; computed once,
+        since the service hashes every request's inputs)."""
         h = hashlib.sha256(f"{self.process_digest}|{self.method}|{self.keys}|".encode())
         h.update(np.ascontiguousarray(self.draws).tobytes())
         return h.hexdigest()[:16]
