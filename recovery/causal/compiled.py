@@ -89,7 +89,7 @@ def _lib_versions() -> list[str]:
     return out
 
 
-def structure_key(layout, fd, prior, bars: int, process_digest: str) -> str:
+def structure_key(layout, fd, prior, bars: int, process_digest: str, *, form: str = "dense") -> str:
     """The cache key of the compiled log-density of one structure (hex SHA-256).
 
     Parameters
@@ -102,6 +102,9 @@ def structure_key(layout, fd, prior, bars: int, process_digest: str) -> str:
         Bars per batch.
     process_digest : str
         ``Process.digest`` of the process fitted.
+    form : {"dense", "dag"}
+        The likelihood's form (``likelihood.likelihood_form``): whether it
+        factorises rests on the reading variances, which are otherwise data.
 
     Returns
     -------
@@ -140,6 +143,8 @@ def structure_key(layout, fd, prior, bars: int, process_digest: str) -> str:
     put([idx.tolist() for idx, _, _ in fd.patterns])
     put(None if prior is None else ("mvnormal", len(prior[0])))
     put(int(bars))
+    if form != "dense":      # keys of the dense form stay those written before the dag form
+        put(("likelihood", form))
     return h.hexdigest()
 
 

@@ -37,6 +37,14 @@ class FitConfig:
         with the model more than the model expects (:func:`robust_adjust`); the
         sampler's own draws stay in ``idata_`` as ``theta`` and the adjusted ones
         are ``theta_robust``. ``none`` keeps the sampler's draws.
+    likelihood : {"auto", "dense"}
+        ``auto`` evaluates the likelihood factorised along the causal graph,
+        one normal per reading given its parents, whenever that is exact (every
+        reading exact: one bar per batch, or all bars gauged, and no gauge
+        sigma; see :func:`recovery.causal.likelihood.dag_index`), and as the
+        multivariate normal of a batch's readings otherwise. The two are the
+        same density; ``dense`` forces the second (the reference, and slow for
+        wide lines: a Cholesky factor of the readings' covariance per step).
     """
 
     method: Literal["nuts", "advi"] = "nuts"
@@ -49,6 +57,7 @@ class FitConfig:
     seed: int = 0
     keep_draws: int = 1000
     robust: Literal["sandwich", "none"] = "sandwich"
+    likelihood: Literal["auto", "dense"] = "auto"
 
 
 @dataclass(frozen=True)

@@ -451,7 +451,9 @@ class Layout:
             A = pt.stack([pt.dot(mix_q[q], A[q]) for q in range(Q)])
             B = pt.stack([pt.dot(mix_q[q], B[q]) for q in range(Q)])
             G = pt.stack([pt.dot(mix_q[q], G[q]) for q in range(Q)])
-        return dict(A=A, B=B, G=G, tau=tau, m=m, pi=pi, tauf=tauf, mix=mix)
+        # theta itself too: the factorised likelihood (likelihood.dag_index) reads the
+        # coefficients before the within-step edges are solved
+        return dict(A=A, B=B, G=G, tau=tau, m=m, pi=pi, tauf=tauf, mix=mix, theta=theta)
 
     def to_dict(self) -> dict:
         return {"names": self.names, "prior_mu": self.prior_mu.tolist(), "prior_sd": self.prior_sd.tolist()}

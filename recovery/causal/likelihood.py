@@ -5,6 +5,15 @@ the sampler sees) and :func:`loglik_terms` (NumPy, per batch, what the robust
 widening differentiates). Both build the noise covariance of the gauged
 means the same way: :func:`noise_covariance` (NumPy, also used by
 ``queries.root_cause``) and :func:`noise_covariance_tensor`, tested equal.
+
+Each comes in two forms of the same density. ``dense``: a batch's gauged
+means are one multivariate normal (a Cholesky factor of their covariance per
+evaluation, plus a Woodbury update per fault segment). ``dag``: when every
+hidden state the model needs is read exactly (:func:`dag_index` says when),
+the density factorises along the causal graph into one normal per reading,
+given the readings of its parents, and costs a matrix product instead of
+factors of a ``D x D`` covariance. ``form="auto"`` (the default) takes the
+``dag`` form whenever it is exact.
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ from recovery.causal.graph import CausalGraph
 from recovery.causal.layout import Layout, Standardisation
 from recovery.causal.summaries import Summaries
 
-__all__ = ["FitData", "fit_data", "noise_covariance", "noise_covariance_tensor", "loglik_tensor",
+__all__ = ["FitData", "fit_data", "DagIndex", "dag_index", "likelihood_form", "noise_covariance", "noise_covariance_tensor", "loglik_tensor",
            "data_names", "data_values", "gaussian_parts", "loglik_terms"]
 
 
@@ -154,11 +163,13 @@ def data_values(fd: FitData) -> dict[str, np.ndarray]:
 
 
 def loglik_tensor(P: dict, fd: FitData, layout: Layout, bars: int, *, per_batch: bool = False,
-                  data: dict | None = None):
+                  data: dict | None = None, form: str = "auto"):
     """Log-likelihood of the training summaries (PyTensor), hidden steps integrated out.
 
     The total, or with ``per_batch`` each batch's term (batches in the order of
-    ``fd.patterns``).
+    ``fd.patterns``). ``form``: ``"auto"`` factorises along the graph when that
+    is exact (:func:`dag_index`), ``"dense"`` always takes the multivariate
+    normal of a batch's readings, ``"dag"`` insists on the factorised form.
 
     ``data`` maps :func:`data_names` to symbolic inputs (shared variables) that
     stand for the readings, features and reading variances; without it they
@@ -169,6 +180,9 @@ def loglik_tensor(P: dict, fd: FitData, layout: Layout, bars: int, *, per_batch:
     import pytensor.tensor as pt
     from pytensor.tensor.slinalg import cholesky, solve_triangular
 
+    ix = _chosen(fd, layout, form)
+    if ix is not None:
+        return _loglik_dag_tensor(P, ix, fd, layout, per_batch, data)
     Q, d = layout.Q, layout.d
     A, B, G, tau, m = P["A"], P["B"], P["G"], P["tau"], P["m"]
     pi, tauf = P["pi"], P["tauf"]
@@ -244,13 +258,16 @@ def gaussian_parts(theta: np.ndarray, fd: FitData, layout: Layout):
     return m[q_, c_], Kobs, Sigma[0], Gl[0]
 
 
-def loglik_terms(theta: np.ndarray, fd: FitData, layout: Layout) -> np.ndarray:
+def loglik_terms(theta: np.ndarray, fd: FitData, layout: Layout, *, form: str = "auto") -> np.ndarray:
     """Each training batch's log-likelihood term at one ``theta (P,)`` (NumPy).
 
     The same quantity as ``loglik_tensor(..., per_batch=True)`` (batches in the
     order of ``fd.patterns``), without a compile step: the robust adjustment
-    evaluates it a few hundred times.
+    evaluates it a few hundred times. ``form`` as for :func:`loglik_tensor`.
     """
+    ix = _chosen(fd, layout, form)
+    if ix is not None:
+        return _loglik_dag_numpy(np.asarray(theta, dtype=np.float64), ix, fd, layout)
     mvec, Kobs, Sigma, Gl = gaussian_parts(theta, fd, layout)
     P = layout.decode(theta[None])
     pi, tauf, d = P.pi[0], P.tauf[0], layout.d
@@ -280,3 +297,232 @@ def loglik_terms(theta: np.ndarray, fd: FitData, layout: Layout) -> np.ndarray:
         out.append(np.logaddexp.reduce(np.stack(comps), axis=0) - 0.5 * len(idx) * math.log(2 * math.pi))
     return np.concatenate(out)
 
+
+
+# ---- the factorised form ------------------------------------------------------
+@dataclass(frozen=True)
+class DagIndex:
+    """Where each term of the factorised likelihood comes from (:func:`dag_index`).
+
+    Reading ``i`` (row ``fd.rows[i]``) has the structural residual ::
+
+        e_i = y_i - sum_j C[i, j] y_j - zeta @ K[i],    y = Z - m
+
+    where ``C`` holds the carry-over and within-step coefficients that feed it
+    (before the within-step edges are solved, ``W`` not ``(I - W)^-1``) and
+    ``K`` its lever effects and drift; ``e_i ~ N(0, tau_i^2)``, plus
+    ``tau_fault_i^2`` in a fault component that shifts its segment.
+
+    Attributes
+    ----------
+    tgt, src : ndarray of int (U,)
+        The nonzero entries of ``C`` (reading, parent reading), each pair once.
+    coef_map : ndarray (U, E)
+        0/1: which ``theta`` entries (``coef_i``) add up to each pair's
+        coefficient (a parent read both before and after the step can feed one
+        reading twice: once carried over, once within the step).
+    coef_i : ndarray of int (E,)
+    lever_row, lever_f, lever_i : ndarray of int
+        ``K[lever_row, lever_f] = theta[lever_i]``.
+    drift_rows : ndarray (n_drift, D)
+        ``K[:, F] = theta[layout.drift_i] @ drift_rows`` (drift per 100 days).
+    mean_i, noise_i : ndarray of int (D,)
+        ``theta`` index of each reading's mean and log noise sd.
+    fscale_i : ndarray of int (D,)
+        ``theta`` index of each reading's log fault-shift sd, -1 where its
+        segment has no fault component.
+    seg_onehot : ndarray (D, n_fault)
+        1 where the reading belongs to the ``k``-th fault segment (``layout.rate_q``).
+    """
+
+    tgt: np.ndarray
+    src: np.ndarray
+    coef_map: np.ndarray
+    coef_i: np.ndarray
+    lever_row: np.ndarray
+    lever_f: np.ndarray
+    lever_i: np.ndarray
+    drift_rows: np.ndarray
+    mean_i: np.ndarray
+    noise_i: np.ndarray
+    fscale_i: np.ndarray
+    seg_onehot: np.ndarray
+
+
+def dag_index(fd: FitData, layout: Layout) -> DagIndex | None:
+    """The factorised form of the likelihood when it is exact, else None.
+
+    The hidden states are integrated out (the dense form) because they are
+    read with noise. When they are read exactly, integrating is a change of
+    variables: each reading is its parents' readings times their coefficients
+    plus its own noise, the map from readings to noises is unit triangular
+    (parents come earlier, within a step along the DAG), so the density is the
+    product of one normal per reading. Exact when all of these hold:
+
+    * every reading has variance 0 (``fd.R == 0``: one bar per batch, or every
+      bar gauged, and no gauge noise);
+    * every batch reads every gauged pair (one inspection pattern, complete);
+    * the gauged pairs are exactly the pairs with their own noise (each
+      characteristic a segment changes is read at the segment's end, and none
+      is read twice without a change in between);
+    * every parent value a reading depends on is a reading (or 0, never set).
+
+    A partner line with one bar per batch and no gauge sigma meets them. With
+    several bars and a gauge sigma a sample mean carries reading noise, the
+    states are hidden, and the dense form is used: the per-node terms would
+    then have to include the parents' reading noise (errors in variables), which
+    does not factorise.
+    """
+    if len(fd.R) == 0 or np.any(np.asarray(fd.R) != 0.0):
+        return None
+    D = len(fd.rows)
+    if len(fd.patterns) != 1 or len(fd.patterns[0][0]) != D:
+        return None
+    row_of = {(int(q), int(c)): i for i, (q, c) in enumerate(fd.rows)}
+    noise_of = {(int(q), int(c)): int(k) for q, c, k in zip(layout.noise_q, layout.noise_c, layout.noise_i)}
+    if set(noise_of) != set(row_of):
+        return None
+    zero, unknown = -1, -2
+    prev = np.full(layout.d, zero)   # each characteristic's value at the last segment's end
+    pairs: dict[tuple[int, int], list[int]] = {}
+
+    def feed(i: int, state: int, k: int) -> bool:
+        if state == unknown:
+            return False
+        if state != zero:
+            pairs.setdefault((i, int(state)), []).append(int(k))
+        return True
+
+    for q, seg in enumerate(layout.segments):
+        cur = prev.copy()
+        for c in np.flatnonzero(seg.acted):
+            cur[c] = row_of.get((q, int(c)), unknown)
+        for k in np.flatnonzero(layout.carry_q == q):
+            i = row_of.get((q, int(layout.carry_c[k])))
+            if i is None or not feed(i, prev[layout.carry_c2[k]], layout.carry_i[k]):
+                return None
+        for k in np.flatnonzero(np.asarray(layout.within_q, dtype=np.int64) == q):
+            c = int(layout.within_c[k])
+            i = row_of.get((q, c))
+            if i is None:
+                if layout.relevant[q, c]:
+                    return None
+                continue       # no reading depends on it (Layout.relevant)
+            if not feed(i, cur[layout.within_c2[k]], layout.within_i[k]):
+                return None
+        prev = cur
+    keys = sorted(pairs)
+    coef_i = np.array([k for key in keys for k in pairs[key]], dtype=np.int64)
+    coef_map = np.zeros((len(keys), len(coef_i)))
+    col = 0
+    for u, key in enumerate(keys):
+        for _ in pairs[key]:
+            coef_map[u, col] = 1.0
+            col += 1
+    lever_row = np.array([row_of[(int(q), int(c))] for q, c in zip(layout.lever_q, layout.lever_c)], dtype=np.int64)
+    rows_q, rows_c = fd.rows[:, 0], fd.rows[:, 1]
+    drift_rows = np.asarray(layout.drift_map)[:, rows_q * layout.d + rows_c]
+    mean_of = {(int(q), int(c)): int(k) for q, c, k in zip(layout.mean_q, layout.mean_c, layout.mean_i)}
+    fscale_of = {(int(q), int(c)): int(k) for q, c, k in zip(layout.fscale_q, layout.fscale_c, layout.fscale_i)}
+    rows = [(int(q), int(c)) for q, c in fd.rows]
+    fault_q = [int(q) for q in layout.rate_q]
+    seg_onehot = np.array([[1.0 if q == fq else 0.0 for fq in fault_q] for q, _ in rows]).reshape(D, len(fault_q))
+    return DagIndex(np.array([k[0] for k in keys], dtype=np.int64), np.array([k[1] for k in keys], dtype=np.int64),
+                    coef_map, coef_i, lever_row, np.asarray(layout.lever_f, dtype=np.int64),
+                    np.asarray(layout.lever_i, dtype=np.int64), drift_rows,
+                    np.array([mean_of[r] for r in rows], dtype=np.int64),
+                    np.array([noise_of[r] for r in rows], dtype=np.int64),
+                    np.array([fscale_of.get(r, -1) for r in rows], dtype=np.int64), seg_onehot)
+
+
+def likelihood_form(fd: FitData, layout: Layout, form: str = "auto") -> str:
+    """The form :func:`loglik_tensor` takes for ``form``: ``"dag"`` or ``"dense"``."""
+    return "dense" if _chosen(fd, layout, form) is None else "dag"
+
+
+def _chosen(fd: FitData, layout: Layout, form: str) -> DagIndex | None:
+    if form not in ("auto", "dense", "dag"):
+        raise ValueError(f"likelihood form must be 'auto', 'dense' or 'dag', got {form!r}")
+    if form == "dense":
+        return None
+    ix = dag_index(fd, layout)
+    if ix is None and form == "dag":
+        raise ValueError("the likelihood does not factorise along the graph for these data (see dag_index)")
+    return ix
+
+
+def _mixture_weights(pi, fault_q: list[int], lib):
+    """Log weights of the fault-shift components, as in :func:`loglik_tensor`."""
+    log1m = lib.log1p(-pi)
+    lw0 = sum(log1m[q] for q in fault_q) if fault_q else 0.0
+    lw = [lw0] + [lw0 - log1m[q] + lib.log(pi[q]) for q in fault_q]
+    return lw
+
+
+def _loglik_dag_tensor(P: dict, ix: DagIndex, fd: FitData, layout: Layout, per_batch: bool, data: dict | None):
+    import pytensor.tensor as pt
+
+    theta = P["theta"]
+    D, F = len(fd.rows), layout.F
+    _, Zp, zeta = fd.patterns[0]
+    if data is not None:
+        Zp, zeta = data["Z0"], data["zeta0"]
+    C = pt.zeros((D, D))
+    if len(ix.tgt):
+        C = pt.set_subtensor(C[ix.tgt, ix.src], pt.dot(ix.coef_map, theta[ix.coef_i]))
+    K = pt.zeros((D, F + 1))
+    if len(ix.lever_i):
+        K = pt.set_subtensor(K[ix.lever_row, ix.lever_f], theta[ix.lever_i])
+    if len(layout.drift_pairs):
+        K = pt.set_subtensor(K[:, F], pt.dot(theta[layout.drift_i], ix.drift_rows))
+    Y = pt.as_tensor_variable(Zp) - theta[ix.mean_i]
+    E = Y - pt.dot(Y, C.T) - pt.dot(zeta, K.T)
+    v0 = pt.exp(2.0 * theta[ix.noise_i])
+    a0 = -0.5 * (E**2 / v0 + pt.log(2 * math.pi * v0))
+    s0 = pt.sum(a0, axis=1)
+    fault_q = [int(q) for q in layout.rate_q]
+    if not fault_q:
+        ll = s0
+    else:
+        lw = _mixture_weights(P["pi"], fault_q, pt)
+        has = ix.fscale_i >= 0
+        vf = pt.zeros(D)
+        vf = pt.set_subtensor(vf[np.flatnonzero(has)], pt.exp(2.0 * theta[ix.fscale_i[has]]))
+        v1 = v0 + vf
+        a1 = -0.5 * (E**2 / v1 + pt.log(2 * math.pi * v1))
+        Dq = pt.dot(a1 - a0, ix.seg_onehot)          # (B, n_fault): one segment shifted
+        comps = [lw[0] + s0] + [lw[k + 1] + s0 + Dq[:, k] for k in range(len(fault_q))]
+        if len(fault_q) >= 2:
+            last = pt.log(pt.maximum(1.0 - pt.exp(pt.logsumexp(pt.stack(lw))), 1e-300))
+            comps.append(last + s0 + pt.sum(Dq, axis=1))
+        ll = pt.logsumexp(pt.stack(comps), axis=0)
+    return ll if per_batch else pt.sum(ll)
+
+
+def _loglik_dag_numpy(theta: np.ndarray, ix: DagIndex, fd: FitData, layout: Layout) -> np.ndarray:
+    D, F = len(fd.rows), layout.F
+    _, Zp, zeta = fd.patterns[0]
+    C = np.zeros((D, D))
+    C[ix.tgt, ix.src] = ix.coef_map @ theta[ix.coef_i]
+    K = np.zeros((D, F + 1))
+    K[ix.lever_row, ix.lever_f] = theta[ix.lever_i]
+    if len(layout.drift_pairs):
+        K[:, F] = theta[layout.drift_i] @ ix.drift_rows
+    Y = Zp - theta[ix.mean_i]
+    E = Y - Y @ C.T - zeta @ K.T
+    v0 = np.exp(2.0 * theta[ix.noise_i])
+    a0 = -0.5 * (E**2 / v0 + np.log(2 * math.pi * v0))
+    s0 = a0.sum(axis=1)
+    fault_q = [int(q) for q in layout.rate_q]
+    if not fault_q:
+        return s0
+    pi = layout.decode(theta[None]).pi[0]
+    lw, codes = _filter.component_log_weights(pi, fault_q)
+    vf = np.where(ix.fscale_i >= 0, np.exp(2.0 * theta[np.maximum(ix.fscale_i, 0)]), 0.0)
+    v1 = v0 + vf
+    a1 = -0.5 * (E**2 / v1 + np.log(2 * math.pi * v1))
+    Dq = (a1 - a0) @ ix.seg_onehot
+    comps = [lw[0] + s0] + [lw[k + 1] + s0 + Dq[:, k] for k in range(len(fault_q))]
+    if codes[-1] == _filter.SEVERAL:
+        comps.append(lw[-1] + s0 + Dq.sum(axis=1))
+    return np.logaddexp.reduce(np.stack(comps), axis=0)

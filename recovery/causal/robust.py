@@ -30,21 +30,24 @@ def prior_precision(layout: Layout, at: np.ndarray, prior) -> np.ndarray:
     return H
 
 
-def scores(theta: np.ndarray, fd: FitData, layout: Layout, step: np.ndarray) -> np.ndarray:
+def scores(theta: np.ndarray, fd: FitData, layout: Layout, step: np.ndarray, *, form: str = "auto") -> np.ndarray:
     """Each batch's score (gradient of its log-likelihood term) at ``theta``, by
-    central differences with the given step per parameter: ``(n_batches, P)``."""
+    central differences with the given step per parameter: ``(n_batches, P)``.
+    ``form``: the likelihood's (:func:`~recovery.causal.likelihood.loglik_terms`)."""
     out = None
     for k in range(len(theta)):
         e = np.zeros(len(theta))
         e[k] = step[k]
-        col = (loglik_terms(theta + e, fd, layout) - loglik_terms(theta - e, fd, layout)) / (2.0 * step[k])
+        col = (loglik_terms(theta + e, fd, layout, form=form)
+               - loglik_terms(theta - e, fd, layout, form=form)) / (2.0 * step[k])
         if out is None:
             out = np.empty((len(col), len(theta)))
         out[:, k] = col
     return out
 
 
-def robust_adjust(theta: np.ndarray, fd: FitData, layout: Layout, prior=None) -> tuple[np.ndarray, np.ndarray]:
+def robust_adjust(theta: np.ndarray, fd: FitData, layout: Layout, prior=None, *,
+                  form: str = "auto") -> tuple[np.ndarray, np.ndarray]:
     """Widen posterior draws for model misspecification (open-faced sandwich).
 
     The model is an approximation of the process (linear-Gaussian, additive
@@ -73,6 +76,8 @@ def robust_adjust(theta: np.ndarray, fd: FitData, layout: Layout, prior=None) ->
     layout : Layout
     prior : (mean, cov) or None
         An update's prior; ``None``: the layout's priors.
+    form : {"auto", "dense"}
+        The likelihood's form (``FitConfig.likelihood``); the same values either way.
 
     Returns
     -------
@@ -83,7 +88,7 @@ def robust_adjust(theta: np.ndarray, fd: FitData, layout: Layout, prior=None) ->
     mu = theta.mean(axis=0)
     Sig = np.cov(theta, rowvar=False)
     n = len(mu)
-    S = scores(mu, fd, layout, 1e-3 * np.sqrt(np.maximum(np.diag(Sig), 1e-24)))
+    S = scores(mu, fd, layout, 1e-3 * np.sqrt(np.maximum(np.diag(Sig), 1e-24)), form=form)
     S = S - S.mean(axis=0)
     M = prior_precision(layout, mu, prior) + S.T @ S
     w, V = np.linalg.eigh(0.5 * (M + M.T))

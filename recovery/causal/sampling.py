@@ -18,7 +18,7 @@ from threadpoolctl import threadpool_limits
 from recovery.causal.config import FitConfig
 from recovery.causal.errors import DataError
 from recovery.causal.layout import Layout
-from recovery.causal.likelihood import FitData, data_values, loglik_tensor
+from recovery.causal.likelihood import FitData, data_values, likelihood_form, loglik_tensor
 from recovery.causal.robust import robust_adjust
 
 __all__ = ["Sampled", "build_pymc_model", "checked_start", "model_data", "sample_posterior"]
@@ -61,14 +61,16 @@ def model_data(layout: Layout, fd: FitData, prior) -> dict[str, np.ndarray]:
     return out
 
 
-def build_pymc_model(layout: Layout, fd: FitData, prior, bars: int, *, shared: bool = False):
+def build_pymc_model(layout: Layout, fd: FitData, prior, bars: int, *, shared: bool = False,
+                     form: str = "auto"):
     """The PyMC model: ``theta`` with the layout's priors (or an update's
     multivariate normal ``prior = (mean, cov)``) and the likelihood as a potential.
 
     With ``shared`` the data (:func:`model_data`) enter as PyTensor shared
     variables of unknown length, so the graph is the same for every data set of
     one structure and its compiled form can be reused
-    (:mod:`recovery.causal.compiled`); without, as constants."""
+    (:mod:`recovery.causal.compiled`); without, as constants. ``form``: the
+    likelihood's form (:func:`~recovery.causal.likelihood.loglik_tensor`)."""
     import pymc as pm
 
     data = None
@@ -86,7 +88,7 @@ def build_pymc_model(layout: Layout, fd: FitData, prior, bars: int, *, shared: b
                           else (data["prior_mean"], data["prior_chol"]))
             theta = pm.MvNormal("theta", mu=mean, chol=chol, dims="param")
         P = layout.decode_tensor(theta)
-        pm.Potential("loglik", loglik_tensor(P, fd, layout, bars, data=data))
+        pm.Potential("loglik", loglik_tensor(P, fd, layout, bars, data=data, form=form))
         if prior is None and layout.drift_scale_i is not None:
             # Partial pooling of the factory drift slopes: kappa ~ N(0, sd_drift). The
             # wide base prior of theta stays underneath; an update's prior already holds this.
@@ -198,8 +200,10 @@ def _run_nuts(build_model, cfg: FitConfig, progress: bool, t0: float, layout: La
         sd0 = layout.prior_sd if prior is None else np.sqrt(np.diag(prior[1]))
         # The data are shared inputs, so the compiled graph of this structure is
         # reused from the cache by every later fit of the same process.
-        c = compile_nutpie(lambda: build_pymc_model(layout, fd, prior, bars, shared=True),
-                           structure_key(layout, fd, prior, bars, process_digest),
+        form = cfg.likelihood
+        c = compile_nutpie(lambda: build_pymc_model(layout, fd, prior, bars, shared=True, form=form),
+                           structure_key(layout, fd, prior, bars, process_digest,
+                                         form=likelihood_form(fd, layout, form)),
                            model_data(layout, fd, prior), mean0, use_cache=use_cache)
         start, _ = checked_start(c.logp_dlogp, mean0, sd0, layout.names)
         compiled = replace(c.model, initial_point_func=lambda seed: start.copy())
@@ -237,7 +241,7 @@ def _widen(s: Sampled, cfg: FitConfig, fd: FitData, layout: Layout, prior) -> No
             return
     C, S = raw.sizes["chain"], raw.sizes["draw"]
     flat = np.asarray(raw.transpose("chain", "draw", ...).values).reshape(C * S, -1)
-    adj, ratio = robust_adjust(flat, fd, layout, prior)
+    adj, ratio = robust_adjust(flat, fd, layout, prior, form=cfg.likelihood)
     s.idata.posterior["theta_robust"] = (("chain", "draw", "param"), adj.reshape(C, S, -1))
     k = int(np.argmax(ratio))
     s.notes.append(f"posterior widened for model misspecification (sandwich, from each batch's "
@@ -283,11 +287,15 @@ def sample_posterior(layout: Layout, fd: FitData, prior, bars: int, cfg: FitConf
     # chain against 5.4 ms with one BLAS thread, default process, two chains).
     # The CLI sets the same limit by environment before numpy loads; this one
     # covers fits from Python (notebooks, benchmarks, the service).
+    form = cfg.likelihood
     with threadpool_limits(limits=1, user_api="blas"):
         if cfg.method == "advi":
-            s = _run_advi(build_pymc_model(layout, fd, prior, bars), cfg, progress, t0)
+            s = _run_advi(build_pymc_model(layout, fd, prior, bars, form=form), cfg, progress, t0)
         else:
-            s = _run_nuts(lambda: build_pymc_model(layout, fd, prior, bars), cfg, progress, t0,
+            s = _run_nuts(lambda: build_pymc_model(layout, fd, prior, bars, form=form), cfg, progress, t0,
                           layout, fd, prior, bars, process_digest, use_cache)
+        if likelihood_form(fd, layout, form) == "dag":
+            s.notes.append("likelihood factorised along the causal graph (every reading exact: one "
+                           "normal per reading given its parents; the same density as the dense form)")
         _widen(s, cfg, fd, layout, prior)
     return s
