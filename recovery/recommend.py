@@ -67,6 +67,10 @@ class Recommendation:
     """``"calibrated"`` when the plan's figures come from the calibrated physics, else ``"file"``."""
     failed_checks: tuple = ()
     """``(step, characteristic)`` of failed predictive checks this decision depends on."""
+    steps: list = field(default_factory=list)
+    """The root cause summed per step, highest first (``{"step", "name", "probability"}``, as
+    ``recovery diagnose --json`` gives): on a process without a fault catalogue, which step's
+    own contribution is out of the ordinary."""
 
     def to_dict(self) -> dict:
         return {
@@ -78,6 +82,7 @@ class Recommendation:
             "reasons": list(self.reasons), "note": self.note, "currency": self.currency,
             "p_accept_model": self.p_accept_model, "physics": self.physics,
             "failed_checks": [{"step": s, "characteristic": c} for s, c in self.failed_checks],
+            "steps": list(self.steps),
         }
 
 
@@ -244,4 +249,5 @@ def recommend(history: pd.DataFrame, model, *, batch: str | None = None, agent: 
         latency_s=time.perf_counter() - t, currency=process.economics.currency,
         p_accept_model=prop.extra.get("p_accept_model"),
         physics="calibrated" if getattr(agent, "calibrated", False) else "file", failed_checks=failed,
+        steps=[s.to_dict() for s in rc.steps],
     )

@@ -14,7 +14,9 @@ sd ``sigma``)::
 
     x_c = sum_{p -> c} w_pc f_pc(x_p) + e_c,   e_c ~ N(0, 1)
 
-in the file's (topological) order; ``f`` is the identity for a linear edge and
+in the file's (topological) order (``e_c`` Laplace with unit variance for
+``noise="laplace"``: the non-Gaussian case DirectLiNGAM and ``learn-graph
+--within-order data`` need); ``f`` is the identity for a linear edge and
 ``f(x) = x + 0.4 (x**2 - 1)`` for a nonlinear one (monotone over the bulk, so a
 linear method sees most of it, but not all). The value in the CSV is
 ``nominal + sigma * x``; the tolerance band is ``nominal +- 4 sd(x) sigma``.
@@ -85,6 +87,8 @@ class Line:
     spread : dict
         Characteristic -> sd of its deviation (in noise-sd units, all causes).
     seed : int
+    noise : {"gaussian", "laplace"}
+        Distribution of each characteristic's own noise ``e_c`` (unit variance).
     """
 
     name: str
@@ -94,6 +98,7 @@ class Line:
     nominal: dict = field(repr=False)
     spread: dict = field(repr=False)
     seed: int = 0
+    noise: str = "gaussian"
 
     @property
     def characteristics(self) -> tuple[str, ...]:
@@ -130,7 +135,9 @@ class Line:
         for e in self.edges:
             parents.setdefault(e.target, []).append(e)
         for c in self.characteristics:   # file order is topological
-            v = rng.standard_normal(n_parts) + shift.get(c, 0.0)
+            own = (rng.laplace(0.0, 1.0 / np.sqrt(2.0), n_parts) if self.noise == "laplace"
+                   else rng.standard_normal(n_parts))
+            v = own + shift.get(c, 0.0)
             for e in parents.get(c, ()):
                 xp = x[e.source]
                 v = v + e.weight * (xp + NONLINEAR * (xp**2 - 1.0) if e.nonlinear else xp)
@@ -247,6 +254,7 @@ class Line:
         """The true graph as JSON-ready data."""
         return {"name": self.name, "seed": self.seed, "stations": [list(s) for s in self.stations],
                 "nonlinear_curvature": NONLINEAR,
+                **({"noise": self.noise} if self.noise != "gaussian" else {}),
                 "edges": [{"from": e.source, "to": e.target, "weight": e.weight, "within": e.within,
                            "nonlinear": e.nonlinear} for e in self.edges]}
 
@@ -277,7 +285,7 @@ class Line:
 def make_line(*, stations: int = 5, chars_per_station: int | tuple[int, int] = 4,
               p_within: float = 0.3, p_across: float = 0.1, reach: int = 2,
               nonlinear_share: float = 0.2, weight: tuple[float, float] = (0.5, 1.0),
-              seed: int = 0, name: str = "generated-line") -> Line:
+              seed: int = 0, name: str = "generated-line", noise: str = "gaussian") -> Line:
     """Draw a line's structure.
 
     Parameters
@@ -301,6 +309,9 @@ def make_line(*, stations: int = 5, chars_per_station: int | tuple[int, int] = 4
     seed : int
     name : str
         Process name.
+    noise : {"gaussian", "laplace"}
+        Each characteristic's own noise (unit variance either way). The
+        structure drawn for a seed does not depend on it.
 
     Returns
     -------
@@ -308,6 +319,8 @@ def make_line(*, stations: int = 5, chars_per_station: int | tuple[int, int] = 4
     """
     if stations < 1:
         raise ValueError("stations must be >= 1")
+    if noise not in ("gaussian", "laplace"):
+        raise ValueError(f"noise must be 'gaussian' or 'laplace', got {noise!r}")
     rng = np.random.default_rng(seed)
     lo, hi = (chars_per_station, chars_per_station) if isinstance(chars_per_station, int) \
         else chars_per_station
@@ -327,11 +340,11 @@ def make_line(*, stations: int = 5, chars_per_station: int | tuple[int, int] = 4
     names = [c for t in st for c in t]
     sigma = {c: round(float(rng.choice([0.005, 0.01, 0.02, 0.05])), 4) for c in names}
     nominal = {c: round(float(rng.uniform(2.0, 60.0)), 2) for c in names}
-    line = Line(name, st, tuple(edges), sigma, nominal, {c: 1.0 for c in names}, seed)
+    line = Line(name, st, tuple(edges), sigma, nominal, {c: 1.0 for c in names}, seed, noise)
     # the deviation's spread sets the band; a fixed seed apart from the data's
     x = line.deviations(20_000, np.random.default_rng([seed, 7]))
     spread = {c: round(float(x[c].std()), 4) for c in names}
-    return Line(name, st, tuple(edges), sigma, nominal, spread, seed)
+    return Line(name, st, tuple(edges), sigma, nominal, spread, seed, noise)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -346,9 +359,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nonlinear", type=float, default=0.2, help="share of nonlinear edges")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--name", default="generated-line", help="process name")
+    ap.add_argument("--noise", choices=["gaussian", "laplace"], default="gaussian",
+                    help="each characteristic's own noise (default gaussian)")
     args = ap.parse_args(argv)
     line = make_line(stations=args.stations, chars_per_station=args.chars, p_within=args.p_within,
-                     p_across=args.p_across, nonlinear_share=args.nonlinear, seed=args.seed, name=args.name)
+                     p_across=args.p_across, nonlinear_share=args.nonlinear, seed=args.seed, name=args.name,
+                     noise=args.noise)
     paths = line.write(args.out, args.parts, seed=args.seed + 1)
     print(json.dumps({k: str(v) for k, v in paths.items()} | {"edges": len(line.edges)}))
     return 0

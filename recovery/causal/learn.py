@@ -26,7 +26,13 @@ station that produces it, else the first step that acts on it, see
    characteristic with ``p`` candidates is at most ``q**2 / ((2 threshold - 1) p)``;
    :attr:`LearnedGraph.error_bound` is their sum over the graph (the
    per-family error rate), and ``error_bound / len(edges)`` bounds the
-   expected share of false edges among those proposed.
+   expected share of false edges among those proposed. The bound holds for
+   any selection procedure no worse than random guessing, so it is loose: on
+   generated lines of 20 characteristics it stated 8.6-14.9 expected false
+   edges where 0-3 were found (BENCHMARKS.md, issue 22). Tighter bounds exist
+   under extra assumptions (Shah and Samworth 2013, unimodal selection
+   frequencies); they are not used here, since nothing checks those
+   assumptions on a partner's data.
 4. **Weights.** Each proposed edge's weight is the least-squares coefficient
    of the characteristic on its proposed parents, in physical units (target
    unit per source unit), with a 94% normal interval.

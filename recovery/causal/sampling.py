@@ -110,7 +110,9 @@ def _run_advi(model, cfg: FitConfig, progress: bool, t0: float) -> Sampled:
                         obj_optimizer=pm.adam(learning_rate=cfg.advi_learning_rate),
                         callbacks=[pm.callbacks.CheckParametersConvergence(tolerance=1e-3)])
         idata = approx.sample(cfg.draws, random_seed=cfg.seed)
-    notes = [f"ADVI, {cfg.advi_steps} steps, final loss {float(approx.hist[-1]):.1f}; "
+    ran = len(approx.hist)   # CheckParametersConvergence may stop it early
+    notes = [f"ADVI, {ran} steps" + (f" (of {cfg.advi_steps}: the parameters settled)" if ran < cfg.advi_steps else "")
+             + f", final loss {float(approx.hist[-1]):.1f}; "
              "mean-field: posterior spread is underestimated"]
     return Sampled(idata, "advi", 0.0, time.perf_counter() - t0, notes)
 

@@ -35,6 +35,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tune", type=positive_int, default=500, help="tuning steps per chain (default 500)")
     p.add_argument("--chains", type=positive_int, default=2, help="chains (default 2)")
     p.add_argument("--advi-steps", type=positive_int, default=20000, help="ADVI steps (default 20000)")
+    p.add_argument("--likelihood", choices=["auto", "dense"], default="auto",
+                   help="auto (default): factorise the likelihood along the causal graph where that "
+                        "is exact (one bar per batch or every bar gauged, no gauge sigma), which is "
+                        "much faster on wide lines; dense: always the multivariate normal of a "
+                        "batch's readings (the same density, the reference)")
     p.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
     p.add_argument("--no-calibrate", action="store_true",
                    help="do not calibrate the process file's physics on the data (by default the "
@@ -62,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     from recovery.causal.model import CausalModel, DataError, FitConfig, ModelLoadError
 
     config = FitConfig(method=args.method, draws=args.draws, tune=args.tune, chains=args.chains,
-                       advi_steps=args.advi_steps, seed=args.seed)
+                       advi_steps=args.advi_steps, seed=args.seed, likelihood=args.likelihood)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a directory")

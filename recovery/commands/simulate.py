@@ -108,8 +108,16 @@ def run(args: argparse.Namespace) -> int:
     carried = [c.name for c in process.characteristics if c.role == "other"]
     if carried:  # the figures above say nothing about these
         print(f"not simulated {len(carried)} characteristic(s) of role 'other' ({', '.join(carried[:5])}"
-              f"{', ...' if len(carried) > 5 else ''}): no step kind acts on them, they stay at their "
-              "nominal, so the flags and acceptance above say nothing about them")
+              f"{', ...' if len(carried) > 5 else ''}): the simulator has no physics for them and "
+              "carries them at their nominal (a station step makes them only in the causal model, "
+              "learned from data), so the flags and acceptance above say nothing about them")
+        if len(carried) == len(process.characteristics):
+            lacks = [w for w, none in (("no levers to explore", not process.levers),
+                                       ("no fault catalogue to inject from", not process.faults)) if none]
+            print("self-check   means nothing for this process: every characteristic is carried at "
+                  "its nominal, so 0% flagged and 100% accepted hold by construction"
+                  + (f" ({' and '.join(lacks)})" if lacks else "")
+                  + "; check such a line on its measured parts: recovery quality, learn-graph, fit")
     if truth and folder:
         print(f"truth        {truth}/ (faults/, latent/, outcome/)")
     elif truth:

@@ -59,3 +59,23 @@ def test_written_files_load_and_hold_the_truth(tmp_path):
     assert inside > 0.99        # bands at +-4 sd of each characteristic's spread
     df = line.step_data(5, seed=4, process=p)
     assert set(df["step"]) == {2, 4, 6} and df["batch_id"].nunique() == 5
+
+
+def test_laplace_noise_keeps_the_structure_and_unit_variance_but_not_the_shape():
+    from scipy.stats import kurtosis
+
+    g = make_line(stations=3, chars_per_station=3, p_within=0.6, p_across=0.3, seed=5)
+    lap = make_line(stations=3, chars_per_station=3, p_within=0.6, p_across=0.3, seed=5, noise="laplace")
+    assert lap.edges == g.edges and lap.noise == "laplace" and lap.truth()["noise"] == "laplace"
+    assert "noise" not in g.truth()        # the Gaussian truth files stay as they were
+    roots = [c for c in g.characteristics if not any(e.target == c for e in g.edges)]
+    xg, xl = g.deviations(40_000, seed=1), lap.deviations(40_000, seed=1)
+    for c in roots:
+        assert abs(xl[c].std() - 1.0) < 0.03
+        assert abs(kurtosis(xl[c]) - 3.0) < 0.4 and abs(kurtosis(xg[c])) < 0.2   # Laplace: excess 3
+    try:
+        make_line(noise="cauchy")
+    except ValueError as exc:
+        assert "noise must be 'gaussian' or 'laplace'" in str(exc)
+    else:
+        raise AssertionError("an unknown noise was accepted")

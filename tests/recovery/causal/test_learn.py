@@ -114,3 +114,21 @@ def test_within_order_from_data_finds_the_cause_under_non_gaussian_noise():
     Z = np.column_stack([z, y, x])
     Z = (Z - Z.mean(0)) / Z.std(0)
     assert _lingam_order(Z, ["z", "y", "x"]) == ["x", "y", "z"]
+
+
+def test_a_learned_graph_with_a_cycle_within_a_step_is_refused_by_fit_with_the_cycle_named(tmp_path, capsys):
+    # An engineer edits the proposal and closes a loop at station 2: fit must refuse the
+    # file before fitting, naming the cycle, not fit a graph the model cannot solve.
+    paths = LINE.write(tmp_path / "line", 40, seed=8)
+    hist = tmp_path / "hist.parquet"
+    LINE.step_data(40, seed=8, process=parse_process(LINE.process_toml(), "line.toml")).to_parquet(hist)
+    edits = tmp_path / "learned.toml"
+    edits.write_text("\n".join(
+        f'[[add_edge]]\nstep = 3\nsource = "{a}"\ntarget = "{b}"\nwithin = true\n'
+        for a, b in (("st2_m1", "st2_m2"), ("st2_m2", "st2_m4"), ("st2_m4", "st2_m1"))), "utf-8")
+    capsys.readouterr()
+    assert main(["fit", "--data", str(hist), "--process", str(paths["process"]), "--edits", str(edits),
+                 "--out", str(tmp_path / "m"), "--method", "advi", "--quiet", "--no-calibrate"]) == 2
+    err = capsys.readouterr().err
+    assert "cycle within step 3: st2_m1 -> st2_m2 -> st2_m4 -> st2_m1" in err
+    assert not (tmp_path / "m").exists()

@@ -171,6 +171,8 @@ def test_diagnose_and_recommend_read_a_batch_from_the_store(fitted, capsys, tmp_
     rec = json.loads(capsys.readouterr().out)
     assert rec["note"].startswith("no levers") and rec["plan"] == []
     assert rec["root_cause"][0]["cause"] == "st1_m2"
+    # the per-step diagnosis, as diagnose --json gives it: station 1 began it
+    assert rec["steps"][0]["step"] == 1 and abs(sum(s["probability"] for s in rec["steps"]) - 1.0) < 1e-9
     assert 0.0 <= rec["p_accept"]["mean"] <= 1.0
     assert main(["recommend", "--model", model, "--agent", "none"]) == 2
     assert "give --history FILE, or --store URL with --batch ID" in capsys.readouterr().err
