@@ -29,6 +29,8 @@ for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_
     os.environ.setdefault(_v, "1")
 
 import argparse
+import contextlib
+import io
 import json
 import platform
 import tempfile
@@ -69,7 +71,8 @@ def one_width(chars: int, args, work: Path) -> dict:
             "--seed", str(args.seed), "--quiet", "--no-calibrate"]
     if args.likelihood != "auto":
         argv += ["--likelihood", args.likelihood]
-    with warnings.catch_warnings():
+    # the fit's own report (one line per learned edge) stays off the JSON
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         rc = cli(argv)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
