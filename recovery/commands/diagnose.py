@@ -24,8 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     '"out_of_range"}; both lists are sorted by probability, highest first.')
     p.add_argument("--model", required=True, help="model directory written by 'recovery fit'")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--history", help="step data of one or more batches, a .parquet file or a "
-                                       "folder of .parquet parts")
+    src.add_argument("--history", help="step data of one or more batches: a .parquet file, a .csv "
+                                       "file in the step-data schema, or a folder of .parquet parts")
     src.add_argument("--store", metavar="URL", help="read the batch from a store (with --batch)")
     p.add_argument("--batch", help="diagnose only this batch (default: every batch in the file)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -46,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
             raise UserError("--store needs --batch ID (the batch to diagnose)")
         history = read_store_history(args.store, model.graph_.process, batch=args.batch)
     else:
-        history = read_history(args.history, batch=args.batch, check=True, process=model.graph_.process)
+        history = read_history(args.history, batch=args.batch, check=True, process=model.graph_.process,
+                               csv=True)   # as recommend reads it
     results = []
     try:
         for b in batches_in(history):

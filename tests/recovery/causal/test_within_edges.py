@@ -174,6 +174,10 @@ def test_diagnose_and_recommend_read_a_batch_from_the_store(fitted, capsys, tmp_
     # the per-step diagnosis, as diagnose --json gives it: station 1 began it
     assert rec["steps"][0]["step"] == 1 and abs(sum(s["probability"] for s in rec["steps"]) - 1.0) < 1e-9
     assert 0.0 <= rec["p_accept"]["mean"] <= 1.0
+    # the same part as a CSV in the step-data schema: diagnose reads it as recommend does
+    part[part["step"] <= 2].to_csv(tmp_path / "part.csv", index=False)
+    assert main(["diagnose", "--model", model, "--history", str(tmp_path / "part.csv"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["steps"][0]["step"] == 1
     assert main(["recommend", "--model", model, "--agent", "none"]) == 2
     assert "give --history FILE, or --store URL with --batch ID" in capsys.readouterr().err
 
