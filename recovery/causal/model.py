@@ -36,6 +36,11 @@ Hidden steps are integrated out exactly: a batch's gauged means are jointly
 Gaussian with one covariance shared by every batch with the same inspection
 pattern (only the means differ, by levers and day), so one Cholesky factor per
 pattern per log-density evaluation is all it costs.
+When every reading is exact (one bar per batch or all bars gauged, no gauge
+sigma: a partner line of stations), the same density factorises along the graph
+into one normal per reading given its parents' readings, and costs a matrix
+product instead (:func:`~recovery.causal.likelihood.dag_index`,
+``FitConfig.likelihood``).
 
 Robustness: historical batches hold faults (large shifts). Segment ``r`` of
 a batch carries a *fault shift* with probability ``pi_r`` (shift
