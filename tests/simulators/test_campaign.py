@@ -20,9 +20,10 @@ def _same(table, frame):
     pd.testing.assert_frame_equal(table.to_pandas(), frame.reset_index(drop=True))
 
 
+@pytest.mark.parametrize("process", ["small", "default"])
 @pytest.mark.parametrize("upto_step", [None, 1, 7])
-def test_observations_table_equals_the_frame(upto_step):
-    sim = Simulator("small")
+def test_observations_table_equals_the_frame(upto_step, process):
+    sim = Simulator(process)
     # 12 batches: ids B-1..B-12 sort as strings (B-10 before B-2), as the frame sorts them
     res = sim.simulate(12, seed=4, explore=0.5)
     frame = observations_frame(sim.process, res.conditions, res.obs, res.plan, upto_step=upto_step)
