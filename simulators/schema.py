@@ -433,7 +433,8 @@ def coded_strings(values, codes: np.ndarray):
     """``values[codes]`` as an Arrow dictionary array, without building the strings.
 
     The dictionary holds each distinct string of ``values`` once, in order of
-    first appearance; the indices are int32. Casting it to ``pa.string()``
+    first appearance (only those used when there are more strings than rows);
+    the indices are int32. Casting it to ``pa.string()``
     gives the plain array :func:`_strings` builds. A dictionary entry no row
     uses does not enter a Parquet writer's column statistics (pyarrow takes
     them from the indices used), so files hold the same min and max as from
@@ -455,7 +456,13 @@ def coded_strings(values, codes: np.ndarray):
     first: dict[str, int] = {}
     remap = np.array([first.setdefault(str(v), len(first)) for v in values], dtype=np.int32)
     idx = remap[np.asarray(codes, dtype=np.intp)] if len(codes) else np.zeros(0, np.int32)
-    return pa.DictionaryArray.from_arrays(pa.array(idx, type=pa.int32()), pa.array(list(first), type=pa.string()))
+    names = list(first)
+    if len(names) > len(idx):
+        # a short column (a chunk's few faults among its 1,000 batch ids): keep only the strings
+        # used, or the file's dictionary page would carry all of them
+        used, idx = np.unique(idx, return_inverse=True)
+        names, idx = [names[u] for u in used], idx.reshape(-1).astype(np.int32)
+    return pa.DictionaryArray.from_arrays(pa.array(idx, type=pa.int32()), pa.array(names, type=pa.string()))
 
 
 def dictionary_schema(schema):

@@ -90,6 +90,7 @@ def test_parts_written_from_dictionary_columns_read_back_as_before(tmp_path, fau
         pd.testing.assert_frame_equal(pd.read_parquet(new), pd.read_parquet(old), check_exact=True)
         # readers skip row groups by these: the same min, max and null counts as before
         assert _stats(new) == _stats(old), key
+        assert new.stat().st_size <= 1.001 * old.stat().st_size, key   # no unused strings stored
 
 
 def _files(d):
