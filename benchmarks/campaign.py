@@ -24,8 +24,10 @@ The anchor is the kernel alone on the same batches (``kernel_only``:
 ``simulate_chunk`` for every chunk, which samples the conditions and plans
 and runs the numba rollout, and builds no table), timed in the same repeats;
 ``in_process_over_kernel`` is the in-process folder path's batches/s over the
-kernel's (issue 21: target >= 0.3). ``--in-process-only`` skips the Dask
-paths (a quick run on a shared machine).
+kernel's (issue 21: target >= 0.3). ``in_process_write_inline`` is the same
+folder with every chunk's parts written before the next chunk is simulated
+(``write_behind=False``; the default writes them on a background thread).
+``--in-process-only`` skips the Dask paths (a quick run on a shared machine).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse
 import contextlib
+import inspect
 import json
 import platform
 import tempfile
@@ -49,6 +52,9 @@ from simulators.campaign import CHUNK, chunk_output, n_chunks, simulate_chunk, s
 from simulators.definition import load_process
 
 OUTPUT = "parquet dataset folder (one part file per chunk, written by the worker)"
+# The script also runs against older code (PYTHONPATH of an earlier checkout), which
+# writes every part inline and has no write_behind switch.
+_HAS_WRITE_BEHIND = "write_behind" in inspect.signature(simulate_to_files).parameters
 
 
 def _process_cpu() -> float:
@@ -76,6 +82,9 @@ def _paths(process, n: int, d: Path, dask: bool = True) -> dict:
         "in_process_single_file": (None, lambda c, r: simulate_to_files(
             process, n, r, d / "a.parquet", truth=d / "t.parquet", progress=False)),
     }
+    if _HAS_WRITE_BEHIND:  # the same folder, parts written inline after each chunk (no writer thread)
+        runs["in_process_write_inline"] = (None, lambda c, r: simulate_to_files(
+            process, n, r, d / "a", truth=d / "t", progress=False, write_behind=False))
     for w in (1, 2) if dask else ():
         runs[f"dask_{w}"] = (w, lambda c, r, w=w: simulate_on_client(
             c, process, n, r, d / f"b{w}", truth=d / f"u{w}"))
@@ -123,13 +132,17 @@ def main() -> None:
     n = args.batches
     out: dict = {"machine": platform.machine(), "cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d"),
                  "batches": n, "chunk": CHUNK, "process": process.name, "output": OUTPUT}
+    out["load_average_1min_at_start"] = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         _measure(process, n, args.repeat, Path(tmp), out, dask=not args.in_process_only)
     bytes_per_batch = out.pop("_bytes_per_batch")
-    out["load_average_1min"] = os.getloadavg()[0]
+    out["load_average_1min"] = os.getloadavg()[0]  # at the end
     out["in_process_over_kernel"] = out["in_process_batches_per_s"] / out["kernel_only_batches_per_s"]
     out["in_process_single_file_over_kernel"] = (out["in_process_single_file_batches_per_s"]
                                                  / out["kernel_only_batches_per_s"])
+    if "in_process_write_inline_batches_per_s" in out:
+        out["in_process_write_inline_over_kernel"] = (out["in_process_write_inline_batches_per_s"]
+                                                      / out["kernel_only_batches_per_s"])
     if args.in_process_only:
         print(json.dumps(out, indent=2))
         return

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 __all__ = ["CHUNK", "ChunkOutput", "ChunkCounts", "simulate_chunk", "chunk_output", "n_chunks",
            "write_campaign", "sum_counts", "chunk_to_folder", "is_folder_output", "check_outputs",
            "prepare_folders", "finish_folders", "part_name", "campaign_parts", "read_campaign",
-           "TRUTH_PARTS", "simulate_to_files"]
+           "TRUTH_PARTS", "simulate_to_files", "WriteBehind", "parquet_writer", "write_table"]
 
 CHUNK = 1000
 #: Sub-folders of a truth folder, one per truth table.
@@ -88,8 +88,13 @@ class ChunkOutput:
     """What one chunk contributes: the tables to write and the counts to add up.
 
     The tables are Arrow tables built from the kernel's arrays (no DataFrame on
-    the way), each equal to ``pa.Table.from_pandas`` of the frame it replaces;
-    ``.to_pandas()`` gives that frame.
+    the way). Their string columns are dictionary arrays (codes into the
+    distinct strings, :func:`simulators.schema.coded_strings`), the form the
+    Parquet writer takes at half the cost; ``simulators.schema.plain_table(t)``
+    equals ``pa.Table.from_pandas`` of the frame ``t`` replaces, and its
+    ``.to_pandas()`` gives that frame. Written by :func:`write_table`, a part
+    holds exactly what the plain table would have written (same schema and
+    pandas metadata, so it reads back as the same frame).
     """
 
     chunk: int
@@ -152,18 +157,21 @@ def _schema(name: str, example: pd.DataFrame):
 
 
 def _str_take(values, codes: np.ndarray):
-    import pyarrow as pa
+    # dictionary arrays: the strings are built once per distinct value, never per row
+    from simulators.schema import coded_strings
 
-    return pa.array([str(v) for v in values], type=pa.string()).take(pa.array(codes, type=pa.int64()))
+    return coded_strings(values, codes)
 
 
 def _latent_table(res):
     import pyarrow as pa
 
+    from simulators.schema import dictionary_schema
+
     p = res.process
     nb, ns1, nc = res.latent.shape
-    schema = _schema("latent", pd.DataFrame({"batch_id": ["B-1"], "step": [0], "variable": ["v"],
-                                             "value": [0.0]}))
+    schema = dictionary_schema(_schema("latent", pd.DataFrame({"batch_id": ["B-1"], "step": [0],
+                                                               "variable": ["v"], "value": [0.0]})))
     return pa.Table.from_arrays([
         _str_take(res.conditions.batch_ids, np.repeat(np.arange(nb), ns1 * nc)),
         pa.array(np.tile(np.repeat(np.arange(ns1), nc), nb), type=pa.int64()),
@@ -177,9 +185,12 @@ def _faults_table(res):
     (the order of ``res.faults_frame()``)."""
     import pyarrow as pa
 
+    from simulators.schema import dictionary_schema
+
     p, cond = res.process, res.conditions
-    schema = _schema("faults", pd.DataFrame({"batch_id": pd.array(["B-1"], dtype="string"), "step": [1],
-                                             "fault": pd.array(["f"], dtype="string"), "magnitude": [0.0]}))
+    schema = dictionary_schema(_schema("faults", pd.DataFrame({
+        "batch_id": pd.array(["B-1"], dtype="string"), "step": [1],
+        "fault": pd.array(["f"], dtype="string"), "magnitude": [0.0]})))
     bs, fs = [], []
     for k, f in enumerate(p.faults):
         hit = np.flatnonzero(cond.occurred[:, f.step - 1])
@@ -199,8 +210,10 @@ def _faults_table(res):
 def _outcome_table(res):
     import pyarrow as pa
 
+    from simulators.schema import dictionary_schema
+
     n = res.conditions.n_batches
-    schema = _schema("outcome", _outcome_frame(res).iloc[:1])
+    schema = dictionary_schema(_schema("outcome", _outcome_frame(res).iloc[:1]))
     return pa.Table.from_arrays([
         _str_take(res.conditions.batch_ids, np.arange(n)),
         pa.array(np.asarray(res.in_spec)),
@@ -217,7 +230,7 @@ def chunk_output(process: Process, n_total: int, seed: int, *, chunk: int, explo
     ft, per_fault = _faults_table(res)
     return ChunkOutput(
         chunk=chunk,
-        observations=observations_table(process, res.conditions, res.obs, res.plan),
+        observations=observations_table(process, res.conditions, res.obs, res.plan, dictionary=True),
         faults=ft,
         latent=_latent_table(res) if truth else None,
         outcome=_outcome_table(res),
@@ -283,7 +296,7 @@ def sum_counts(process: Process, n_batches: int, counts: Iterable[ChunkCounts]) 
 # ---------------------------------------------------------------------------
 
 def write_campaign(process: Process, n_batches: int, outputs: Iterable[ChunkOutput], out: Path, *,
-                   truth: Path | None = None) -> dict:
+                   truth: Path | None = None, write_behind: bool = True) -> dict:
     """Stream chunk outputs (in chunk order) into Parquet files and sum the counts.
 
     The observed file never contains ground truth. With ``truth``, three files
@@ -292,6 +305,10 @@ def write_campaign(process: Process, n_batches: int, outputs: Iterable[ChunkOutp
     step; step 0 is before the first step) and ``<truth>.outcome.parquet``
     (share of bars in spec and acceptance under the levers used). Existing
     files are overwritten.
+
+    With ``write_behind`` (the default) chunk k is written by a background
+    thread while ``outputs`` produces chunk k + 1 (see :class:`WriteBehind`);
+    the files are the same either way.
 
     Returns the summary dict of :func:`sum_counts`.
     """
@@ -307,23 +324,26 @@ def write_campaign(process: Process, n_batches: int, outputs: Iterable[ChunkOutp
 
     def write(key: str, table: pa.Table) -> None:
         if key not in writers:
-            writers[key] = pq.ParquetWriter(paths[key], table.schema,
-                                            use_dictionary=_dictionary_columns(table.schema))
+            writers[key] = parquet_writer(paths[key], table.schema)
         writers[key].write_table(table)
 
-    def written(items: Iterable[ChunkOutput]):
+    def write_chunk(o: ChunkOutput) -> None:  # runs on the writer thread, one chunk after another
+        write("observations", o.observations)
+        if truth:
+            if o.faults.num_rows:
+                write("faults", o.faults)
+            write("latent", o.latent)
+            write("outcome", o.outcome)
+
+    def written(items: Iterable[ChunkOutput], behind: WriteBehind):
         for o in _in_chunk_order(items):
-            write("observations", o.observations)
-            if truth:
-                if o.faults.num_rows:
-                    write("faults", o.faults)
-                write("latent", o.latent)
-                write("outcome", o.outcome)
+            behind.submit(write_chunk, o)
             yield o.counts()
 
     try:
-        summary = sum_counts(process, n_batches, written(outputs))
-    finally:
+        with WriteBehind(enabled=write_behind) as behind:
+            summary = sum_counts(process, n_batches, written(outputs, behind))
+    finally:  # the writer thread is done (or stopped) by now: nothing else touches the writers
         for w in writers.values():
             w.close()
     if truth and "faults" not in writers:  # no faults at all: still write an empty table
@@ -439,26 +459,157 @@ def finish_folders(out: Path, truth: Path | None = None) -> None:
 
 def _dictionary_columns(schema) -> list[str]:
     """Columns worth Parquet dictionary encoding: the strings (ids, names, units),
-    which repeat. Floats and timestamps hardly repeat; encoding them through a
-    dictionary cost a quarter of the write time for the same file size
-    (default process, 1,000-batch chunk: 0.41 s against 0.31 s, 3.11 MB against
-    3.10 MB). The content read back is the same either way."""
+    which repeat, plain or already dictionary arrays. Floats and timestamps
+    hardly repeat; encoding them through a dictionary cost a quarter of the
+    write time for the same file size (default process, 1,000-batch chunk:
+    0.41 s against 0.31 s, 3.11 MB against 3.10 MB). The content read back is
+    the same either way."""
     import pyarrow as pa
 
-    return [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+    return [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
+            or pa.types.is_dictionary(f.type)]
+
+
+_FILE_METADATA: dict = {}
+
+
+def _file_metadata(schema) -> dict:
+    """The key-value metadata (``pandas``, ``ARROW:schema``) pyarrow writes into a
+    Parquet file of the plain table (string columns as strings) of ``schema``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from simulators.schema import plain_table
+
+    plain = plain_table(schema.empty_table()).schema
+    key = plain.serialize().to_pybytes()
+    if key not in _FILE_METADATA:
+        # taken from a real write of an empty table, so it is exactly what pyarrow stores
+        sink = pa.BufferOutputStream()
+        pq.write_table(plain.empty_table(), sink)
+        _FILE_METADATA[key] = dict(pq.read_metadata(pa.BufferReader(sink.getvalue())).metadata)
+    return _FILE_METADATA[key]
+
+
+def parquet_writer(where, schema):
+    """A ``pq.ParquetWriter`` for tables of ``schema`` whose file reads back as
+    the plain table's would.
+
+    Dictionary columns are written from their codes (no string is hashed
+    again: half the write time of a chunk), into the same Parquet types,
+    dictionary encoding and column statistics as the plain strings. The file
+    carries the plain table's Arrow schema and pandas metadata, so
+    ``pq.read_table`` gives string columns and ``pd.read_parquet`` the same
+    frame, dtypes included; only the order of values inside a dictionary page
+    may differ from a file written from the plain table.
+
+    Parameters
+    ----------
+    where : str, Path or file-like
+    schema : pyarrow.Schema
+        Of the tables to write (string columns plain or dictionary<int32, string>).
+    """
+    import pyarrow.parquet as pq
+
+    # store_schema=False: the stored Arrow schema would otherwise say "dictionary" and
+    # readers would give categoricals; the plain one is added instead.
+    w = pq.ParquetWriter(where, schema.remove_metadata(), use_dictionary=_dictionary_columns(schema),
+                         store_schema=False)
+    w.add_key_value_metadata(_file_metadata(schema))
+    return w
+
+
+def write_table(table, where) -> None:
+    """Write an Arrow ``table`` (dictionary columns allowed) to one Parquet file
+    through :func:`parquet_writer`."""
+    with parquet_writer(where, table.schema) as w:
+        w.write_table(table)
 
 
 def _write_part(table, final: Path) -> None:
     """Write an Arrow ``table`` to ``final`` through a hidden temporary file in the same folder."""
-    import pyarrow.parquet as pq
-
     tmp = final.with_name(f".{final.stem}.{uuid.uuid4().hex}.tmp")
     try:
-        pq.write_table(table, tmp, use_dictionary=_dictionary_columns(table.schema))
+        write_table(table, tmp)
         os.replace(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+class WriteBehind:
+    """Run write jobs on one background thread, in order, while the caller goes on.
+
+    A campaign alternates simulating a chunk (numba, ``nogil``) and writing its
+    parts (pyarrow, which releases the GIL too); with this, chunk k is written
+    while chunk k + 1 is simulated, on the second core. At most ``depth`` jobs
+    are queued or running: :meth:`submit` waits for the oldest first, which
+    bounds memory to ``depth`` chunks besides the one being built. Jobs run in
+    submission order on a single thread, so parts and their contents are the
+    same as written inline.
+
+    An error in a job is raised by the next :meth:`submit`, by :meth:`drain` or
+    on leaving the ``with`` block, never lost; after it no further job starts.
+    Leaving the block on an error of the caller cancels the queued jobs and
+    waits for the running one.
+
+    Parameters
+    ----------
+    enabled : bool
+        False runs every job inline, in :meth:`submit` (the serial path).
+    depth : int
+        Jobs queued or running at most (>= 1).
+
+    Examples
+    --------
+    >>> done = []
+    >>> with WriteBehind() as wb:
+    ...     for k in range(3):
+    ...         wb.submit(done.append, k)
+    >>> done
+    [0, 1, 2]
+    """
+
+    def __init__(self, *, enabled: bool = True, depth: int = 1):
+        if depth < 1:
+            raise ValueError(f"WriteBehind depth must be >= 1, got {depth}")
+        self.enabled = enabled
+        self.depth = depth
+        self._pool = None
+        self._pending: list = []
+
+    def __enter__(self) -> "WriteBehind":
+        if self.enabled:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="campaign-writer")
+        return self
+
+    def submit(self, fn, *args) -> None:
+        """Run ``fn(*args)`` after the jobs already submitted (inline when not enabled)."""
+        if self._pool is None:
+            if self.enabled:
+                raise RuntimeError("WriteBehind.submit outside its with block")
+            fn(*args)
+            return
+        while len(self._pending) >= self.depth:
+            self._pending.pop(0).result()  # a failed job raises here
+        self._pending.append(self._pool.submit(fn, *args))
+
+    def drain(self) -> None:
+        """Wait for every submitted job; raise the first error."""
+        while self._pending:
+            self._pending.pop(0).result()
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._pool is None:
+            return
+        try:
+            if exc_type is None:
+                self.drain()
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool, self._pending = None, []
 
 
 def chunk_to_folder(process: Process, n_total: int, seed: int, *, chunk: int, out: str | Path,
@@ -475,12 +626,17 @@ def chunk_to_folder(process: Process, n_total: int, seed: int, *, chunk: int, ou
     """
     o = chunk_output(process, n_total, seed, chunk=chunk, explore=explore, faults=faults,
                      truth=truth is not None)
-    name = part_name(chunk)
+    _write_parts(o, out, truth)
+    return o.counts()
+
+
+def _write_parts(o: ChunkOutput, out: str | Path, truth: str | Path | None) -> None:
+    """Write chunk ``o``'s observed part and, with ``truth``, its truth parts."""
+    name = part_name(o.chunk)
     _write_part(o.observations, Path(out) / name)
     if truth is not None:
         for key in TRUTH_PARTS:
             _write_part(getattr(o, key), Path(truth) / key / name)
-    return o.counts()
 
 
 def read_campaign(path: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
@@ -513,24 +669,32 @@ def read_campaign(path: str | Path, columns: list[str] | None = None) -> pd.Data
 
 def simulate_to_files(process: Process, n_batches: int, seed: int, out: Path, *,
                       truth: Path | None = None, explore: float = 0.2, faults: bool = True,
-                      progress: bool = True) -> dict:
+                      progress: bool = True, write_behind: bool = True) -> dict:
     """Simulate a campaign in this process and write it as a file or a folder.
 
     ``out`` (and ``truth``) name files or folders (:func:`check_outputs`); a
-    folder gets one part per chunk (:func:`chunk_to_folder`), a file is
-    written by :func:`write_campaign`. Returns the summary of :func:`sum_counts`.
+    folder gets one part per chunk (the parts :func:`chunk_to_folder` writes),
+    a file is written by :func:`write_campaign`. With ``write_behind`` (the
+    default) a chunk's parts are written on a background thread while the next
+    chunk is simulated (:class:`WriteBehind`); the output is the same either
+    way. Returns the summary of :func:`sum_counts`.
     """
     from tqdm import tqdm
 
     n = n_chunks(n_batches)
     chunks = tqdm(range(n), desc="simulate", unit="chunk", disable=not progress or n < 2)
-    if check_outputs(out, truth):
-        prepare_folders(out, truth)
-        counts = (chunk_to_folder(process, n_batches, seed, chunk=c, out=out, truth=truth,
-                                  explore=explore, faults=faults) for c in chunks)
-        summary = sum_counts(process, n_batches, counts)
-        finish_folders(out, truth)
-        return summary
     outputs = (chunk_output(process, n_batches, seed, chunk=c, explore=explore, faults=faults,
                             truth=truth is not None) for c in chunks)
-    return write_campaign(process, n_batches, outputs, out, truth=truth)
+    if check_outputs(out, truth):
+        prepare_folders(out, truth)
+
+        def counts(behind: WriteBehind):
+            for o in outputs:
+                behind.submit(_write_parts, o, out, truth)
+                yield o.counts()
+
+        with WriteBehind(enabled=write_behind) as behind:
+            summary = sum_counts(process, n_batches, counts(behind))
+        finish_folders(out, truth)
+        return summary
+    return write_campaign(process, n_batches, outputs, out, truth=truth, write_behind=write_behind)

@@ -176,10 +176,19 @@ def _guard(fn, *args):
         return JSONResponse({"detail": str(exc), "current_decision_id": exc.current}, status_code=409)
 
 
+def _encoded(content) -> bytes:
+    """``content`` as the bytes FastAPI sends when an endpoint returns it (its JSON
+    encoder, then its default response class)."""
+    from fastapi.encoders import jsonable_encoder
+    from fastapi.responses import JSONResponse
+
+    return JSONResponse(jsonable_encoder(content)).body
+
+
 def create_app(store_url: str, model_dir: str | Path, *, data_dir: str | Path | None = None, seed: int = 0):
     """The FastAPI application (see the module docstring)."""
     from fastapi import Depends, FastAPI, Header, HTTPException, Path as PathParam, Query
-    from fastapi.responses import JSONResponse
+    from fastapi.responses import JSONResponse, Response
 
     from recovery.data.store import StoreError
 
@@ -220,7 +229,9 @@ def create_app(store_url: str, model_dir: str | Path, *, data_dir: str | Path | 
 
     @app.get("/api/batches/{batch_id}", tags=["batches"])
     def get_batch(batch_id: Id, who: Principal = Depends(principal)):
-        return guard(svc.batch_view, who, batch_id)
+        # the body FastAPI would send for svc.batch_view, encoded once per batch and data version
+        return guard(lambda *a: Response(svc.batch_view_encoded(*a, _encoded), media_type="application/json"),
+                     who, batch_id)
 
     @app.get("/api/batches/{batch_id}/recommendation", tags=["batches"])
     def get_recommendation(batch_id: Id, who: Principal = Depends(principal)):

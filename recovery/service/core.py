@@ -82,6 +82,9 @@ class _Cached:
     status: str
     version: tuple | None = None
     page: dict = field(default_factory=dict)
+    #: The batch view as encoded for HTTP (:meth:`Service.batch_view_encoded`), made once per
+    #: entry: the view depends only on the entry, so the JSON of every later request is the same.
+    view_encoded: bytes | None = field(default=None, compare=False, repr=False)
 
     def stored(self) -> dict:
         """What the store keeps for other workers (JSON; the page is redrawn from the rows)."""
@@ -379,20 +382,29 @@ class Service:
 
     def _answer_shown(self, who: Principal, batch_id: str, a: _Cached) -> dict:
         """The recommendation's answer, once its audit entry is committed."""
+        body = self._answer(batch_id, a)
+        self._audit_shown(who, batch_id, a)
+        return body
+
+    def _answer(self, batch_id: str, a: _Cached) -> dict:
+        """The recommendation's answer (a new dict; the same for every caller)."""
         body = {"batch_id": batch_id, "status": a.status, "input_hash": a.input_hash,
                 "model_version": self.model_version}
         if a.rec is None:
             body.update({"recommendation": None, "message": a.error})
         else:
             body.update({"recommendation": a.rec.to_dict(), "predicted": a.predicted})
-        # committed with the entries of concurrent requests (group commit), before the answer leaves
+        return body
+
+    def _audit_shown(self, who: Principal, batch_id: str, a: _Cached) -> None:
+        """The audit entry of a shown recommendation, committed before the answer leaves."""
+        # committed with the entries of concurrent requests (group commit)
         self.store.add_audit_now(actor=who.actor, partner=who.partner, role=who.role,
                                  action="recommendation_shown", batch_id=batch_id,
                                  model_version=self.model_version, input_hash=a.input_hash,
                                  payload={"decision": a.rec.decision if a.rec else None,
                                           "p_accept": a.rec.p_accept if a.rec else None,
                                           "plan": a.rec.plan if a.rec else None, "status": a.status})
-        return body
 
     def measurement(self, who: Principal, batch_id: str, top: int = 3) -> dict:
         """Which extra measurement pays on the batch now (``recovery measure``), the best ``top``.
@@ -423,7 +435,28 @@ class Service:
         """What the web page draws: readings, bands, inspections, levers, and the recommendation."""
         version = self.check_visible(who, batch_id)
         a = self.current(batch_id, version)
-        body = self._answer_shown(who, batch_id, a)   # the same rows as the readings drawn
+        self._audit_shown(who, batch_id, a)
+        return self._view(batch_id, a)
+
+    def batch_view_encoded(self, who: Principal, batch_id: str, encode) -> bytes:
+        """:meth:`batch_view` as ``encode(view)``, encoded once per assessment.
+
+        The view of an unchanged batch is the same for every caller and every
+        request, so the HTTP layer's encoding (``encode``: dict -> bytes) runs
+        once per batch and data version instead of per request (it was most of
+        a cached view's time in the service). The visibility check and the
+        audit entry of the shown recommendation still happen on every request,
+        before the answer leaves.
+        """
+        version = self.check_visible(who, batch_id)
+        a = self.current(batch_id, version)
+        self._audit_shown(who, batch_id, a)
+        if a.view_encoded is None:     # two threads may both encode it: the same bytes either way
+            a.view_encoded = encode(self._view(batch_id, a))
+        return a.view_encoded
+
+    def _view(self, batch_id: str, a: _Cached) -> dict:
+        body = self._answer(batch_id, a)   # the same rows as the readings drawn
         body.update(a.page)
         return readable_view(body, self.process)   # percentages, rounded plan values, the root cause in a sentence
 

@@ -58,6 +58,45 @@ def test_a_batch_is_read_again_only_when_its_rows_change(small_model, tmp_path):
         svc.store.close()
 
 
+def test_the_batch_view_is_encoded_once_per_data_version_and_audited_every_time(small_model, tmp_path):
+    from fastapi.encoders import jsonable_encoder
+    from fastapi.responses import JSONResponse
+    from fastapi.testclient import TestClient
+
+    from recovery.service.app import create_app
+
+    url, data_dir, tokens = build_world(tmp_path, batches=ONE)
+    app = create_app(url, small_model[1], data_dir=data_dir)
+    svc = app.state.service
+    encodes = []
+    real = svc._view
+    svc._view = lambda *a: encodes.append(a[0]) or real(*a)
+    try:
+        with TestClient(app) as client:
+            first = client.get("/api/batches/B-1", headers=auth(tokens["admin"]))
+            again = client.get("/api/batches/B-1", headers=auth(tokens["eng_a"]))
+            assert first.status_code == again.status_code == 200
+            assert first.headers["content-type"] == "application/json"
+            assert encodes == ["B-1"]               # built and encoded once, sent twice
+            who = svc.authenticate(f"Bearer {tokens['admin']}")
+            # the bytes FastAPI would send for the view as a dict
+            assert first.content == again.content == JSONResponse(jsonable_encoder(svc.batch_view(who, "B-1"))).body
+            assert client.get("/api/batches/B-9", headers=auth(tokens["admin"])).status_code == 404
+            assert client.get("/api/batches/B-1", headers=auth(tokens["eng_b"])).status_code == 404
+            trail = svc.store.audit()
+            shown = trail[trail["action"] == "recommendation_shown"]
+            names = [x.rsplit("(", 1)[-1].rstrip(")") for x in shown["actor"]]
+            assert names == ["admin", "eng_a", "admin"]    # every answer audited, the 404s not
+            new, _ = _continuation(1, "worn_drawing_die", 41, first.json()["last_step"], svc.process.n_steps)
+            new = new[new["step"] == int(new["step"].min())]
+            assert svc.append(who, "B-1", _rows(new))[0] == 200
+            after = client.get("/api/batches/B-1", headers=auth(tokens["admin"]))
+            assert after.json()["input_hash"] != first.json()["input_hash"]   # new rows: a new view
+            assert len(encodes) == 3
+    finally:
+        svc.store.close()
+
+
 def test_another_worker_takes_the_assessment_from_the_store_without_planning(small_model, tmp_path,
                                                                              monkeypatch):
     from recovery.service.app import Service
