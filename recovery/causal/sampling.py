@@ -107,7 +107,7 @@ def regression_start(layout: Layout, fd: FitData, mean: np.ndarray, sd: np.ndarr
     tens of standardised units in a short run. Such effects are ordinary: a
     characteristic's unit is its batch-to-batch spread at nominal levers,
     and a lever exists to move it by far more (on the small process one extra
-    polishing pass takes 19 spreads off the roughness). Started there, the
+    polishing pass takes 19 spreads off the roughness). Started at the prior mean, the
     fault-shift mixture explains the explored batches as faults instead (their
     readings lie tens of spreads off), which doubled the final inspection's
     fault rate of ``benchmarks/health_seasons.py`` (BENCHMARKS.md, issue 20).
