@@ -19,7 +19,9 @@ produced on or after ``since``):
 
 * **a factory's level** moved when the fault-weighted mean innovation of its
   gauged pair lies outside what the model expects (mean 0, sd from the noise,
-  plus the posterior sd of ``m + G t`` at the window's mean day);
+  plus the spread of that mean innovation over the posterior draws of ``m``,
+  ``G``, ``A`` and ``B``: the model's own uncertainty at the window's days and
+  lever settings, which with hundreds of window batches outweighs the noise);
 * **a fault's rate** moved when the sum of the window batches' fault
   responsibilities (the posterior probability of a fault shift in the segment
   given ``e``, with the readings whose level test fired centred on the window's
@@ -60,10 +62,14 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
 # scipy.special, not scipy.stats: the same functions at a fraction of the import time
 from scipy.special import bdtrc, betaincinv, ndtr
+
+if TYPE_CHECKING:   # pandas only for the annotation: without a store the report never loads it
+    import pandas as pd
 
 __all__ = ["FactoryHealth", "FaultHealth", "HealthReport", "HealthModel", "load_health_model", "plant_health",
            "HDI_PROB"]
@@ -483,7 +489,7 @@ def _factory_rows(model, data: _ChangeData, partner, crit: float, gate_level: fl
 def _level_p_value(model, data: _ChangeData, q: int, c: int) -> float | None:
     """Two-sided p-value that the window's mean innovation at ``(q, c)`` is zero, the
     readings weighted by their chance of being fault-free; None when it cannot be tested."""
-    lay, std, P, e, v = model.layout_, model.std_, model.params_, data.e, data.v
+    lay, P, e, v = model.layout_, model.params_, data.e, data.v
     if e is None:
         return None
     w = data.window & np.isfinite(e[:, q, c])
@@ -497,10 +503,38 @@ def _level_p_value(model, data: _ChangeData, q: int, c: int) -> float | None:
         return None
     mean_e = float((wt * e[w, q, c]).sum() / wt.sum())
     var_e = float((wt ** 2 * v[w, q, c]).sum() / wt.sum() ** 2)
-    tbar = float((data.summ.day[w].mean() - std.day_ref) / 100.0)
-    var_post = float(np.var(P.m[:, q, c] + P.G[:, q, c] * tbar))
+    var_post = float(np.var(_mean_innovation_draws(model, data.summ, w, wt / wt.sum(), q, c)))
     zz = mean_e / math.sqrt(var_e + var_post)
     return float(2 * ndtr(-abs(zz)))
+
+
+def _mean_innovation_draws(model, summ, w: np.ndarray, wt: np.ndarray, q: int, c: int) -> np.ndarray:
+    """The weighted mean innovation of the batches ``w`` at ``(q, c)`` under each
+    posterior draw ``(S,)``, standardised units; weights ``wt`` sum to 1.
+
+    The innovation is linear in the batch's readings, lever features and day, so
+    its weighted mean is the innovation of the weighted means. Its spread over the
+    draws is what the model's own uncertainty (mean, drift, carry-over, lever
+    effects) adds to the window's mean innovation: with hundreds of window
+    batches the noise term shrinks and this one remains (the window's explored
+    levers and days lie away from the training's, where the posterior is wider).
+    """
+    P, std = model.params_, model.std_
+    p = model.graph_.process
+    mod = [p.char_index[x] for x in model.graph_.modeled]
+    z = (summ.mean[w][:, :, mod] - std.centre[None]) / std.scale
+    zq = float(wt @ z[:, q, c])
+    f = wt @ std.features(summ.levers[w])                      # (F,)
+    t = float(wt @ ((summ.day[w] - std.day_ref) / 100.0))
+    out = zq - P.m[:, q, c] - P.B[:, q, c] @ f - P.G[:, q, c] * t
+    if q:
+        prev = z[:, q - 1]
+        seen = np.isfinite(prev)
+        # the previous deviation is 0 where not gauged (as in _innovations)
+        zp = wt @ np.where(seen, prev, 0.0)                     # (d,)
+        mp = P.m[:, q - 1] * (wt @ seen)[None]                  # (S, d)
+        out = out - np.einsum("sa,sa->s", P.A[:, q, c], zp[None] - mp)
+    return out
 
 
 def _fault_rows(model, data: _ChangeData, moved: dict[int, set[int]], partner, crit: float,

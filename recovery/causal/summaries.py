@@ -10,11 +10,15 @@ import hashlib
 import warnings
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
 
 from recovery.causal.errors import DataError
 from simulators.definition import Process
+
+if TYPE_CHECKING:   # pandas is loaded by summarise only: a saved model loads without it
+    import pandas as pd
 
 __all__ = ["Summaries", "summarise", "concat_summaries", "Ranges", "ranges", "ReadingCloud"]
 
@@ -100,6 +104,8 @@ def summarise(df: pd.DataFrame, process: Process, *, validate: bool = True) -> S
     >>> s.mean.shape
     (3, 3, 6)
     """
+    import pandas as pd
+
     from simulators.schema import SchemaError
     from simulators.schema import validate as validate_schema
 

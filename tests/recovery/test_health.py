@@ -91,6 +91,29 @@ def test_no_alarm_without_change(season):
     assert all(f.changed is False for f in rep.factories)
 
 
+def test_level_test_spread_is_the_mean_innovation_over_the_draws(season):
+    # the level test's posterior term: the window's weighted mean innovation under each
+    # draw; its mean is the innovation of the posterior means (linear but for A x m)
+    from recovery.causal.summaries import summarise
+    from recovery.health import _innovations, _mean_innovation_draws
+
+    model, first, same, _ = season
+    summ = summarise(pd.concat([first, same]), model.graph_.process)
+    e, _ = _innovations(model, summ)
+    rng = np.random.default_rng(0)
+    spreads = []
+    for q in range(model.layout_.Q):
+        for c in np.flatnonzero(model.layout_.gauged[q]):
+            w = np.isfinite(e[:, q, c]) & (summ.day >= HALF_DAY)
+            wt = rng.random(w.sum())
+            wt /= wt.sum()
+            d = _mean_innovation_draws(model, summ, w, wt, q, c)
+            assert d.shape == (model.params_.n_draws,)
+            assert d.mean() == pytest.approx(wt @ e[w, q, c], abs=0.02 + 0.02 * abs(wt @ e[w, q, c]))
+            spreads.append(d.std())
+    assert all(s > 0 for s in spreads)
+
+
 def test_gate_day_comes_sooner_at_a_lower_gate_level(season):
     model = season[0]
     low = {(f.factory, f.characteristic): f.gate_day for f in plant_health(model, gate_level=0.05).factories}

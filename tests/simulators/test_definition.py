@@ -56,6 +56,18 @@ def test_lever_cost_counts_uses_and_units():
     assert p.lever_cost(plan) == pytest.approx(150 + 100 + 120)
 
 
+def test_units_known_without_pint_do_parse_with_pint_and_cover_the_built_ins():
+    # reading a process of only these units skips pint; each must be one pint knows
+    from simulators._process_file import KNOWN_UNITS
+    from simulators.units import parse_unit
+
+    for unit in KNOWN_UNITS:
+        parse_unit(unit)
+    for name in ("small", "default"):
+        p = load_process(name)
+        assert {c.unit for c in p.characteristics} | {lv.unit for lv in p.levers} <= KNOWN_UNITS
+
+
 def _mutate(old: str, new: str, text: str = SMALL) -> str:
     assert old in text, old
     return text.replace(old, new, 1)
