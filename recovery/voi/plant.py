@@ -212,8 +212,7 @@ class HeuristicPolicy:
 
     def for_process(self, process: Process) -> "HeuristicPolicy":
         out = copy.copy(self)
-        out.rule = copy.copy(self.rule)
-        out.rule.process = process
+        out.rule = self.rule.for_inspections(process)
         return out
 
     def __call__(self, process, readings, step, plan, cond) -> tuple[np.ndarray, bool]:

@@ -146,3 +146,32 @@ def test_healthy_gates_are_one_sided_where_less_is_better():
     # ovality's gates in the file all start at 0: a rounder bar is never flagged
     assert g["ovality"][0] == p.characteristics[p.char_index["ovality"]].lower == 0.0
     assert g["diameter"][0] > 15.0 and g["diameter"][0] < g["diameter"][1]
+
+
+def test_a_new_station_is_played_with_the_rule_on_its_own_inspection_steps():
+    """A new station adds a row of readings: the rule must read the changed file's inspection steps
+    (it once kept the original file's and failed on the first flagged batch), and decide exactly as
+    the heuristic agent does from the changed file's step-data table."""
+    from recovery.agents.baselines import EngineerRule, HeuristicAgent
+    from recovery.voi.plant import AgentPolicy
+
+    p = load_process("default")
+    text = resources.files("simulators.processes").joinpath("default.toml").read_text("utf-8")
+    c = Candidate("add_inspection", 23, ("diameter", "straightness", "roughness"), 5)
+    _, q = changed_process(text, p, c, gate_seed=0)
+    w = world_from_file(p)
+    fast = play_season(w, [p, q], HeuristicPolicy(p), 24, 11)
+    agent = HeuristicAgent(q)
+    # the same rule on both files (its healthy trajectory is a Monte Carlo estimate whose noise
+    # would otherwise differ between the files and show up as a gain); the agent reads the table
+    agent.rule = EngineerRule(p).for_inspections(q)
+    slow = play_season(w, [q], AgentPolicy(agent), 24, 11)
+    assert (fast.taken[1] > 0).any(), "some batch must be flagged, or the rule is never asked"
+    assert np.array_equal(fast.net[1], slow.net[0]) and np.array_equal(fast.taken[1], slow.taken[0])
+
+
+def test_the_rule_refuses_a_file_with_other_levers(small):
+    from recovery.agents.baselines import EngineerRule
+
+    with pytest.raises(ValueError, match="more than its inspections"):
+        EngineerRule(small[0]).for_inspections(load_process("default"))
