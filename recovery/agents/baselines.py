@@ -151,6 +151,10 @@ class EngineerRule:
         out._insp_steps = np.asarray(process.inspection_steps, dtype=np.int64)
         return out
 
+    def levers_moving(self, c: int) -> list[int]:
+        """Indices of the levers the rule may use for characteristic ``c``, in the order it tries them."""
+        return list(self._movers[c])
+
     def __call__(self, readings: np.ndarray, step: int, plan: np.ndarray) -> np.ndarray:
         """The plan after ``step``, given the readings so far; levers up to ``step`` kept."""
         return self.plan(readings, step, plan)[0]

@@ -115,23 +115,40 @@ def run(args: argparse.Namespace) -> int:
 
 
 def format_ranking(result: dict) -> str:
-    """Human-readable ranking of a ``recovery sensors`` result."""
+    """Human-readable ranking of a ``recovery sensors`` result.
+
+    The changes that can alter a decision are ranked first; those that altered none
+    (gain exactly 0, placed by their cost alone) are listed apart with the reason. The
+    ``#`` column is the change's place in the JSON's ``"candidates"`` (``--apply N``).
+    """
     cur = result["currency"]
     b = result["baseline"]
     lines = [f"process      {result['process']['name']} (digest {result['process']['digest']})",
-             f"world        {result['world']}; {result['n_batches']} batches, seed {result['seed']}, "
-             f"policy {result['policy']}",
+             f"world        {result['world']}; {result['n_batches']} batches, seed {result['seed']}",
+             f"policy       {result.get('policy_description', result['policy'])}",
              f"today        net {b['net_value_per_batch']:.0f} {cur}/batch, accepted {100 * b['accepted']:.1f}%, "
              f"flagged {100 * b['flagged']:.1f}%, inspections {b['inspection_cost_per_batch']:.0f} {cur}/batch",
              "flagged at each inspection, history / simulated world (nominal plan): "
              + ", ".join(f"{r['step']}: {100 * r['history']:.1f}/{100 * r['world']:.1f}%"
                          for r in result["flag_check"]),
              "",
-             f"per 1,000 batches ({cur}); interval: 94% for a season of {result['season']} batches",
-             f"{'rank':>4s} {'gain':>9s} {'94% interval':>21s} {'cost':>9s} {'net':>9s} {'payback':>8s}  change",
+             f"changes that can alter a decision, by net gain per 1,000 batches ({cur}); interval: 94% for a "
+             f"season of {result['season']} batches",
+             f"{'#':>4s} {'gain':>9s} {'94% interval':>21s} {'cost':>9s} {'net':>9s} {'payback':>8s}  change",
              ]
-    for k, r in enumerate(result["candidates"], start=1):
+    ranked = [(k, r) for k, r in enumerate(result["candidates"], start=1) if r.get("alters_decisions", True)]
+    inert = [(k, r) for k, r in enumerate(result["candidates"], start=1) if not r.get("alters_decisions", True)]
+    for k, r in ranked:
         pb = "never" if r["payback_batches"] is None else f"{r['payback_batches']:.0f}"
         lines.append(f"{k:4d} {r['gain_per_1000']:9.0f} {r['low']:10.0f}..{r['high']:<9.0f} "
                      f"{r['cost_per_1000']:9.0f} {r['net_per_1000']:9.0f} {pb:>8s}  {r['label']}")
+    if not ranked:
+        lines.append("   (none)")
+    if inert:
+        lines += ["", f"changes that altered no decision (gain 0 on every batch; cost per 1,000 batches, {cur}); "
+                      "structural: no season could differ; season: held on every batch simulated",
+                  f"{'#':>4s} {'cost':>9s}  {'basis':10s}  change: why"]
+        for k, r in inert:
+            lines.append(f"{k:4d} {r['cost_per_1000']:9.0f}  {r['no_decision_basis']:10s}  {r['label']}: "
+                         f"{r['no_decision_reason']}")
     return "\n".join(lines)

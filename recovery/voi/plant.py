@@ -59,7 +59,7 @@ from simulators.process import Conditions, Simulator, as_rng
 __all__ = ["World", "world_from_file", "world_from_model", "inspection_cost", "HeuristicPolicy",
            "NonePolicy", "AgentPolicy", "SeasonResult", "play_season", "healthy_gates",
            "changed_process", "gain_interval", "rank_candidates", "payback_batches", "world_flag_shares",
-           "history_flag_shares", "Z94"]
+           "history_flag_shares", "decisions_changed", "no_decision_reason", "Z94"]
 
 Z94 = 1.8808  # two-sided 94% normal quantile
 
@@ -187,6 +187,7 @@ class NonePolicy:
     """Never intervene (the plan stays nominal)."""
 
     name = "none"
+    description = "no one acts on a flagged batch (its plan stays nominal)"
 
     def for_process(self, process: Process) -> "NonePolicy":
         return self
@@ -209,6 +210,9 @@ class HeuristicPolicy:
         from recovery.agents.baselines import EngineerRule
 
         self.rule = EngineerRule(process, threshold=threshold)
+        self.description = (f"the heuristic agent's rule (recovery.agents.baselines.EngineerRule) decides on "
+                            f"flagged batches: each gauged deviation over {threshold:.0%} of the band is "
+                            f"compensated with the nearest free lever; not the planner")
 
     def for_process(self, process: Process) -> "HeuristicPolicy":
         out = copy.copy(self)
@@ -233,6 +237,7 @@ class AgentPolicy:
             raise ValueError(f"agent '{agent.name}' needs the true state; a season's policy sees readings only")
         self.agent, self.seed = agent, seed
         self.name = agent.name
+        self.description = f"the '{agent.name}' agent decides on flagged batches, shown the step-data table"
 
     def for_process(self, process: Process) -> "AgentPolicy":
         return self
@@ -266,6 +271,16 @@ class SeasonResult:
         World draw each batch ran under.
     inspection_cost : ndarray (n_plans,)
         Cost of each plan's inspections per batch.
+    plan : ndarray (n_plans, n_batches, n_levers)
+        The lever plan each batch ran with in the end (its levers' units).
+    ended : ndarray of int (n_plans, n_batches)
+        Step after which the policy scrapped the batch, 0 if it did not.
+
+    Notes
+    -----
+    Two plans made the same decisions on batch ``b`` when ``plan[:, b]`` and
+    ``ended[:, b]`` agree; with common random numbers the batch's outcome is then the
+    same too (:func:`decisions_changed`).
     """
 
     net: np.ndarray
@@ -274,6 +289,8 @@ class SeasonResult:
     taken: np.ndarray
     group: np.ndarray
     inspection_cost: np.ndarray
+    plan: np.ndarray
+    ended: np.ndarray
 
 
 def _conditions(sim: Simulator, world: World, group: np.ndarray, rng: np.random.Generator) -> Conditions:
@@ -293,8 +310,11 @@ def _conditions(sim: Simulator, world: World, group: np.ndarray, rng: np.random.
 
 
 def _play_batch(sim: Simulator, policy, params: np.ndarray, pset: np.ndarray, cond: Conditions,
-                b: int, seed: int) -> tuple[float, bool, bool, int, float]:
-    """One batch under ``sim.process``'s inspection plan: (net, accepted, scrapped, taken step, lever cost)."""
+                b: int, seed: int) -> tuple[float, bool, bool, int, np.ndarray, int]:
+    """One batch under ``sim.process``'s inspection plan.
+
+    Returns (net, accepted, scrapped, taken step, final lever plan, step it was scrapped after or 0).
+    """
     p = sim.process
     eco = p.economics
     rng = np.random.default_rng([seed, b, 0])
@@ -329,9 +349,10 @@ def _play_batch(sim: Simulator, policy, params: np.ndarray, pset: np.ndarray, co
         step = p.n_steps
     cost = float(p.lever_cost(np.where(~p.free_levers(step), plan, nominal)))
     if scrapped:
-        return -eco.scrap_cost + eco.processing_cost_per_step * (p.n_steps - step) - cost, False, True, taken, cost
+        return (-eco.scrap_cost + eco.processing_cost_per_step * (p.n_steps - step) - cost, False, True, taken,
+                plan, step)
     ok = bool(sim.accepted(state)[0])
-    return (eco.batch_value if ok else -eco.scrap_cost) - cost, ok, False, taken, cost
+    return (eco.batch_value if ok else -eco.scrap_cost) - cost, ok, False, taken, plan, 0
 
 
 def play_season(world: World, plans: Sequence[Process], policy, n_batches: int,
@@ -369,6 +390,8 @@ def play_season(world: World, plans: Sequence[Process], policy, n_batches: int,
     acc = np.zeros(shape, dtype=bool)
     scr = np.zeros(shape, dtype=bool)
     taken = np.zeros(shape, dtype=int)
+    ended = np.zeros(shape, dtype=int)
+    final = np.zeros(shape + (len(base.levers),))
     it = range(len(plans))
     if progress:
         from tqdm import tqdm
@@ -379,9 +402,19 @@ def play_season(world: World, plans: Sequence[Process], policy, n_batches: int,
         pol = policy.for_process(p)
         for b in range(n_batches):
             cb = cond.take([b])
-            net[k, b], acc[k, b], scr[k, b], taken[k, b], _ = _play_batch(
+            net[k, b], acc[k, b], scr[k, b], taken[k, b], final[k, b], ended[k, b] = _play_batch(
                 sim, pol, world.params, group[b:b + 1], cb, b, seed)
-    return SeasonResult(net, acc, scr, taken, group, np.array([inspection_cost(p) for p in plans]))
+    return SeasonResult(net, acc, scr, taken, group, np.array([inspection_cost(p) for p in plans]), final, ended)
+
+
+def decisions_changed(res: SeasonResult, k: int, base: int = 0) -> np.ndarray:
+    """Batches whose decisions differ between plan ``k`` and plan ``base``, ``(n_batches,)`` of bool.
+
+    A decision is the final lever plan and whether (and where) the batch was scrapped;
+    being flagged earlier without acting otherwise is not a different decision.
+    """
+    return ~np.all(np.isclose(res.plan[k], res.plan[base], rtol=0.0, atol=1e-12), axis=1) | \
+        (res.ended[k] != res.ended[base])
 
 
 def world_flag_shares(world: World, n_batches: int, seed: int) -> np.ndarray:
@@ -493,6 +526,56 @@ def changed_process(process_text: str, process: Process, c: Candidate, *, label:
 
 # ---- ranking ----------------------------------------------------------------------------------
 
+def no_decision_reason(process: Process, changed: Process, c: Candidate, res: SeasonResult, k: int,
+                       policy) -> tuple[str, str] | None:
+    """Why plan ``k`` of a season altered no decision of plan 0, or None if it altered some.
+
+    Returns
+    -------
+    (basis, reason) : tuple of str, or None
+        ``basis`` is ``"structural"`` when no season could show a difference (the policy
+        cannot act on the reading at all), ``"season"`` when it held on every batch of this
+        season (with common random numbers: same batches, same noise) for the reason given.
+    """
+    if decisions_changed(res, k).any():
+        return None
+    if isinstance(policy, NonePolicy):
+        return "structural", "the policy never acts on a reading"
+    names = c.characteristics or next(i.measures for i in process.inspections if i.step == c.step)
+    rule = getattr(policy, "rule", None)
+    steps = changed.inspection_steps
+    # the decisions a reading at c.step informs: from there until the next inspection gauging it again
+    reach = {}
+    for n in names:
+        again = [s for s, i in zip(steps, changed.inspections) if s > c.step and n in i.measures]
+        upto = min(again) if again else changed.n_steps
+        reach[n] = [s for s in steps if c.step <= s < min(upto, changed.n_steps)]
+    if rule is not None:
+        acts = {n: [s for s in reach[n]
+                    if any(changed.free_levers(s)[j] for j in rule.levers_moving(changed.char_index[n]))]
+                for n in names}
+        if not any(acts.values()):
+            by_next: dict[int, list[str]] = {}
+            for n in names:
+                again = [s for s, i in zip(steps, changed.inspections) if s > c.step and n in i.measures]
+                by_next.setdefault(min(again) if again else changed.n_steps, []).append(n)
+            why = "; ".join(f"{', '.join(ns)} before step {g} gauges {'it' if len(ns) == 1 else 'them'} again"
+                            for g, ns in sorted(by_next.items()))
+            return "structural", f"no free lever after step {c.step} moves {why}: the rule cannot act on the reading"
+        last = max(s for v in acts.values() for s in v)
+    else:
+        last = max((s for v in reach.values() for s in v), default=c.step)
+    taken = res.taken[k]
+    m = int(((taken > 0) & (taken <= last)).sum())
+    if m == 0:
+        return "season", (f"no batch was flagged by step {last}, where the rule would read it "
+                          f"(its gate flagged none of the {len(taken)} batches by then)")
+    thr = getattr(rule, "threshold", None)
+    within = f" (within {thr:.0%} of the band of the healthy trajectory)" if thr is not None else ""
+    return "season", (f"the {m} batches flagged by step {last} got the same decisions: "
+                      f"the readings moved no lever{within}")
+
+
 def gain_interval(diff: np.ndarray, group: np.ndarray, *, season: int = 1000) -> tuple[float, float, float]:
     """Expected gain per 1,000 batches and the 94% interval of what a season will show.
 
@@ -554,15 +637,21 @@ def rank_candidates(process_text: str, process: Process, candidates: Sequence[Ca
         "baseline": {...}}``; each candidate ``{"change", "step", "characteristic",
         "sample", "label", "gain_per_1000", "low", "high", "cost_per_1000",
         "net_per_1000", "payback_batches", "recovered_per_1000",
-        "early_scrap_per_1000", "flagged_per_1000", "index"}``, sorted by net gain
-        (gain minus cost), best first; ``index`` is the candidate's position in
-        ``candidates``. Money in the process file's currency.
+        "early_scrap_per_1000", "flagged_per_1000", "decided_otherwise_per_1000",
+        "alters_decisions", "no_decision_basis", "no_decision_reason", "index"}``,
+        sorted by net gain (gain minus cost), best first; ``index`` is the candidate's
+        position in ``candidates``. A change with ``alters_decisions`` false made the
+        same decisions as today on every batch (gain exactly 0, interval 0..0; see
+        :func:`no_decision_reason`): its place in the order comes from its cost alone,
+        so a ranking worth checking is the one among the others. Money in the process
+        file's currency.
     """
     plans = [process] + [changed_process(process_text, process, c, gate_seed=seed)[1] for c in candidates]
     res = play_season(world, plans, policy, n_batches, seed, progress=progress)
     rows = []
     for k, c in enumerate(candidates, start=1):
         d = res.net[k] - res.net[0]
+        inert = no_decision_reason(process, plans[k], c, res, k, policy)
         g, lo, hi = gain_interval(d, res.group, season=season)
         cost = 1000 * float(res.inspection_cost[k] - res.inspection_cost[0])
         net = g - cost
@@ -573,12 +662,16 @@ def rank_candidates(process_text: str, process: Process, candidates: Sequence[Ca
             "recovered_per_1000": 1000 * float(res.accepted[k].mean() - res.accepted[0].mean()),
             "early_scrap_per_1000": 1000 * float(res.scrapped[k].mean() - res.scrapped[0].mean()),
             "flagged_per_1000": 1000 * float((res.taken[k] > 0).mean() - (res.taken[0] > 0).mean()),
+            "decided_otherwise_per_1000": 1000 * float(decisions_changed(res, k).mean()),
+            "alters_decisions": inert is None,
+            "no_decision_basis": None if inert is None else inert[0],
+            "no_decision_reason": None if inert is None else inert[1],
             "index": k - 1,
         }
         rows.append(row)
     rows.sort(key=lambda r: -r["net_per_1000"])
     return {"candidates": rows, "n_batches": n_batches, "seed": seed, "season": season,
-            "policy": policy.name, "world": world.source,
+            "policy": policy.name, "policy_description": getattr(policy, "description", policy.name), "world": world.source,
             "baseline": {"net_value_per_batch": float(res.net[0].mean()),
                          "accepted": float(res.accepted[0].mean()),
                          "flagged": float((res.taken[0] > 0).mean()),

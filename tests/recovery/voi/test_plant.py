@@ -53,6 +53,39 @@ def test_a_reading_no_decision_can_use_is_worth_nothing(small, heuristic):
     assert (r["gain_per_1000"], r["low"], r["high"]) == (0.0, 0.0, 0.0)
     assert r["cost_per_1000"] == pytest.approx(1000 * p.economics.measurement_cost * 4)
     assert r["net_per_1000"] == -r["cost_per_1000"] and r["payback_batches"] is None
+    assert r["alters_decisions"] is False and r["decided_otherwise_per_1000"] == 0.0
+    assert r["no_decision_basis"] in ("structural", "season") and r["no_decision_reason"]
+
+
+def test_why_a_change_alters_no_decision(small, heuristic):
+    """Structural: no free lever moves the characteristic before it is gauged again (the rule cannot
+    use the reading in any season). Season: the rule could act but did not on any batch. A change
+    that moves some decision is not given a reason, and its gain is the decisions' doing."""
+    p, text = small
+    cs = [Candidate("add_characteristic", 3, ("residual_stress",), 4),   # no lever before 6 gauges it again
+          Candidate("add_characteristic", 3, ("coating_thickness",), 4),  # zero before plating
+          Candidate("raise_sample", 6, (), 12)]
+    out = rank_candidates(text, p, cs, world_from_file(p), heuristic, n_batches=120, seed=1)
+    rows = {r["index"]: r for r in out["candidates"]}
+    assert rows[0]["no_decision_basis"] == "structural"
+    assert "no free lever after step 3 moves residual_stress before step 6" in rows[0]["no_decision_reason"]
+    assert rows[1]["no_decision_basis"] == "season" and not rows[1]["alters_decisions"]
+    assert rows[2]["alters_decisions"] and rows[2]["no_decision_reason"] is None
+    assert rows[2]["decided_otherwise_per_1000"] > 0
+    assert "heuristic agent's rule" in out["policy_description"]
+
+
+def test_decisions_changed_compares_plans_and_scrapping(small, heuristic):
+    p, text = small
+    _, q = changed_process(text, p, Candidate("raise_sample", 6, (), 12))
+    res = play_season(world_from_file(p), [p, q, p], heuristic, 120, 1)
+    from recovery.voi.plant import decisions_changed
+
+    assert not decisions_changed(res, 2).any()  # the same plan twice
+    ch = decisions_changed(res, 1)
+    # where no decision moved, the batch's outcome is the same (common random numbers)
+    assert np.array_equal(res.net[1][~ch], res.net[0][~ch])
+    assert ch.any()
 
 
 def test_readings_are_worthless_to_a_policy_that_never_acts(small):
