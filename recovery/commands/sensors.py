@@ -98,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
     result["process"] = {"name": process.name, "digest": process.digest, "path": str(text_path)}
     if args.apply is not None:
         row = result["candidates"][args.apply - 1]
-        new_text, _ = changed_process(text, process, cands[row["index"]], gate_seed=args.seed)
+        # the file exactly as valued: the ranking's gates (set on the world's physics)
+        new_text, _ = changed_process(text, process, cands[row["index"]], gates=row["gates"])
         out = Path(args.out)
         try:
             out.write_text(new_text, "utf-8")

@@ -459,16 +459,29 @@ def history_flag_shares(process: Process, history) -> np.ndarray:
 # ---- gates for new readings, changed files --------------------------------------------------
 
 def healthy_gates(process: Process, step: int, characteristics: Sequence[str], sample: int, *,
-                  n_batches: int = 400, false_flag: float = 0.005, seed: int = 0) -> dict[str, tuple[float, float]]:
+                  n_batches: int = 400, false_flag: float = 0.005, seed: int = 0,
+                  world: World | None = None) -> dict[str, tuple[float, float]]:
     """Gates for new readings at ``step``, set as the file's gates are: wide enough for healthy batches.
 
-    Healthy batches (no faults) of the file's physics under the nominal plan are
-    gauged at ``step`` on ``sample`` bars; each characteristic's gate is the central
+    Healthy batches (no faults) under the nominal plan are gauged at ``step`` on
+    ``sample`` bars, of the file's physics or, with ``world``, spread over its physics
+    draws (the calibrated physics: the plant the history shows, as far as it is known).
+    Each characteristic's gate is the central
     ``1 - false_flag`` range of their sample means, widened by a fifth on each side
     (a gate that would flag a healthy batch in 200 helps no one). A characteristic
     where less is better (ovality, bow, roughness, cracks: its gates in the file all
     start at its final band's lower bound, or without gates its nominal lies in the
     lowest quarter of the band) gets a one-sided gate from that lower bound, as the file's.
+
+    Why the world's physics: where the history cannot pin the physics down before the
+    new reading (nothing gauges residual stress before step 15 on the default process,
+    so the stress the straightener at step 4 adds is known to a factor of three), a gate
+    set on the file's physics flags healthy batches of the plant in the draws where the
+    file is wrong, and the prediction then charges the change for false alarms the plant
+    would not have: an engineer installing the gauge would set its gate from its first
+    weeks of healthy readings, i.e. from the plant's physics. The world's draws are the
+    model's account of that physics; pooling them gives a gate wide enough for the plant
+    whatever the draw, at the price of missing some faults the file's gate would catch.
 
     Returns
     -------
@@ -479,7 +492,11 @@ def healthy_gates(process: Process, step: int, characteristics: Sequence[str], s
     rng = np.random.default_rng([seed, 3])
     cond = sim.sample_conditions(n_batches, rng, faults=False)
     state = sim.new_state(n_batches)
-    sim.run(state, 0, step, process.nominal_plan(), cond, rng)
+    if world is None:
+        sim.run(state, 0, step, process.nominal_plan(), cond, rng)
+    else:
+        group = np.arange(n_batches) % world.n_sets
+        sim.run(state, 0, step, process.nominal_plan(), cond, rng, params=world.params, param_set=group)
     bars = state.reshape(n_batches, process.bars_per_batch, process.n_chars)[:, :sample]
     out = {}
     for name in characteristics:
@@ -504,8 +521,12 @@ def _less_is_better(process: Process, name: str) -> bool:
 
 
 def changed_process(process_text: str, process: Process, c: Candidate, *, label: str | None = None,
-                    gate_seed: int = 0) -> tuple[str, Process]:
+                    gate_seed: int = 0, world: World | None = None,
+                    gates: dict[str, tuple[float, float]] | None = None) -> tuple[str, Process]:
     """The changed file's text (with healthy gates for what is newly gauged) and its Process.
+
+    The gates come from :func:`healthy_gates` (on ``world``'s physics when given), or
+    are ``gates`` as given (e.g. a ranking's ``"gates"``, to write the file it valued).
 
     Raises
     ------
@@ -516,7 +537,9 @@ def changed_process(process_text: str, process: Process, c: Candidate, *, label:
     ins = {i.step: i for i in process.inspections}
     new = () if c.change == "raise_sample" else c.characteristics
     # a raised sample keeps its gates: a mean of more bars stays inside them more often
-    gates = healthy_gates(process, c.step, new, c.sample, seed=gate_seed) if new else {}
+    if gates is None:
+        gates = healthy_gates(process, c.step, new, c.sample, seed=gate_seed, world=world) if new else {}
+    gates = {k: (float(v[0]), float(v[1])) for k, v in gates.items()}
     if c.step in ins:
         have = {g.characteristic for g in process.gates if g.step == c.step}
         gates = {k: v for k, v in gates.items() if k not in have}
@@ -610,6 +633,13 @@ def gain_interval(diff: np.ndarray, group: np.ndarray, *, season: int = 1000) ->
     return 1000 * mean, 1000 * (mean - Z94 * sd), 1000 * (mean + Z94 * sd)
 
 
+def _new_gates(process: Process, changed: Process, step: int) -> dict[str, list[float]]:
+    """The gates the change added at ``step``: ``{name: [lower, upper]}``."""
+    old = {g.characteristic for g in process.gates if g.step == step}
+    return {g.characteristic: [float(g.lower), float(g.upper)] for g in changed.gates
+            if g.step == step and g.characteristic not in old}
+
+
 def rank_candidates(process_text: str, process: Process, candidates: Sequence[Candidate], world: World,
                     policy, *, n_batches: int = 1000, seed: int = 0, season: int = 1000,
                     progress: bool = False) -> dict:
@@ -646,7 +676,8 @@ def rank_candidates(process_text: str, process: Process, candidates: Sequence[Ca
         so a ranking worth checking is the one among the others. Money in the process
         file's currency.
     """
-    plans = [process] + [changed_process(process_text, process, c, gate_seed=seed)[1] for c in candidates]
+    changed = [changed_process(process_text, process, c, gate_seed=seed, world=world) for c in candidates]
+    plans = [process] + [q for _, q in changed]
     res = play_season(world, plans, policy, n_batches, seed, progress=progress)
     rows = []
     for k, c in enumerate(candidates, start=1):
@@ -663,6 +694,7 @@ def rank_candidates(process_text: str, process: Process, candidates: Sequence[Ca
             "early_scrap_per_1000": 1000 * float(res.scrapped[k].mean() - res.scrapped[0].mean()),
             "flagged_per_1000": 1000 * float((res.taken[k] > 0).mean() - (res.taken[0] > 0).mean()),
             "decided_otherwise_per_1000": 1000 * float(decisions_changed(res, k).mean()),
+            "gates": _new_gates(process, plans[k], c.step),
             "alters_decisions": inert is None,
             "no_decision_basis": None if inert is None else inert[0],
             "no_decision_reason": None if inert is None else inert[1],
