@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from recovery.voi.candidates import Candidate
-from recovery.voi.plant import (HeuristicPolicy, NonePolicy, changed_process, gain_interval, healthy_gates,
+from recovery.voi.plant import (HeuristicPolicy, NonePolicy, World, changed_process, gain_interval, healthy_gates,
                                 inspection_cost, payback_batches, play_season, rank_candidates,
                                 world_from_file, world_from_model)
 from simulators.definition import load_process
@@ -208,3 +208,22 @@ def test_the_rule_refuses_a_file_with_other_levers(small):
 
     with pytest.raises(ValueError, match="more than its inspections"):
         EngineerRule(small[0]).for_inspections(load_process("default"))
+
+
+def test_a_new_gate_holds_the_healthy_batches_of_every_world_draw():
+    """Where the physics before a new reading is unsure (the stress the straightener at step 4 adds),
+    the gate is set wide enough for healthy batches of every draw, not only of the file's physics."""
+    from simulators.process import Simulator
+
+    p = load_process("default")
+    sim = Simulator(p)
+    params = sim.physics([(4, "stress_per_kN")], np.array([[0.9], [2.6]]))
+    w = World(p, params, np.zeros((2, len(p.faults))), "two draws")
+    lo_f, hi_f = healthy_gates(p, 5, ["residual_stress"], 5, n_batches=200, seed=0)["residual_stress"]
+    lo_w, hi_w = healthy_gates(p, 5, ["residual_stress"], 5, n_batches=200, seed=0, world=w)["residual_stress"]
+    assert lo_w < lo_f and hi_w > hi_f
+    # a healthy batch of the high draw leaves the file's gate but not the world's
+    high = healthy_gates(p, 5, ["residual_stress"], 5, n_batches=200, seed=1,
+                         world=World(p, params[1:], np.zeros((1, len(p.faults))), "high"))["residual_stress"]
+    mid_high = 0.5 * (high[0] + high[1])
+    assert mid_high > hi_f and lo_w < mid_high < hi_w

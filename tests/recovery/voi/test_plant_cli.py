@@ -65,6 +65,13 @@ def test_json_contract_and_apply(small_model, history, tmp_path, capsys):
     else:
         assert best["characteristic"] in ins.measures
     assert body["applied"]["rank"] == 1
+    # the file holds the gates the ranking valued (set on the model's world), not fresh ones
+    for name, (lo, hi) in best["gates"].items():
+        glo, ghi = new.gate_bands(best["step"])
+        assert (glo[new.char_index[name]], ghi[new.char_index[name]]) == pytest.approx((lo, hi), abs=1e-5)
+    added = {r["characteristic"]: r["gates"] for r in rows if r["change"] == "add_characteristic"}
+    assert set(added["ovality"]) == {"ovality"} and set(added["yield_strength"]) == {"yield_strength"}
+    assert "policy_description" in body and all(isinstance(r["alters_decisions"], bool) for r in rows)
 
 
 def test_bad_candidates_name_the_entry(small_model, history, tmp_path, capsys):
