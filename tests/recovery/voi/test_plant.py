@@ -173,6 +173,22 @@ def test_the_fast_heuristic_is_the_heuristic_agent(small, heuristic):
     assert np.array_equal(fast.net, slow.net) and np.array_equal(fast.accepted, slow.accepted)
 
 
+def test_an_agent_is_asked_once_per_situation(small):
+    """Plans of a season share the decisions made before their readings differ: the same plan played
+    twice asks the agent no more than once, with the same outcome."""
+    from recovery.agents.baselines import HeuristicAgent
+    from recovery.voi.plant import AgentPolicy
+
+    p, _ = small
+    w = world_from_file(p)
+    once = AgentPolicy(HeuristicAgent(p))
+    a = play_season(w, [p], once, 40, 8)
+    twice = AgentPolicy(HeuristicAgent(p))
+    b = play_season(w, [p, p], twice, 40, 8)
+    assert once.asked > 0 and twice.asked == once.asked
+    assert np.array_equal(b.net[0], a.net[0]) and np.array_equal(b.net[1], a.net[0])
+
+
 def test_healthy_gates_are_one_sided_where_less_is_better():
     p = load_process("default")
     g = healthy_gates(p, 23, ["ovality", "diameter"], 5, n_batches=200, seed=0)
