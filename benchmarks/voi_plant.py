@@ -94,6 +94,48 @@ def neighbours(rows: list[dict], key_pred: str, res, plan_of: dict, costs: dict)
     return out
 
 
+def check_shortlist(args, pred: dict, base, base_text: str, cands, world) -> dict:
+    """The planner's shortlist, measured with the planner on fresh batches of the true simulator."""
+    from recovery.agents.planner_agent import PlannerAgent
+    from recovery.pipeline import load_model, load_posterior
+    from recovery.voi.plant import AgentPolicy, HeuristicPolicy, Z94, changed_process, play_season
+
+    sl = pred["shortlist"]
+    byidx = {r["index"]: r for r in pred["candidates"]}
+    picked = [byidx[r["index"]] for r in sl["rows"]]
+    plans = [base] + [changed_process(base_text, base, cands[r["index"]], gates=r["gates"])[1] for r in picked]
+    model = load_model(args.model)
+    policy = AgentPolicy(PlannerAgent(model, posterior=load_posterior(args.model), budget="tiny"),
+                         seed=args.eval_seed)
+    t0 = time.perf_counter()
+    res = play_season(world, plans, policy, args.shortlist_batches, args.eval_seed)
+    seconds = time.perf_counter() - t0
+    ref = play_season(world, plans, HeuristicPolicy(base), args.shortlist_batches, args.eval_seed)
+    rows, plan_of, costs = [], {}, {}
+    for k, (r, s_row) in enumerate(zip(picked, sl["rows"]), start=1):
+        d = res.net[k] - res.net[0]
+        g = 1000 * float(d.mean())
+        se = 1000 * float(d.std(ddof=1) / np.sqrt(len(d)))
+        plan_of[r["index"]], costs[r["index"]] = k, r["cost_per_1000"]
+        rows.append({"index": r["index"], "label": r["label"],
+                     "predicted_gain_per_1000": s_row["gain_per_1000"], "low": s_row["low"], "high": s_row["high"],
+                     "predicted_net_per_1000": s_row["net_per_1000"],
+                     "measured_gain_per_1000": g, "measured_low": g - Z94 * se, "measured_high": g + Z94 * se,
+                     "measured_net_per_1000": g - r["cost_per_1000"],
+                     "inside_interval": bool(s_row["low"] <= g <= s_row["high"]),
+                     "rule_predicted_gain_per_1000": s_row["rule_gain_per_1000"],
+                     "rule_measured_gain_per_1000": 1000 * float((ref.net[k] - ref.net[0]).mean())})
+    meas = [x["index"] for x in sorted(rows, key=lambda x: -x["measured_net_per_1000"])]
+    return {"policy": sl["policy_description"], "budget": sl.get("budget"), "predict_batches": sl["n_batches"],
+            "predict_asked": sl["asked"], "skipped": sl["skipped"], "eval_batches": args.shortlist_batches,
+            "eval_seconds": seconds, "eval_asked": policy.asked, "rows": rows,
+            "predicted_order": [x["index"] for x in rows], "measured_order": meas,
+            "order_holds": meas == [x["index"] for x in rows],
+            "all_inside": all(x["inside_interval"] for x in rows),
+            "neighbours": neighbours(rows, "predicted_net_per_1000", res, plan_of, costs),
+            "baseline_net_value_per_batch": {"planner": float(res.net[0].mean()), "rule": float(ref.net[0].mean())}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True)
@@ -106,6 +148,10 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=3)
     ap.add_argument("--measure", choices=["all", "top"], default="all",
                     help="measure every candidate (default) or only the top ones")
+    ap.add_argument("--shortlist-batches", type=int, default=0,
+                    help="if > 0: value the top --top changes again with the planner (tiny budget) on this many "
+                         "batches (recovery sensors --shortlist-policy planner) and measure them with the "
+                         "planner on as many fresh batches of the true simulator")
     ap.add_argument("--out-dir", default=None, help="where the changed files go (default: a temp folder)")
     ap.add_argument("--no-evaluate", action="store_true", help="skip the reference 'recovery evaluate' runs")
     args = ap.parse_args()
@@ -120,6 +166,9 @@ def main() -> None:
     common = ["sensors", "--model", args.model, "--data", args.data, "--batches", str(args.predict_batches),
               "--season", str(args.eval_batches), "--world-draws", str(args.world_draws),
               "--seed", str(args.seed), "--json", "--quiet"]
+    if args.shortlist_batches > 0:
+        common += ["--shortlist-policy", "planner", "--shortlist", str(args.top),
+                   "--shortlist-batches", str(args.shortlist_batches), "--planner-budget", "tiny"]
     t0 = time.perf_counter()
     pred = run_cli(common)
     t_pred = time.perf_counter() - t0
@@ -181,6 +230,10 @@ def main() -> None:
     inert = [x for x in rows.values() if not x["alters_decisions"]]
     measured_all = list(rows.values())
 
+    shortlist = None
+    if args.shortlist_batches > 0:
+        shortlist = check_shortlist(args, pred, base, base_text, cands, world)
+
     evaluate = None
     if not args.no_evaluate:
         evaluate = []
@@ -210,6 +263,7 @@ def main() -> None:
                     "baseline_net_value_per_batch": float(res.net[0].mean()),
                     "baseline_accepted": float(res.accepted[0].mean())},
         "top_by_net": by_net,
+        "shortlist": shortlist,
         "top_by_gain": by_gain,
         "all_inside": {"measured": len(measured_all), "inside": sum(x["inside_interval"] for x in measured_all),
                        "alter_decisions": [len([x for x in measured_all if x["alters_decisions"]]),
