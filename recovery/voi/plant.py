@@ -59,7 +59,8 @@ from simulators.process import Conditions, Simulator, as_rng
 __all__ = ["World", "world_from_file", "world_from_model", "inspection_cost", "HeuristicPolicy",
            "NonePolicy", "AgentPolicy", "SeasonResult", "play_season", "healthy_gates",
            "changed_process", "gain_interval", "rank_candidates", "payback_batches", "world_flag_shares",
-           "history_flag_shares", "decisions_changed", "no_decision_reason", "value_shortlist", "Z94"]
+           "history_flag_shares", "decisions_changed", "no_decision_reason", "value_shortlist",
+           "unseen_change_interval", "Z94"]
 
 Z94 = 1.8808  # two-sided 94% normal quantile
 
@@ -659,6 +660,20 @@ def gain_interval(diff: np.ndarray, group: np.ndarray, *, season: int = 1000) ->
     return 1000 * mean, 1000 * (mean - Z94 * sd), 1000 * (mean + Z94 * sd)
 
 
+def unseen_change_interval(n_batches: int, impact: float) -> tuple[float, float]:
+    """94% interval per 1,000 batches for a change that altered no decision on ``n_batches`` batches
+    but could (``no_decision_basis == "season"``).
+
+    Seeing no changed decision in ``n`` batches bounds the share of batches whose
+    decision the change would move below ``-ln(0.06) / n`` (2.8 per ``n``, 94%: the
+    "rule of three"); each such batch moves by at most ``impact`` (the largest move of
+    one batch's net value under any change of the season, in currency). The interval is
+    that rate times that move, either way: zero seen is not zero proven.
+    """
+    bound = 1000 * (-np.log(1 - 0.94) / max(n_batches, 1)) * impact
+    return -float(bound), float(bound)
+
+
 def _new_gates(process: Process, changed: Process, step: int) -> dict[str, list[float]]:
     """The gates the change added at ``step``: ``{name: [lower, upper]}``."""
     old = {g.characteristic for g in process.gates if g.step == step}
@@ -705,11 +720,15 @@ def rank_candidates(process_text: str, process: Process, candidates: Sequence[Ca
     changed = [changed_process(process_text, process, c, gate_seed=seed, world=world) for c in candidates]
     plans = [process] + [q for _, q in changed]
     res = play_season(world, plans, policy, n_batches, seed, progress=progress)
+    # the most one batch's outcome moved under any change: what one changed decision can be worth
+    impact = float(np.abs(res.net[1:] - res.net[0]).max()) if len(plans) > 1 else 0.0
     rows = []
     for k, c in enumerate(candidates, start=1):
         d = res.net[k] - res.net[0]
         inert = no_decision_reason(process, plans[k], c, res, k, policy)
         g, lo, hi = gain_interval(d, res.group, season=season)
+        if inert is not None and inert[0] == "season":
+            lo, hi = unseen_change_interval(n_batches, impact)
         cost = 1000 * float(res.inspection_cost[k] - res.inspection_cost[0])
         net = g - cost
         row = c.to_json() | {

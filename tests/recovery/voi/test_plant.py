@@ -50,7 +50,7 @@ def test_a_reading_no_decision_can_use_is_worth_nothing(small, heuristic):
     c = Candidate("add_characteristic", 3, ("coating_thickness",), 4)
     out = rank_candidates(text, p, [c], world_from_file(p), heuristic, n_batches=80, seed=1)
     r = out["candidates"][0]
-    assert (r["gain_per_1000"], r["low"], r["high"]) == (0.0, 0.0, 0.0)
+    assert r["gain_per_1000"] == 0.0 and r["low"] == -r["high"] <= 0.0
     assert r["cost_per_1000"] == pytest.approx(1000 * p.economics.measurement_cost * 4)
     assert r["net_per_1000"] == -r["cost_per_1000"] and r["payback_batches"] is None
     assert r["alters_decisions"] is False and r["decided_otherwise_per_1000"] == 0.0
@@ -70,6 +70,9 @@ def test_why_a_change_alters_no_decision(small, heuristic):
     assert rows[0]["no_decision_basis"] == "structural"
     assert "no free lever after step 3 moves residual_stress before step 6" in rows[0]["no_decision_reason"]
     assert rows[1]["no_decision_basis"] == "season" and not rows[1]["alters_decisions"]
+    # none seen on 120 batches is not none possible: the interval spans the rule of three's rate
+    assert rows[1]["gain_per_1000"] == 0.0 and rows[1]["low"] == -rows[1]["high"] < 0
+    assert (rows[0]["low"], rows[0]["high"]) == (0.0, 0.0)
     assert rows[2]["alters_decisions"] and rows[2]["no_decision_reason"] is None
     assert rows[2]["decided_otherwise_per_1000"] > 0
     assert "heuristic agent's rule" in out["policy_description"]
@@ -140,6 +143,16 @@ def test_gain_interval_known_answers():
     # a longer season narrows it
     g2, lo2, hi2 = gain_interval(d, np.zeros(4000, int), season=100000)
     assert hi2 - lo2 < 0.5 * (hi - lo)
+
+
+def test_unseen_change_interval():
+    from recovery.voi.plant import unseen_change_interval
+
+    lo, hi = unseen_change_interval(1000, 4000.0)
+    # below 2.81 changed batches in 1,000 (94%), each worth at most 4,000
+    assert hi == pytest.approx(1000 * 2.813 / 1000 * 4000, rel=1e-3) and lo == -hi
+    assert unseen_change_interval(4000, 4000.0)[1] == pytest.approx(hi / 4)
+    assert unseen_change_interval(1000, 0.0) == (0.0, 0.0)
 
 
 def test_payback():
