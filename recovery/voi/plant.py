@@ -580,12 +580,17 @@ def no_decision_reason(process: Process, changed: Process, c: Candidate, res: Se
                        policy) -> tuple[str, str] | None:
     """Why plan ``k`` of a season altered no decision of plan 0, or None if it altered some.
 
+    A change acts in two ways: the rule may use its readings, and a new gate (or a
+    larger sample at a gate) may flag a batch earlier, after which the rule acts on
+    every deviation it has gauged. It cannot alter a decision in any season only when
+    the rule cannot use the reading and no flag it raises leaves a free lever to move.
+
     Returns
     -------
     (basis, reason) : tuple of str, or None
-        ``basis`` is ``"structural"`` when no season could show a difference (the policy
-        cannot act on the reading at all), ``"season"`` when it held on every batch of this
-        season (with common random numbers: same batches, same noise) for the reason given.
+        ``basis`` is ``"structural"`` when no season could show a difference,
+        ``"season"`` when none showed in this season (with common random numbers:
+        same batches, same noise) for the reason given.
     """
     if decisions_changed(res, k).any():
         return None
@@ -600,6 +605,9 @@ def no_decision_reason(process: Process, changed: Process, c: Candidate, res: Se
         again = [s for s, i in zip(steps, changed.inspections) if s > c.step and n in i.measures]
         upto = min(again) if again else changed.n_steps
         reach[n] = [s for s in steps if c.step <= s < min(upto, changed.n_steps)]
+    flags = (bool(_new_gates(process, changed, c.step)) or c.change == "raise_sample") \
+        and bool(changed.free_levers(c.step).any())
+    unused = ""
     if rule is not None:
         acts = {n: [s for s in reach[n]
                     if any(changed.free_levers(s)[j] for j in rule.levers_moving(changed.char_index[n]))]
@@ -611,11 +619,17 @@ def no_decision_reason(process: Process, changed: Process, c: Candidate, res: Se
                 by_next.setdefault(min(again) if again else changed.n_steps, []).append(n)
             why = "; ".join(f"{', '.join(ns)} before step {g} gauges {'it' if len(ns) == 1 else 'them'} again"
                             for g, ns in sorted(by_next.items()))
-            return "structural", f"no free lever after step {c.step} moves {why}: the rule cannot act on the reading"
-        last = max(s for v in acts.values() for s in v)
+            unused = f"no free lever after step {c.step} moves {why}"
+            if not flags:
+                return "structural", f"{unused}, and no flag it raises leaves a lever to move: the rule cannot act on it"
+        last = max((s for v in acts.values() for s in v), default=c.step)
     else:
         last = max((s for v in reach.values() for s in v), default=c.step)
     taken = res.taken[k]
+    if unused:
+        earlier = int(((taken > 0) & ((res.taken[0] == 0) | (taken < res.taken[0]))).sum())
+        return "season", (f"{unused} (the rule cannot use the reading itself), and the {earlier} batches its gate "
+                          f"flagged earlier than today's plan got the same decisions")
     m = int(((taken > 0) & (taken <= last)).sum())
     if m == 0:
         return "season", (f"no batch was flagged by step {last}, where the rule would read it "

@@ -58,24 +58,33 @@ def test_a_reading_no_decision_can_use_is_worth_nothing(small, heuristic):
 
 
 def test_why_a_change_alters_no_decision(small, heuristic):
-    """Structural: no free lever moves the characteristic before it is gauged again (the rule cannot
-    use the reading in any season). Season: the rule could act but did not on any batch. A change
-    that moves some decision is not given a reason, and its gain is the decisions' doing."""
+    """Season: the rule could act (on the reading, or on a batch its new gate flags early) but did on no
+    batch, and zero seen is not zero proven (rule-of-three interval). A change that moves some
+    decision is not given a reason."""
     p, text = small
-    cs = [Candidate("add_characteristic", 3, ("residual_stress",), 4),   # no lever before 6 gauges it again
+    cs = [Candidate("add_characteristic", 3, ("residual_stress",), 4),   # not read before 6 gauges it, but gated
           Candidate("add_characteristic", 3, ("coating_thickness",), 4),  # zero before plating
           Candidate("raise_sample", 6, (), 12)]
     out = rank_candidates(text, p, cs, world_from_file(p), heuristic, n_batches=120, seed=1)
     rows = {r["index"]: r for r in out["candidates"]}
-    assert rows[0]["no_decision_basis"] == "structural"
+    assert rows[0]["no_decision_basis"] == "season"
     assert "no free lever after step 3 moves residual_stress before step 6" in rows[0]["no_decision_reason"]
+    assert "flagged earlier than today's plan" in rows[0]["no_decision_reason"]
     assert rows[1]["no_decision_basis"] == "season" and not rows[1]["alters_decisions"]
-    # none seen on 120 batches is not none possible: the interval spans the rule of three's rate
     assert rows[1]["gain_per_1000"] == 0.0 and rows[1]["low"] == -rows[1]["high"] < 0
-    assert (rows[0]["low"], rows[0]["high"]) == (0.0, 0.0)
     assert rows[2]["alters_decisions"] and rows[2]["no_decision_reason"] is None
     assert rows[2]["decided_otherwise_per_1000"] > 0
     assert "heuristic agent's rule" in out["policy_description"]
+
+
+def test_a_station_before_the_last_inspection_alters_nothing_structurally():
+    """At step 49 no lever is left: neither the readings nor a flag can move anything, in any season."""
+    p = load_process("default")
+    text = resources.files("simulators.processes").joinpath("default.toml").read_text("utf-8")
+    c = Candidate("add_inspection", 49, ("diameter", "roughness"), 5)
+    r = rank_candidates(text, p, [c], world_from_file(p), HeuristicPolicy(p), n_batches=20, seed=2)["candidates"][0]
+    assert r["no_decision_basis"] == "structural" and "no flag it raises leaves a lever" in r["no_decision_reason"]
+    assert (r["gain_per_1000"], r["low"], r["high"]) == (0.0, 0.0, 0.0)
 
 
 def test_decisions_changed_compares_plans_and_scrapping(small, heuristic):
