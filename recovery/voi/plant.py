@@ -832,9 +832,13 @@ def value_shortlist(ranking: dict, process_text: str, process: Process, candidat
                          for r in picked]
     res = play_season(world, plans, policy, n_batches, seed, progress=progress)
     ref = play_season(world, plans, rule or HeuristicPolicy(process), n_batches, seed)
+    impact = max(float(np.abs(res.net[1:] - res.net[0]).max()) if len(plans) > 1 else 0.0,
+                 float(np.abs(ref.net[1:] - ref.net[0]).max()) if len(plans) > 1 else 0.0)
     out = []
     for k, r in enumerate(picked, start=1):
         g, lo, hi = gain_interval(res.net[k] - res.net[0], res.group, season=season)
+        if not decisions_changed(res, k).any():  # none seen on these batches is not none possible
+            lo, hi = unseen_change_interval(n_batches, impact)
         entry = {"gain_per_1000": g, "low": lo, "high": hi, "net_per_1000": g - r["cost_per_1000"],
                  "rule_gain_per_1000": 1000 * float((ref.net[k] - ref.net[0]).mean()),
                  "decided_otherwise_per_1000": 1000 * float(decisions_changed(res, k).mean())}
