@@ -10,6 +10,8 @@ never sees a batch's true state.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from recovery.agents.base import Agent, Proposal, Situation, readings_from_history
@@ -131,6 +133,27 @@ class EngineerRule:
         # per characteristic, the levers that move it noticeably (10 % of its band over their range)
         self._movers = [[int(j) for j in order if not abs(self.sens_[j, c]) * span[j] < 0.1 * self._width[c]]
                         for c in range(p.n_chars)]
+
+    def for_inspections(self, process: Process) -> "EngineerRule":
+        """The same rule on ``process``, a file that differs from this rule's only in its inspections.
+
+        The healthy trajectory and the lever sensitivities do not depend on where a batch is
+        gauged, so they are kept (no simulation); the inspection steps, which the readings'
+        rows follow, are the new file's.
+        """
+        same = ([(lv.name, lv.step) for lv in process.levers] == [(lv.name, lv.step) for lv in self.process.levers]
+                and [c.name for c in process.characteristics] == [c.name for c in self.process.characteristics]
+                and process.n_steps == self.process.n_steps)
+        if not same:
+            raise ValueError(f"{process.source} differs from {self.process.source} in more than its inspections")
+        out = copy.copy(self)
+        out.process = process
+        out._insp_steps = np.asarray(process.inspection_steps, dtype=np.int64)
+        return out
+
+    def levers_moving(self, c: int) -> list[int]:
+        """Indices of the levers the rule may use for characteristic ``c``, in the order it tries them."""
+        return list(self._movers[c])
 
     def __call__(self, readings: np.ndarray, step: int, plan: np.ndarray) -> np.ndarray:
         """The plan after ``step``, given the readings so far; levers up to ``step`` kept."""

@@ -59,7 +59,8 @@ from simulators.process import Conditions, Simulator, as_rng
 __all__ = ["World", "world_from_file", "world_from_model", "inspection_cost", "HeuristicPolicy",
            "NonePolicy", "AgentPolicy", "SeasonResult", "play_season", "healthy_gates",
            "changed_process", "gain_interval", "rank_candidates", "payback_batches", "world_flag_shares",
-           "history_flag_shares", "Z94"]
+           "history_flag_shares", "decisions_changed", "no_decision_reason", "value_shortlist",
+           "unseen_change_interval", "Z94"]
 
 Z94 = 1.8808  # two-sided 94% normal quantile
 
@@ -187,6 +188,7 @@ class NonePolicy:
     """Never intervene (the plan stays nominal)."""
 
     name = "none"
+    description = "no one acts on a flagged batch (its plan stays nominal)"
 
     def for_process(self, process: Process) -> "NonePolicy":
         return self
@@ -209,11 +211,13 @@ class HeuristicPolicy:
         from recovery.agents.baselines import EngineerRule
 
         self.rule = EngineerRule(process, threshold=threshold)
+        self.description = (f"the heuristic agent's rule (recovery.agents.baselines.EngineerRule) decides on "
+                            f"flagged batches: each gauged deviation over {threshold:.0%} of the band is "
+                            f"compensated with the nearest free lever; not the planner")
 
     def for_process(self, process: Process) -> "HeuristicPolicy":
         out = copy.copy(self)
-        out.rule = copy.copy(self.rule)
-        out.rule.process = process
+        out.rule = self.rule.for_inspections(process)
         return out
 
     def __call__(self, process, readings, step, plan, cond) -> tuple[np.ndarray, bool]:
@@ -224,9 +228,17 @@ class AgentPolicy:
     """Any ``recovery.agents`` agent that plans from step data, shown the batch's history as
     ``recovery evaluate`` shows it.
 
-    Slower than :class:`HeuristicPolicy` (the planner takes 1-2 s per decision), and a
-    planner's causal model is fitted on one inspection plan and refuses another. Agents
-    that need the true state (the oracle) are refused.
+    Slower than :class:`HeuristicPolicy`: the planner takes about 0.5-1.3 s of CPU per
+    decision at its default budget, 0.2 s at ``budget="tiny"`` (default model, 2026-12-01).
+    The planner's causal model reads only what its graph gauges: readings of a new station
+    leave its state draws unchanged (a larger sample or a characteristic added at one of
+    its inspections do move them). Agents that need the true state (the oracle) are refused.
+
+    The agent is reset before each decision, so that a decision is a function of what it
+    is shown (the planner's warm start is its last plan, which the season hands back as
+    the batch's current plan anyway), and decisions are remembered by (batch, step,
+    readings so far, plan): plans of a season share every decision made before their
+    readings differ, so each is asked once.
     """
 
     def __init__(self, agent, *, seed: int = 0):
@@ -234,19 +246,36 @@ class AgentPolicy:
             raise ValueError(f"agent '{agent.name}' needs the true state; a season's policy sees readings only")
         self.agent, self.seed = agent, seed
         self.name = agent.name
+        self.description = f"the '{agent.name}' agent decides on flagged batches, shown the step-data table"
+        self._memo: dict = {}
+        self._batch = None
+        self.asked = 0
 
     def for_process(self, process: Process) -> "AgentPolicy":
         return self
+
+    def start_batch(self, b: int) -> None:
+        """The batch the next decisions are for (part of the memo's key)."""
+        self._batch = b
 
     def __call__(self, process, readings, step, plan, cond) -> tuple[np.ndarray, bool]:
         from recovery.agents.base import Situation
         from simulators.schema import observations_frame
 
-        # what recovery.evaluate.situation_for shows a non-oracle agent (same layer: not imported)
-        hist = observations_frame(process, cond, readings[None], plan[None], upto_step=step)
-        sit = Situation(process, str(cond.batch_ids[0]), step, hist, np.asarray(plan, dtype=np.float64).copy())
-        prop = self.agent.propose(sit, seed=self.seed + step)
-        return prop.plan, prop.extra.get("decision") == "scrap"
+        plan = np.asarray(plan, dtype=np.float64)
+        seen = tuple((s, r[np.isfinite(r)].tobytes()) for s, r in zip(process.inspection_steps, readings)
+                     if s <= step)
+        key = (self._batch, step, plan.tobytes(), seen)
+        if key not in self._memo:
+            # what recovery.evaluate.situation_for shows a non-oracle agent (same layer: not imported)
+            hist = observations_frame(process, cond, readings[None], plan[None], upto_step=step)
+            sit = Situation(process, str(cond.batch_ids[0]), step, hist, plan.copy())
+            self.agent.reset()
+            prop = self.agent.propose(sit, seed=self.seed + step)
+            self._memo[key] = (np.asarray(prop.plan, dtype=np.float64).copy(), prop.extra.get("decision") == "scrap")
+            self.asked += 1
+        new, scrap = self._memo[key]
+        return new.copy(), scrap
 
 
 # ---- one season under several inspection plans -----------------------------------------------
@@ -267,6 +296,16 @@ class SeasonResult:
         World draw each batch ran under.
     inspection_cost : ndarray (n_plans,)
         Cost of each plan's inspections per batch.
+    plan : ndarray (n_plans, n_batches, n_levers)
+        The lever plan each batch ran with in the end (its levers' units).
+    ended : ndarray of int (n_plans, n_batches)
+        Step after which the policy scrapped the batch, 0 if it did not.
+
+    Notes
+    -----
+    Two plans made the same decisions on batch ``b`` when ``plan[:, b]`` and
+    ``ended[:, b]`` agree; with common random numbers the batch's outcome is then the
+    same too (:func:`decisions_changed`).
     """
 
     net: np.ndarray
@@ -275,6 +314,8 @@ class SeasonResult:
     taken: np.ndarray
     group: np.ndarray
     inspection_cost: np.ndarray
+    plan: np.ndarray
+    ended: np.ndarray
 
 
 def _conditions(sim: Simulator, world: World, group: np.ndarray, rng: np.random.Generator) -> Conditions:
@@ -294,11 +335,16 @@ def _conditions(sim: Simulator, world: World, group: np.ndarray, rng: np.random.
 
 
 def _play_batch(sim: Simulator, policy, params: np.ndarray, pset: np.ndarray, cond: Conditions,
-                b: int, seed: int) -> tuple[float, bool, bool, int, float]:
-    """One batch under ``sim.process``'s inspection plan: (net, accepted, scrapped, taken step, lever cost)."""
+                b: int, seed: int) -> tuple[float, bool, bool, int, np.ndarray, int]:
+    """One batch under ``sim.process``'s inspection plan.
+
+    Returns (net, accepted, scrapped, taken step, final lever plan, step it was scrapped after or 0).
+    """
     p = sim.process
     eco = p.economics
     rng = np.random.default_rng([seed, b, 0])
+    if hasattr(policy, "start_batch"):
+        policy.start_batch(b)
     state = sim.new_state(1)
     readings = np.full((len(p.inspections), max(i.sample for i in p.inspections), p.n_chars), np.nan)
     gauge_sigma = sim.arrays.gauge_sigma
@@ -330,9 +376,10 @@ def _play_batch(sim: Simulator, policy, params: np.ndarray, pset: np.ndarray, co
         step = p.n_steps
     cost = float(p.lever_cost(np.where(~p.free_levers(step), plan, nominal)))
     if scrapped:
-        return -eco.scrap_cost + eco.processing_cost_per_step * (p.n_steps - step) - cost, False, True, taken, cost
+        return (-eco.scrap_cost + eco.processing_cost_per_step * (p.n_steps - step) - cost, False, True, taken,
+                plan, step)
     ok = bool(sim.accepted(state)[0])
-    return (eco.batch_value if ok else -eco.scrap_cost) - cost, ok, False, taken, cost
+    return (eco.batch_value if ok else -eco.scrap_cost) - cost, ok, False, taken, plan, 0
 
 
 def play_season(world: World, plans: Sequence[Process], policy, n_batches: int,
@@ -370,6 +417,8 @@ def play_season(world: World, plans: Sequence[Process], policy, n_batches: int,
     acc = np.zeros(shape, dtype=bool)
     scr = np.zeros(shape, dtype=bool)
     taken = np.zeros(shape, dtype=int)
+    ended = np.zeros(shape, dtype=int)
+    final = np.zeros(shape + (len(base.levers),))
     it = range(len(plans))
     if progress:
         from tqdm import tqdm
@@ -380,9 +429,19 @@ def play_season(world: World, plans: Sequence[Process], policy, n_batches: int,
         pol = policy.for_process(p)
         for b in range(n_batches):
             cb = cond.take([b])
-            net[k, b], acc[k, b], scr[k, b], taken[k, b], _ = _play_batch(
+            net[k, b], acc[k, b], scr[k, b], taken[k, b], final[k, b], ended[k, b] = _play_batch(
                 sim, pol, world.params, group[b:b + 1], cb, b, seed)
-    return SeasonResult(net, acc, scr, taken, group, np.array([inspection_cost(p) for p in plans]))
+    return SeasonResult(net, acc, scr, taken, group, np.array([inspection_cost(p) for p in plans]), final, ended)
+
+
+def decisions_changed(res: SeasonResult, k: int, base: int = 0) -> np.ndarray:
+    """Batches whose decisions differ between plan ``k`` and plan ``base``, ``(n_batches,)`` of bool.
+
+    A decision is the final lever plan and whether (and where) the batch was scrapped;
+    being flagged earlier without acting otherwise is not a different decision.
+    """
+    return ~np.all(np.isclose(res.plan[k], res.plan[base], rtol=0.0, atol=1e-12), axis=1) | \
+        (res.ended[k] != res.ended[base])
 
 
 def world_flag_shares(world: World, n_batches: int, seed: int) -> np.ndarray:
@@ -427,16 +486,29 @@ def history_flag_shares(process: Process, history) -> np.ndarray:
 # ---- gates for new readings, changed files --------------------------------------------------
 
 def healthy_gates(process: Process, step: int, characteristics: Sequence[str], sample: int, *,
-                  n_batches: int = 400, false_flag: float = 0.005, seed: int = 0) -> dict[str, tuple[float, float]]:
+                  n_batches: int = 400, false_flag: float = 0.005, seed: int = 0,
+                  world: World | None = None) -> dict[str, tuple[float, float]]:
     """Gates for new readings at ``step``, set as the file's gates are: wide enough for healthy batches.
 
-    Healthy batches (no faults) of the file's physics under the nominal plan are
-    gauged at ``step`` on ``sample`` bars; each characteristic's gate is the central
+    Healthy batches (no faults) under the nominal plan are gauged at ``step`` on
+    ``sample`` bars, of the file's physics or, with ``world``, spread over its physics
+    draws (the calibrated physics: the plant the history shows, as far as it is known).
+    Each characteristic's gate is the central
     ``1 - false_flag`` range of their sample means, widened by a fifth on each side
     (a gate that would flag a healthy batch in 200 helps no one). A characteristic
     where less is better (ovality, bow, roughness, cracks: its gates in the file all
     start at its final band's lower bound, or without gates its nominal lies in the
     lowest quarter of the band) gets a one-sided gate from that lower bound, as the file's.
+
+    Why the world's physics: where the history cannot pin the physics down before the
+    new reading (nothing gauges residual stress before step 15 on the default process,
+    so the stress the straightener at step 4 adds is known to a factor of three), a gate
+    set on the file's physics flags healthy batches of the plant in the draws where the
+    file is wrong, and the prediction then charges the change for false alarms the plant
+    would not have: an engineer installing the gauge would set its gate from its first
+    weeks of healthy readings, i.e. from the plant's physics. The world's draws are the
+    model's account of that physics; pooling them gives a gate wide enough for the plant
+    whatever the draw, at the price of missing some faults the file's gate would catch.
 
     Returns
     -------
@@ -447,7 +519,11 @@ def healthy_gates(process: Process, step: int, characteristics: Sequence[str], s
     rng = np.random.default_rng([seed, 3])
     cond = sim.sample_conditions(n_batches, rng, faults=False)
     state = sim.new_state(n_batches)
-    sim.run(state, 0, step, process.nominal_plan(), cond, rng)
+    if world is None:
+        sim.run(state, 0, step, process.nominal_plan(), cond, rng)
+    else:
+        group = np.arange(n_batches) % world.n_sets
+        sim.run(state, 0, step, process.nominal_plan(), cond, rng, params=world.params, param_set=group)
     bars = state.reshape(n_batches, process.bars_per_batch, process.n_chars)[:, :sample]
     out = {}
     for name in characteristics:
@@ -472,8 +548,12 @@ def _less_is_better(process: Process, name: str) -> bool:
 
 
 def changed_process(process_text: str, process: Process, c: Candidate, *, label: str | None = None,
-                    gate_seed: int = 0) -> tuple[str, Process]:
+                    gate_seed: int = 0, world: World | None = None,
+                    gates: dict[str, tuple[float, float]] | None = None) -> tuple[str, Process]:
     """The changed file's text (with healthy gates for what is newly gauged) and its Process.
+
+    The gates come from :func:`healthy_gates` (on ``world``'s physics when given), or
+    are ``gates`` as given (e.g. a ranking's ``"gates"``, to write the file it valued).
 
     Raises
     ------
@@ -484,7 +564,9 @@ def changed_process(process_text: str, process: Process, c: Candidate, *, label:
     ins = {i.step: i for i in process.inspections}
     new = () if c.change == "raise_sample" else c.characteristics
     # a raised sample keeps its gates: a mean of more bars stays inside them more often
-    gates = healthy_gates(process, c.step, new, c.sample, seed=gate_seed) if new else {}
+    if gates is None:
+        gates = healthy_gates(process, c.step, new, c.sample, seed=gate_seed, world=world) if new else {}
+    gates = {k: (float(v[0]), float(v[1])) for k, v in gates.items()}
     if c.step in ins:
         have = {g.characteristic for g in process.gates if g.step == c.step}
         gates = {k: v for k, v in gates.items() if k not in have}
@@ -493,6 +575,70 @@ def changed_process(process_text: str, process: Process, c: Candidate, *, label:
 
 
 # ---- ranking ----------------------------------------------------------------------------------
+
+def no_decision_reason(process: Process, changed: Process, c: Candidate, res: SeasonResult, k: int,
+                       policy) -> tuple[str, str] | None:
+    """Why plan ``k`` of a season altered no decision of plan 0, or None if it altered some.
+
+    A change acts in two ways: the rule may use its readings, and a new gate (or a
+    larger sample at a gate) may flag a batch earlier, after which the rule acts on
+    every deviation it has gauged. It cannot alter a decision in any season only when
+    the rule cannot use the reading and no flag it raises leaves a free lever to move.
+
+    Returns
+    -------
+    (basis, reason) : tuple of str, or None
+        ``basis`` is ``"structural"`` when no season could show a difference,
+        ``"season"`` when none showed in this season (with common random numbers:
+        same batches, same noise) for the reason given.
+    """
+    if decisions_changed(res, k).any():
+        return None
+    if isinstance(policy, NonePolicy):
+        return "structural", "the policy never acts on a reading"
+    names = c.characteristics or next(i.measures for i in process.inspections if i.step == c.step)
+    rule = getattr(policy, "rule", None)
+    steps = changed.inspection_steps
+    # the decisions a reading at c.step informs: from there until the next inspection gauging it again
+    reach = {}
+    for n in names:
+        again = [s for s, i in zip(steps, changed.inspections) if s > c.step and n in i.measures]
+        upto = min(again) if again else changed.n_steps
+        reach[n] = [s for s in steps if c.step <= s < min(upto, changed.n_steps)]
+    flags = (bool(_new_gates(process, changed, c.step)) or c.change == "raise_sample") \
+        and bool(changed.free_levers(c.step).any())
+    unused = ""
+    if rule is not None:
+        acts = {n: [s for s in reach[n]
+                    if any(changed.free_levers(s)[j] for j in rule.levers_moving(changed.char_index[n]))]
+                for n in names}
+        if not any(acts.values()):
+            by_next: dict[int, list[str]] = {}
+            for n in names:
+                again = [s for s, i in zip(steps, changed.inspections) if s > c.step and n in i.measures]
+                by_next.setdefault(min(again) if again else changed.n_steps, []).append(n)
+            why = "; ".join(f"{', '.join(ns)} before step {g} gauges {'it' if len(ns) == 1 else 'them'} again"
+                            for g, ns in sorted(by_next.items()))
+            unused = f"no free lever after step {c.step} moves {why}"
+            if not flags:
+                return "structural", f"{unused}, and no flag it raises leaves a lever to move: the rule cannot act on it"
+        last = max((s for v in acts.values() for s in v), default=c.step)
+    else:
+        last = max((s for v in reach.values() for s in v), default=c.step)
+    taken = res.taken[k]
+    if unused:
+        earlier = int(((taken > 0) & ((res.taken[0] == 0) | (taken < res.taken[0]))).sum())
+        return "season", (f"{unused} (the rule cannot use the reading itself), and the {earlier} batches its gate "
+                          f"flagged earlier than today's plan got the same decisions")
+    m = int(((taken > 0) & (taken <= last)).sum())
+    if m == 0:
+        return "season", (f"no batch was flagged by step {last}, where the rule would read it "
+                          f"(its gate flagged none of the {len(taken)} batches by then)")
+    thr = getattr(rule, "threshold", None)
+    within = f" (within {thr:.0%} of the band of the healthy trajectory)" if thr is not None else ""
+    return "season", (f"the {m} batches flagged by step {last} got the same decisions: "
+                      f"the readings moved no lever{within}")
+
 
 def gain_interval(diff: np.ndarray, group: np.ndarray, *, season: int = 1000) -> tuple[float, float, float]:
     """Expected gain per 1,000 batches and the 94% interval of what a season will show.
@@ -528,6 +674,27 @@ def gain_interval(diff: np.ndarray, group: np.ndarray, *, season: int = 1000) ->
     return 1000 * mean, 1000 * (mean - Z94 * sd), 1000 * (mean + Z94 * sd)
 
 
+def unseen_change_interval(n_batches: int, impact: float) -> tuple[float, float]:
+    """94% interval per 1,000 batches for a change that altered no decision on ``n_batches`` batches
+    but could (``no_decision_basis == "season"``).
+
+    Seeing no changed decision in ``n`` batches bounds the share of batches whose
+    decision the change would move below ``-ln(0.06) / n`` (2.8 per ``n``, 94%: the
+    "rule of three"); each such batch moves by at most ``impact`` (the largest move of
+    one batch's net value under any change of the season, in currency). The interval is
+    that rate times that move, either way: zero seen is not zero proven.
+    """
+    bound = 1000 * (-np.log(1 - 0.94) / max(n_batches, 1)) * impact
+    return -float(bound), float(bound)
+
+
+def _new_gates(process: Process, changed: Process, step: int) -> dict[str, list[float]]:
+    """The gates the change added at ``step``: ``{name: [lower, upper]}``."""
+    old = {g.characteristic for g in process.gates if g.step == step}
+    return {g.characteristic: [float(g.lower), float(g.upper)] for g in changed.gates
+            if g.step == step and g.characteristic not in old}
+
+
 def rank_candidates(process_text: str, process: Process, candidates: Sequence[Candidate], world: World,
                     policy, *, n_batches: int = 1000, seed: int = 0, season: int = 1000,
                     progress: bool = False) -> dict:
@@ -555,16 +722,27 @@ def rank_candidates(process_text: str, process: Process, candidates: Sequence[Ca
         "baseline": {...}}``; each candidate ``{"change", "step", "characteristic",
         "sample", "label", "gain_per_1000", "low", "high", "cost_per_1000",
         "net_per_1000", "payback_batches", "recovered_per_1000",
-        "early_scrap_per_1000", "flagged_per_1000", "index"}``, sorted by net gain
-        (gain minus cost), best first; ``index`` is the candidate's position in
-        ``candidates``. Money in the process file's currency.
+        "early_scrap_per_1000", "flagged_per_1000", "decided_otherwise_per_1000",
+        "alters_decisions", "no_decision_basis", "no_decision_reason", "index"}``,
+        sorted by net gain (gain minus cost), best first; ``index`` is the candidate's
+        position in ``candidates``. A change with ``alters_decisions`` false made the
+        same decisions as today on every batch (gain exactly 0, interval 0..0; see
+        :func:`no_decision_reason`): its place in the order comes from its cost alone,
+        so a ranking worth checking is the one among the others. Money in the process
+        file's currency.
     """
-    plans = [process] + [changed_process(process_text, process, c, gate_seed=seed)[1] for c in candidates]
+    changed = [changed_process(process_text, process, c, gate_seed=seed, world=world) for c in candidates]
+    plans = [process] + [q for _, q in changed]
     res = play_season(world, plans, policy, n_batches, seed, progress=progress)
+    # the most one batch's outcome moved under any change: what one changed decision can be worth
+    impact = float(np.abs(res.net[1:] - res.net[0]).max()) if len(plans) > 1 else 0.0
     rows = []
     for k, c in enumerate(candidates, start=1):
         d = res.net[k] - res.net[0]
+        inert = no_decision_reason(process, plans[k], c, res, k, policy)
         g, lo, hi = gain_interval(d, res.group, season=season)
+        if inert is not None and inert[0] == "season":
+            lo, hi = unseen_change_interval(n_batches, impact)
         cost = 1000 * float(res.inspection_cost[k] - res.inspection_cost[0])
         net = g - cost
         row = c.to_json() | {
@@ -574,12 +752,17 @@ def rank_candidates(process_text: str, process: Process, candidates: Sequence[Ca
             "recovered_per_1000": 1000 * float(res.accepted[k].mean() - res.accepted[0].mean()),
             "early_scrap_per_1000": 1000 * float(res.scrapped[k].mean() - res.scrapped[0].mean()),
             "flagged_per_1000": 1000 * float((res.taken[k] > 0).mean() - (res.taken[0] > 0).mean()),
+            "decided_otherwise_per_1000": 1000 * float(decisions_changed(res, k).mean()),
+            "gates": _new_gates(process, plans[k], c.step),
+            "alters_decisions": inert is None,
+            "no_decision_basis": None if inert is None else inert[0],
+            "no_decision_reason": None if inert is None else inert[1],
             "index": k - 1,
         }
         rows.append(row)
     rows.sort(key=lambda r: -r["net_per_1000"])
     return {"candidates": rows, "n_batches": n_batches, "seed": seed, "season": season,
-            "policy": policy.name, "world": world.source,
+            "policy": policy.name, "policy_description": getattr(policy, "description", policy.name), "world": world.source,
             "baseline": {"net_value_per_batch": float(res.net[0].mean()),
                          "accepted": float(res.accepted[0].mean()),
                          "flagged": float((res.taken[0] > 0).mean()),
@@ -597,3 +780,72 @@ def payback_batches(gain_per_1000: float, cost_per_1000: float, investment: floa
     if net <= 0:
         return None
     return float(investment / net)
+
+
+def value_shortlist(ranking: dict, process_text: str, process: Process, candidates: Sequence[Candidate],
+                    world: World, policy, *, shortlist: int = 3, n_batches: int = 200, seed: int = 0,
+                    season: int = 1000, skip_changes: Sequence[str] = (), rule=None,
+                    progress: bool = False) -> dict:
+    """Value the best few changes of a ranking again with a slower policy (the planner).
+
+    A season under every candidate with the planner deciding is out of reach (tens of
+    thousands of decisions); the rule screens, and the ``shortlist`` best changes by net
+    gain among those that can alter a decision are valued again on ``n_batches``
+    batches of the same world with ``policy`` deciding, every plan on the same batches
+    with the same noise, and with the rule on those same batches for comparison.
+
+    Parameters
+    ----------
+    ranking : dict
+        :func:`rank_candidates`' result (its rows get a ``"shortlist"`` entry).
+    process_text, process, candidates, world
+        As given to :func:`rank_candidates`.
+    policy : AgentPolicy
+        E.g. ``AgentPolicy(PlannerAgent(model, posterior=..., budget="tiny"))``.
+    shortlist : int
+        Changes to value again.
+    n_batches : int
+        Batches of the shortlist's season (fewer than the screen's: the policy is slow).
+    seed : int
+    season : int
+        Batches the interval's realised gain is averaged over.
+    skip_changes : sequence of str
+        Kinds of change the policy cannot use (a planner whose causal model does not gauge
+        a new station reads nothing there: ``("add_inspection",)``); they are passed over.
+    rule : HeuristicPolicy, optional
+        Played on the same batches for comparison (default: the heuristic rule).
+
+    Returns
+    -------
+    dict
+        ``{"policy", "policy_description", "n_batches", "seed", "season", "asked",
+        "skipped": [labels], "rows": [...]}``; each row ``{"index", "label",
+        "gain_per_1000", "low", "high", "net_per_1000", "rule_gain_per_1000",
+        "decided_otherwise_per_1000"}`` in the screen's order. The same entries, less the
+        index and label, go into the ranking's rows as ``"shortlist"``.
+    """
+    rows = [r for r in ranking["candidates"] if r["alters_decisions"]]
+    picked = [r for r in rows if r["change"] not in skip_changes][:shortlist]
+    last = rows.index(picked[-1]) if picked else len(rows)
+    skipped = [r["label"] for r in rows[:last + 1] if r["change"] in skip_changes]
+    plans = [process] + [changed_process(process_text, process, candidates[r["index"]], gates=r["gates"])[1]
+                         for r in picked]
+    res = play_season(world, plans, policy, n_batches, seed, progress=progress)
+    ref = play_season(world, plans, rule or HeuristicPolicy(process), n_batches, seed)
+    impact = max(float(np.abs(res.net[1:] - res.net[0]).max()) if len(plans) > 1 else 0.0,
+                 float(np.abs(ref.net[1:] - ref.net[0]).max()) if len(plans) > 1 else 0.0)
+    out = []
+    for k, r in enumerate(picked, start=1):
+        g, lo, hi = gain_interval(res.net[k] - res.net[0], res.group, season=season)
+        if not decisions_changed(res, k).any():  # none seen on these batches is not none possible
+            lo, hi = unseen_change_interval(n_batches, impact)
+        entry = {"gain_per_1000": g, "low": lo, "high": hi, "net_per_1000": g - r["cost_per_1000"],
+                 "rule_gain_per_1000": 1000 * float((ref.net[k] - ref.net[0]).mean()),
+                 "decided_otherwise_per_1000": 1000 * float(decisions_changed(res, k).mean())}
+        r["shortlist"] = entry
+        out.append({"index": r["index"], "label": r["label"]} | entry)
+    return {"policy": policy.name, "policy_description": getattr(policy, "description", policy.name),
+            "n_batches": n_batches, "seed": seed, "season": season, "asked": getattr(policy, "asked", None),
+            "skipped": skipped, "rows": out,
+            "baseline_net_value_per_batch": float(res.net[0].mean()),
+            "rule_baseline_net_value_per_batch": float(ref.net[0].mean())}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from recovery.voi.candidates import Candidate
-from recovery.voi.plant import (HeuristicPolicy, NonePolicy, changed_process, gain_interval, healthy_gates,
+from recovery.voi.plant import (HeuristicPolicy, NonePolicy, World, changed_process, gain_interval, healthy_gates,
                                 inspection_cost, payback_batches, play_season, rank_candidates,
                                 world_from_file, world_from_model)
 from simulators.definition import load_process
@@ -50,9 +50,54 @@ def test_a_reading_no_decision_can_use_is_worth_nothing(small, heuristic):
     c = Candidate("add_characteristic", 3, ("coating_thickness",), 4)
     out = rank_candidates(text, p, [c], world_from_file(p), heuristic, n_batches=80, seed=1)
     r = out["candidates"][0]
-    assert (r["gain_per_1000"], r["low"], r["high"]) == (0.0, 0.0, 0.0)
+    assert r["gain_per_1000"] == 0.0 and r["low"] == -r["high"] <= 0.0
     assert r["cost_per_1000"] == pytest.approx(1000 * p.economics.measurement_cost * 4)
     assert r["net_per_1000"] == -r["cost_per_1000"] and r["payback_batches"] is None
+    assert r["alters_decisions"] is False and r["decided_otherwise_per_1000"] == 0.0
+    assert r["no_decision_basis"] in ("structural", "season") and r["no_decision_reason"]
+
+
+def test_why_a_change_alters_no_decision(small, heuristic):
+    """Season: the rule could act (on the reading, or on a batch its new gate flags early) but did on no
+    batch, and zero seen is not zero proven (rule-of-three interval). A change that moves some
+    decision is not given a reason."""
+    p, text = small
+    cs = [Candidate("add_characteristic", 3, ("residual_stress",), 4),   # not read before 6 gauges it, but gated
+          Candidate("add_characteristic", 3, ("coating_thickness",), 4),  # zero before plating
+          Candidate("raise_sample", 6, (), 12)]
+    out = rank_candidates(text, p, cs, world_from_file(p), heuristic, n_batches=120, seed=1)
+    rows = {r["index"]: r for r in out["candidates"]}
+    assert rows[0]["no_decision_basis"] == "season"
+    assert "no free lever after step 3 moves residual_stress before step 6" in rows[0]["no_decision_reason"]
+    assert "flagged earlier than today's plan" in rows[0]["no_decision_reason"]
+    assert rows[1]["no_decision_basis"] == "season" and not rows[1]["alters_decisions"]
+    assert rows[1]["gain_per_1000"] == 0.0 and rows[1]["low"] == -rows[1]["high"] < 0
+    assert rows[2]["alters_decisions"] and rows[2]["no_decision_reason"] is None
+    assert rows[2]["decided_otherwise_per_1000"] > 0
+    assert "heuristic agent's rule" in out["policy_description"]
+
+
+def test_a_station_before_the_last_inspection_alters_nothing_structurally():
+    """At step 49 no lever is left: neither the readings nor a flag can move anything, in any season."""
+    p = load_process("default")
+    text = resources.files("simulators.processes").joinpath("default.toml").read_text("utf-8")
+    c = Candidate("add_inspection", 49, ("diameter", "roughness"), 5)
+    r = rank_candidates(text, p, [c], world_from_file(p), HeuristicPolicy(p), n_batches=20, seed=2)["candidates"][0]
+    assert r["no_decision_basis"] == "structural" and "no flag it raises leaves a lever" in r["no_decision_reason"]
+    assert (r["gain_per_1000"], r["low"], r["high"]) == (0.0, 0.0, 0.0)
+
+
+def test_decisions_changed_compares_plans_and_scrapping(small, heuristic):
+    p, text = small
+    _, q = changed_process(text, p, Candidate("raise_sample", 6, (), 12))
+    res = play_season(world_from_file(p), [p, q, p], heuristic, 120, 1)
+    from recovery.voi.plant import decisions_changed
+
+    assert not decisions_changed(res, 2).any()  # the same plan twice
+    ch = decisions_changed(res, 1)
+    # where no decision moved, the batch's outcome is the same (common random numbers)
+    assert np.array_equal(res.net[1][~ch], res.net[0][~ch])
+    assert ch.any()
 
 
 def test_readings_are_worthless_to_a_policy_that_never_acts(small):
@@ -109,6 +154,16 @@ def test_gain_interval_known_answers():
     assert hi2 - lo2 < 0.5 * (hi - lo)
 
 
+def test_unseen_change_interval():
+    from recovery.voi.plant import unseen_change_interval
+
+    lo, hi = unseen_change_interval(1000, 4000.0)
+    # below 2.81 changed batches in 1,000 (94%), each worth at most 4,000
+    assert hi == pytest.approx(1000 * 2.813 / 1000 * 4000, rel=1e-3) and lo == -hi
+    assert unseen_change_interval(4000, 4000.0)[1] == pytest.approx(hi / 4)
+    assert unseen_change_interval(1000, 0.0) == (0.0, 0.0)
+
+
 def test_payback():
     assert payback_batches(5000, 1000, 8000) == pytest.approx(2000)
     assert payback_batches(5000, 1000, 0) == 0
@@ -140,9 +195,73 @@ def test_the_fast_heuristic_is_the_heuristic_agent(small, heuristic):
     assert np.array_equal(fast.net, slow.net) and np.array_equal(fast.accepted, slow.accepted)
 
 
+def test_an_agent_is_asked_once_per_situation(small):
+    """Plans of a season share the decisions made before their readings differ: the same plan played
+    twice asks the agent no more than once, with the same outcome."""
+    from recovery.agents.baselines import HeuristicAgent
+    from recovery.voi.plant import AgentPolicy
+
+    p, _ = small
+    w = world_from_file(p)
+    once = AgentPolicy(HeuristicAgent(p))
+    a = play_season(w, [p], once, 40, 8)
+    twice = AgentPolicy(HeuristicAgent(p))
+    b = play_season(w, [p, p], twice, 40, 8)
+    assert once.asked > 0 and twice.asked == once.asked
+    assert np.array_equal(b.net[0], a.net[0]) and np.array_equal(b.net[1], a.net[0])
+
+
 def test_healthy_gates_are_one_sided_where_less_is_better():
     p = load_process("default")
     g = healthy_gates(p, 23, ["ovality", "diameter"], 5, n_batches=200, seed=0)
     # ovality's gates in the file all start at 0: a rounder bar is never flagged
     assert g["ovality"][0] == p.characteristics[p.char_index["ovality"]].lower == 0.0
     assert g["diameter"][0] > 15.0 and g["diameter"][0] < g["diameter"][1]
+
+
+def test_a_new_station_is_played_with_the_rule_on_its_own_inspection_steps():
+    """A new station adds a row of readings: the rule must read the changed file's inspection steps
+    (it once kept the original file's and failed on the first flagged batch), and decide exactly as
+    the heuristic agent does from the changed file's step-data table."""
+    from recovery.agents.baselines import EngineerRule, HeuristicAgent
+    from recovery.voi.plant import AgentPolicy
+
+    p = load_process("default")
+    text = resources.files("simulators.processes").joinpath("default.toml").read_text("utf-8")
+    c = Candidate("add_inspection", 23, ("diameter", "straightness", "roughness"), 5)
+    _, q = changed_process(text, p, c, gate_seed=0)
+    w = world_from_file(p)
+    fast = play_season(w, [p, q], HeuristicPolicy(p), 24, 11)
+    agent = HeuristicAgent(q)
+    # the same rule on both files (its healthy trajectory is a Monte Carlo estimate whose noise
+    # would otherwise differ between the files and show up as a gain); the agent reads the table
+    agent.rule = EngineerRule(p).for_inspections(q)
+    slow = play_season(w, [q], AgentPolicy(agent), 24, 11)
+    assert (fast.taken[1] > 0).any(), "some batch must be flagged, or the rule is never asked"
+    assert np.array_equal(fast.net[1], slow.net[0]) and np.array_equal(fast.taken[1], slow.taken[0])
+
+
+def test_the_rule_refuses_a_file_with_other_levers(small):
+    from recovery.agents.baselines import EngineerRule
+
+    with pytest.raises(ValueError, match="more than its inspections"):
+        EngineerRule(small[0]).for_inspections(load_process("default"))
+
+
+def test_a_new_gate_holds_the_healthy_batches_of_every_world_draw():
+    """Where the physics before a new reading is unsure (the stress the straightener at step 4 adds),
+    the gate is set wide enough for healthy batches of every draw, not only of the file's physics."""
+    from simulators.process import Simulator
+
+    p = load_process("default")
+    sim = Simulator(p)
+    params = sim.physics([(4, "stress_per_kN")], np.array([[0.9], [2.6]]))
+    w = World(p, params, np.zeros((2, len(p.faults))), "two draws")
+    lo_f, hi_f = healthy_gates(p, 5, ["residual_stress"], 5, n_batches=200, seed=0)["residual_stress"]
+    lo_w, hi_w = healthy_gates(p, 5, ["residual_stress"], 5, n_batches=200, seed=0, world=w)["residual_stress"]
+    assert lo_w < lo_f and hi_w > hi_f
+    # a healthy batch of the high draw leaves the file's gate but not the world's
+    high = healthy_gates(p, 5, ["residual_stress"], 5, n_batches=200, seed=1,
+                         world=World(p, params[1:], np.zeros((1, len(p.faults))), "high"))["residual_stress"]
+    mid_high = 0.5 * (high[0] + high[1])
+    assert mid_high > hi_f and lo_w < mid_high < hi_w

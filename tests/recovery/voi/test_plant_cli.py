@@ -65,6 +65,13 @@ def test_json_contract_and_apply(small_model, history, tmp_path, capsys):
     else:
         assert best["characteristic"] in ins.measures
     assert body["applied"]["rank"] == 1
+    # the file holds the gates the ranking valued (set on the model's world), not fresh ones
+    for name, (lo, hi) in best["gates"].items():
+        glo, ghi = new.gate_bands(best["step"])
+        assert (glo[new.char_index[name]], ghi[new.char_index[name]]) == pytest.approx((lo, hi), abs=1e-5)
+    added = {r["characteristic"]: r["gates"] for r in rows if r["change"] == "add_characteristic"}
+    assert set(added["ovality"]) == {"ovality"} and set(added["yield_strength"]) == {"yield_strength"}
+    assert "policy_description" in body and all(isinstance(r["alters_decisions"], bool) for r in rows)
 
 
 def test_bad_candidates_name_the_entry(small_model, history, tmp_path, capsys):
@@ -85,3 +92,24 @@ def test_history_of_another_process_is_refused(small_model, tmp_path, capsys):
     rc = main(["sensors", "--model", str(folder), "--data", str(other), "--batches", "10", "--quiet"])
     assert rc == 2
     assert "small-chromed-rod" in capsys.readouterr().err
+
+
+def test_the_planner_values_a_shortlist(small_model, history, tmp_path, capsys):
+    """--shortlist-policy planner: the best changes by the rule's screen are valued again with the
+    planner on the same batches, and the rule's gain on those batches is given beside it."""
+    _, folder = small_model
+    cands = tmp_path / "c.toml"
+    cands.write_text(CANDS)
+    rc = main(["sensors", "--model", str(folder), "--data", str(history), "--candidates", str(cands),
+               "--batches", "40", "--world-draws", "2", "--seed", "1", "--shortlist-policy", "planner",
+               "--shortlist", "1", "--shortlist-batches", "12", "--json", "--quiet"])
+    assert rc == 0
+    body = json.loads(capsys.readouterr().out)
+    sl = body["shortlist"]
+    assert sl["policy"] == "planner" and sl["n_batches"] == 12 and sl["budget"] == "tiny"
+    alters = [r for r in body["candidates"] if r["alters_decisions"]]
+    assert len(sl["rows"]) == min(1, len(alters))
+    for r in sl["rows"]:
+        assert r["index"] == alters[0]["index"] and r["low"] <= r["gain_per_1000"] <= r["high"]
+        assert alters[0]["shortlist"]["gain_per_1000"] == r["gain_per_1000"]
+    assert sl["asked"] >= 0
