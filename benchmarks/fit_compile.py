@@ -137,7 +137,8 @@ def main() -> None:
         z = np.abs(m2 - m3) / se
         out["fresh_second"] = fresh
         out["warm_vs_fresh"] = {"max_z": float(z.max()), "share_z_over_3": float((z > 3).mean()),
-                                "params": int(len(z)), "sample_ratio": second["sample_seconds"] / fresh["sample_seconds"]}
+                                "params": int(len(z)),
+                                "sample_ratio": second["sample_seconds"] / fresh["sample_seconds"]}
     for f in (first, second, *([out["fresh_second"]] if args.fresh_second else [])):
         f.pop("theta_mean"), f.pop("theta_mcse")
     out.update(first=first, second=second, wall_seconds=time.perf_counter() - t0)
