@@ -25,6 +25,14 @@ class FitConfig:
         NUTS implementation; ``auto`` uses nutpie when it is installed.
     draws, tune, chains : int
         Per chain, for NUTS. ``draws`` is also the number of ADVI draws.
+    warm_tune : int or None
+        NUTS by nutpie: tuning steps per chain when an earlier fit of the same
+        process structure left its adapted state in the fit cache
+        (:mod:`recovery.causal.compiled`; a healthy fit leaves its posterior
+        mean and sd and its step size there). Such a fit samples in
+        coordinates scaled by that posterior sd, starts at that posterior
+        mean and so needs fewer tuning steps; the posterior is the same.
+        ``None``: always ``tune`` steps from the prior means.
     advi_steps : int
         Optimisation steps for ADVI (it stops earlier once the parameters settle).
     advi_learning_rate : float
@@ -52,6 +60,7 @@ class FitConfig:
     draws: int = 500
     tune: int = 500
     chains: int = 2
+    warm_tune: int | None = 200
     advi_steps: int = 20_000
     advi_learning_rate: float = 0.02
     seed: int = 0

@@ -254,7 +254,7 @@ def _run_nuts(build_model, cfg: FitConfig, progress: bool, t0: float, layout: La
     if sampler == "nutpie":
         import nutpie
 
-        from recovery.causal.compiled import compile_nutpie, structure_key
+        from recovery.causal.compiled import compile_nutpie, read_warm, structure_key
 
         # Every chain starts at the prior means (catalogue fault rates, carry-over 1,
         # no lever effect) rather than jittered by U(-1, 1) in standardised units:
@@ -263,22 +263,36 @@ def _run_nuts(build_model, cfg: FitConfig, progress: bool, t0: float, layout: La
         # 1,000 batches: R-hat 1.84). R-hat still compares the chains.
         mean0 = layout.prior_mu if prior is None else np.asarray(prior[0], dtype=np.float64)
         sd0 = layout.prior_sd if prior is None else np.sqrt(np.diag(prior[1]))
+        form = cfg.likelihood
+        key = structure_key(layout, fd, prior, bars, process_digest, form=likelihood_form(fd, layout, form))
+        # A warm start (an earlier healthy fit of this structure left its posterior
+        # mean, sd and step size): sample x = (theta - mean) / sd from that mean. The
+        # posterior of theta is the same; what tuning has to find (the scales, the
+        # step, the way from the prior means to the typical set, the slowest part
+        # of a cold tuning) is mostly known, so fewer tuning steps are run.
+        warm = read_warm(key, layout.size) if use_cache and cfg.warm_tune is not None else None
+        shift, scale = (0.0, 1.0) if warm is None else (warm.mean, warm.sd)
         # The data are shared inputs, so the compiled graph of this structure is
         # reused from the cache by every later fit of the same process.
-        form = cfg.likelihood
-        c = compile_nutpie(lambda: build_pymc_model(layout, fd, prior, bars, shared=True, form=form),
-                           structure_key(layout, fd, prior, bars, process_digest,
-                                         form=likelihood_form(fd, layout, form)),
-                           model_data(layout, fd, prior), mean0, use_cache=use_cache)
-        start, _ = checked_start(c.logp_dlogp, mean0, sd0, layout.names)
-        compiled = replace(c.model, initial_point_func=lambda seed: start.copy())
+        c = compile_nutpie(lambda: build_pymc_model(layout, fd, prior, bars, shared=True, form=form), key,
+                           model_data(layout, fd, prior), mean0, use_cache=use_cache, shift=shift, scale=scale)
+        start, _ = checked_start(c.logp_dlogp, mean0 if warm is None else warm.mean, sd0, layout.names)
+        x0 = (start - shift) / scale
+        compiled = replace(c.model, initial_point_func=lambda seed: x0.copy())
         notes.append("compiled log-density " + ("from the cache" if c.cache_hit else "compiled afresh")
                      + f" ({c.seconds:.1f} s)")
         if c.note:
             notes.append(c.note)
+        tune, extra = cfg.tune, {}
+        if warm is not None:
+            tune, extra = cfg.warm_tune, {"initial_step": warm.step_size}
+            notes.append(f"warm start from the last healthy fit of this process structure: {tune} tuning "
+                         f"steps (not {cfg.tune}), scaled by its posterior sd, from its posterior mean")
         t1 = time.perf_counter()
-        idata = nutpie.sample(compiled, draws=cfg.draws, tune=cfg.tune, chains=cfg.chains,
-                              cores=min(cfg.chains, 2), seed=cfg.seed, progress_bar=progress)
+        idata = nutpie.sample(compiled, draws=cfg.draws, tune=tune, chains=cfg.chains,
+                              cores=min(cfg.chains, 2), seed=cfg.seed, progress_bar=progress, **extra)
+        if use_cache:
+            _leave_warm(idata, key, notes)
     else:
         model = build_model()
         t1 = time.perf_counter()
@@ -287,6 +301,37 @@ def _run_nuts(build_model, cfg: FitConfig, progress: bool, t0: float, layout: La
                               cores=1, random_seed=cfg.seed, progressbar=progress,
                               compute_convergence_checks=False)
     return Sampled(idata, sampler, t1 - t0, time.perf_counter() - t1, notes)
+
+
+def _leave_warm(idata, key: str, notes: list) -> None:
+    """Leave this fit's posterior mean and sd and its step size for the next fit of
+    the structure (:func:`recovery.causal.compiled.write_warm`), if it is healthy:
+    two chains or more, R-hat < 1.05, no divergence. A fit stuck in a poor mode
+    must not become the next fit's start."""
+    import arviz as az
+
+    from recovery.causal.compiled import WarmState, write_warm
+
+    post = idata.posterior["theta"]
+    if post.sizes["chain"] < 2:
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rh = float(np.nanmax(az.rhat(idata.posterior, var_names=["theta"])["theta"].values))
+    ss = idata.sample_stats
+    div = int(np.asarray(ss["diverging"]).sum()) if "diverging" in ss else 0
+    if not rh < 1.05 or div:
+        return
+    flat = np.asarray(post.transpose("chain", "draw", ...).values).reshape(-1, post.sizes["param"])
+    sd = flat.std(axis=0)
+    # The step size after tuning is in nutpie's coordinates, those of its adapted
+    # mass matrix (about the posterior sd): about unit scale whatever x was, as are
+    # the next fit's coordinates (theta - mean) / sd. It carries over as it is.
+    step = float(np.median(np.asarray(ss["step_size"].isel(draw=-1).values, dtype=float)))
+    try:
+        write_warm(key, WarmState(flat.mean(axis=0), np.maximum(sd, 1e-12), step))
+    except OSError as exc:  # a cache that cannot be written costs time only
+        notes.append(f"warm state not cached ({type(exc).__name__}: {exc})")
 
 
 def _widen(s: Sampled, cfg: FitConfig, fd: FitData, layout: Layout, prior) -> None:

@@ -98,14 +98,63 @@ def test_the_cache_keeps_the_structure_not_the_data(tmp_path):
 
 
 def test_an_unreadable_cache_entry_is_rebuilt(tmp_path):
+    import shutil
+
     y = np.linspace(-1.0, 1.0, 9)
+    x = np.array([0.2, 0.1])
     cc.compile_nutpie(_toy(y), "toy", {"y": y}, np.zeros(2), folder=tmp_path)
+    # a hit needs only the head and numba's machine code: the functions' pickle is not read
     (tmp_path / "toy.pkl").write_bytes(b"not a pickle")
+    hit = cc.compile_nutpie(_toy(y), "toy", {"y": y}, np.zeros(2), folder=tmp_path)
+    assert hit.cache_hit and hit.machine_code_cached and hit.note is None
+    np.testing.assert_allclose(_call_c(hit.model, x)[1], _want(y, x)[1], rtol=1e-10)
+    # once numba's cache is gone the functions are needed, and an unreadable pickle is rebuilt
+    shutil.rmtree(tmp_path / "__pycache__")
     again = cc.compile_nutpie(_toy(y), "toy", {"y": y}, np.zeros(2), folder=tmp_path)
     assert not again.cache_hit and "unreadable" in again.note
-    np.testing.assert_allclose(_call_c(again.model, np.array([0.2, 0.1]))[1], _want(y, np.array([0.2, 0.1]))[1],
-                               rtol=1e-10)
+    np.testing.assert_allclose(_call_c(again.model, x)[1], _want(y, x)[1], rtol=1e-10)
+    # numba's cache lost, the pickle whole: the machine code is rebuilt from the pickle
+    shutil.rmtree(tmp_path / "__pycache__")
+    reload = cc.compile_nutpie(_toy(y), "toy", {"y": y}, np.zeros(2), folder=tmp_path)
+    assert reload.cache_hit and not reload.machine_code_cached
+    np.testing.assert_allclose(_call_c(reload.model, x)[1], _want(y, x)[1], rtol=1e-10)
+    # an unreadable head is rebuilt too
+    (tmp_path / "toy.head.pkl").write_bytes(b"\x80garbage")
+    bad_head = cc.compile_nutpie(_toy(y), "toy", {"y": y}, np.zeros(2), folder=tmp_path)
+    assert not bad_head.cache_hit and "unreadable" in bad_head.note
     assert cc.compile_nutpie(_toy(y), "toy", {"y": y}, np.zeros(2), folder=tmp_path).cache_hit
+
+
+def test_the_affine_map_samples_the_same_posterior(tmp_path):
+    # theta = shift + scale * x: the same density of theta in other coordinates (a warm
+    # start's mass matrix). The gradient in x is the chain rule's, the draws stored are
+    # theta's, and their posterior is the untransformed one within Monte Carlo error.
+    import nutpie
+
+    y = np.random.default_rng(3).normal(1.5, 0.8, 50)
+    shift, scale = np.array([1.4, -0.2]), np.array([0.11, 0.1])
+    plain = cc.compile_nutpie(_toy(y), "toy", {"y": y}, np.zeros(2), folder=tmp_path)
+    warm = cc.compile_nutpie(_toy(y), "toy", {"y": y}, np.zeros(2), folder=tmp_path, shift=shift,
+                             scale=scale)
+    assert warm.cache_hit
+    for th in np.random.default_rng(4).normal(0.0, 0.5, (3, 2)) + shift:
+        lp, g = warm.logp_dlogp(th)  # back in theta's coordinates
+        np.testing.assert_allclose(g, _want(y, th)[1], rtol=1e-10)
+        assert lp == pytest.approx(plain.logp_dlogp(th)[0], rel=1e-12)
+        lpx, gx = _call_c(warm.model, (th - shift) / scale)
+        np.testing.assert_allclose(gx, _want(y, th)[1] * scale, rtol=1e-10)
+    with pytest.raises(ValueError, match="positive scale"):
+        cc.compile_nutpie(_toy(y), "toy", {"y": y}, np.zeros(2), folder=tmp_path, scale=np.array([1.0, 0.0]))
+    draws = {}
+    for name, c in (("plain", plain), ("warm", warm)):
+        tr = nutpie.sample(c.model, draws=1000, tune=300, chains=2, seed=11, progress_bar=False)
+        draws[name] = tr.posterior["theta"].values.reshape(-1, 2)
+    a, b = draws["plain"], draws["warm"]
+    # about 2,000 draws each, nearly independent: a 5-sigma band on the means and sds
+    se = np.sqrt(a.var(axis=0) / 500 + b.var(axis=0) / 500)
+    assert np.all(np.abs(a.mean(axis=0) - b.mean(axis=0)) < 5 * se)
+    np.testing.assert_allclose(b.std(axis=0), a.std(axis=0), rtol=0.15)
+    assert abs(b[:, 0].mean() - y.mean()) < 0.1  # and it is the toy's posterior
 
 
 def test_the_key_follows_the_structure_not_the_data(small_sim):
@@ -156,3 +205,70 @@ def test_the_likelihood_with_shared_data_equals_the_one_with_constants(small_sim
         lp_shared = m.compile_logp()({"theta": layout.prior_mu})
         lp_const = build_pymc_model(layout, fd, None, 8).compile_logp()({"theta": layout.prior_mu})
     assert lp_shared == pytest.approx(lp_const, rel=1e-12)
+
+
+def _idata(theta, diverging=None, step=0.3):
+    import arviz as az
+
+    C, S, _ = theta.shape
+    stats = {"step_size": np.full((C, S), step),
+             "diverging": np.zeros((C, S), bool) if diverging is None else diverging}
+    return az.from_dict(posterior={"theta": theta}, sample_stats=stats, dims={"theta": ["param"]})
+
+
+def test_only_a_healthy_fit_leaves_a_warm_state(tmp_path, monkeypatch):
+    from recovery.causal.sampling import _leave_warm
+
+    monkeypatch.setenv(cc.CACHE_ENV, str(tmp_path))
+    rng = np.random.default_rng(5)
+    good = rng.normal([1.0, -2.0, 0.5], [0.1, 0.5, 2.0], (2, 400, 3))
+    notes = []
+    _leave_warm(_idata(good), "k", notes)
+    w = cc.read_warm("k", 3)
+    np.testing.assert_allclose(w.mean, good.reshape(-1, 3).mean(axis=0))
+    np.testing.assert_allclose(w.sd, good.reshape(-1, 3).std(axis=0))
+    assert w.step_size == 0.3 and not notes
+    assert cc.read_warm("k", 4) is None  # another size is another structure's
+    # chains that disagree (one stuck in another mode), a divergence, or one chain: nothing left
+    stuck = good.copy()
+    stuck[1, :, 1] += 3.0
+    div = np.zeros((2, 400), bool)
+    div[0, 7] = True
+    for bad, name in ((_idata(stuck), "a"), (_idata(good, diverging=div), "b"), (_idata(good[:1]), "c")):
+        _leave_warm(bad, name, notes)
+        assert cc.read_warm(name, 3) is None and not (tmp_path / f"{name}.warm.npz").exists()
+    # an unreadable or unusable entry means a cold start, never an error
+    (tmp_path / "k.warm.npz").write_bytes(b"garbage")
+    assert cc.read_warm("k", 3) is None
+    cc.write_warm("k", cc.WarmState(np.zeros(3), np.array([1.0, 0.0, 1.0]), 0.3))
+    assert cc.read_warm("k", 3) is None
+
+
+@pytest.mark.slow
+def test_a_warm_started_fit_gives_the_posterior_of_a_cold_one(small_sim, tmp_path, monkeypatch):
+    # The second fit of a process starts from the first fit's posterior, scaled by
+    # its sd, with fewer tuning steps: on new data its posterior must be the one a
+    # cold fit of those data gives, within Monte Carlo error.
+    import arviz as az
+
+    from recovery.causal.model import CausalModel, FitConfig
+
+    monkeypatch.setenv(cc.CACHE_ENV, str(tmp_path))
+    d1 = small_sim.simulate(300, seed=21, explore=0.3).observations
+    d2 = small_sim.simulate(300, seed=22, explore=0.3).observations
+    cfg = FitConfig(draws=400, tune=400, chains=2, seed=3, warm_tune=150, robust="none")
+    first = CausalModel("small", config=cfg).fit(d1, progress=False)
+    assert first.report_.rhat_max < 1.05 and list(tmp_path.glob("*.warm.npz"))
+    warm = CausalModel("small", config=cfg).fit(d2, progress=False)
+    assert any(n.startswith("warm start") for n in warm.report_.notes)
+    assert warm.idata_.warmup_sample_stats.sizes["draw"] == 150
+    cold = CausalModel("small", config=FitConfig(**{**cfg.__dict__, "warm_tune": None})).fit(d2, progress=False)
+    assert not any(n.startswith("warm start") for n in cold.report_.notes)
+    assert cold.idata_.warmup_sample_stats.sizes["draw"] == 400
+    assert warm.report_.rhat_max < 1.05
+    a, b = warm.theta_draws(robust=False), cold.theta_draws(robust=False)
+    se = np.hypot(*(np.asarray(az.mcse(m.idata_.posterior, var_names=["theta"])["theta"].values)
+                    for m in (warm, cold)))
+    z = np.abs(a.mean(axis=0) - b.mean(axis=0)) / se
+    assert z.max() < 5.0 and (z > 3.0).mean() < 0.05
+    np.testing.assert_allclose(a.std(axis=0), b.std(axis=0), rtol=0.3)
