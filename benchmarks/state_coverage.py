@@ -132,8 +132,8 @@ def decompose(world, process, model, post, case, sit, seed: int, n: int, truth_s
     """The planner's first plan on this case, scored five ways (see module doc).
 
     The first decision is the one ``closed_loop`` makes (same situation, same seed),
-    and the plant's figure uses ``truth_seed`` as ``plant_recovery.py`` does, so that
-    ``own`` against ``plant_true_bars`` are that benchmark's reliability pairs.
+    so that ``own`` against ``plant_true_bars`` (rollouts of seed ``truth_seed``) are
+    ``plant_recovery.py``'s reliability pairs.
     """
     from recovery.agents import rollouts
     from recovery.agents.planner_agent import PlannerAgent
@@ -143,7 +143,8 @@ def decompose(world, process, model, post, case, sit, seed: int, n: int, truth_s
     plan = prop.plan
     ins = world.rollout(case.state, case.detect_step, plan[None], n, truth_seed, case.conditions)
     plant = float(world.process.accepts(ins[0]).mean())
-    out = {"batch": case.batch_id, "fault": case.fault, "own": prop.p_accept, "plant_true_bars": plant,
+    out = {"batch": case.batch_id, "fault": case.fault, "step": case.detect_step, "plan": plan.tolist(),
+           "own": prop.p_accept, "plant_true_bars": plant,
            "decision": prop.extra.get("decision"), "from_sample": list(prop.extra.get("state_from_sample", []))}
     if pairs_only:
         return out
@@ -217,6 +218,10 @@ def main() -> None:
     ap.add_argument("--decompose", action="store_true")
     ap.add_argument("--pairs-only", action="store_true",
                     help="with --decompose: only the planner's own P(accept) and the plant's (no state rows)")
+    ap.add_argument("--common-truth-seed", action="store_true",
+                    help="the plant's rollouts of every case with --seed, as plant_recovery.py did before "
+                         "(default: each case its own seed)")
+    ap.add_argument("--faults", default=None, help="only the cases of these faults (comma-separated)")
     ap.add_argument("--rows", action="store_true", help="print every row, not only the summaries")
     a = ap.parse_args()
     process, plant = load_process(a.process), load_process(a.plant)
@@ -229,14 +234,19 @@ def main() -> None:
         cs = chunk_seed(a.seed if a.eval_seed is None else a.eval_seed, c)
         cases, _ = flagged_cases(world, n, cs, first_id=c * EVAL_CHUNK + 1)
         for i, case in enumerate(cases):
+            if a.faults and case.fault not in a.faults.split(","):
+                continue
             sit = situation_for(world, case, case.detect_step, case.obs, plant.nominal_plan(), case.state,
                                 truth=False, process=process)
             seed = (cs + 7919 * i) % (2**31 - 1)
             if not a.pairs_only:
                 rows += state_rows(model, world, process, case, sit.history, a.draws, seed)
             if a.decompose:
-                parts.append(decompose(world, process, model, post, case, sit, seed, a.draws, a.seed,
-                                       a.pairs_only))
+                # the plant's rollouts get each case's own seed: one seed for all cases (as
+                # plant_recovery.py had it) gives every case the same future faults, an error
+                # of up to 0.02 that no number of cases averages away
+                parts.append(decompose(world, process, model, post, case, sit, seed, a.draws,
+                                       a.seed if a.common_truth_seed else seed + 1, a.pairs_only))
                 print(f"{case.batch_id}: {parts[-1]}", file=sys.stderr, flush=True)
     out = {"plant": a.plant, "process": process.source, "batches": a.batches, "seed": a.seed,
            "eval_seed": a.seed if a.eval_seed is None else a.eval_seed,

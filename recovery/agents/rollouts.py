@@ -245,9 +245,10 @@ def sample_conflicts(p, history: pd.DataFrame, step: int, targets: dict[int, np.
 
 #: Prior probability that a flagged batch's bars are scattered beyond the healthy spread
 #: for one characteristic at an inspection (:func:`spread_posterior`). On the flagged batches
-#: of the example plants and of the built-in file, 4-8% of the gauged characteristics at
-#: detection have a bar variance more than twice the healthy one (BENCHMARKS.md, issue 18,
-#: "Why the planner was under-confident").
+#: of plants B and C and of the built-in file (300 batches each), 6-7% of the gauged
+#: characteristics at detection have a bar variance more than twice the healthy one, nearly all
+#: after an over-temperature or a glazed polishing wheel (BENCHMARKS.md, issue 18, "Why the
+#: planner was under-confident").
 P_SCATTERED = 0.1
 #: Largest bar variance a scattered batch may have, as a multiple of the healthy one.
 MAX_SPREAD_RATIO = 100.0
