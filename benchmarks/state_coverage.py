@@ -3,7 +3,8 @@
 Prints JSON. Usage::
 
     python benchmarks/state_coverage.py --plant examples/plants/plant_b_hot_bath.toml \
-        --workdir /tmp/plant3/work [--batches 300] [--seed 7] [--draws 256] [--decompose]
+        --workdir /tmp/plant3/work [--batches 300] [--seed 7] [--eval-seed S] [--draws 256]
+        [--decompose [--pairs-only]] [--faults F1,F2] [--rows]
 
 On the flagged batches of ``--batches`` fresh batches of the plant (the cases
 ``recovery evaluate`` plays, so the truth is known), at the detection inspection:
@@ -18,7 +19,9 @@ On the flagged batches of ``--batches`` fresh batches of the plant (the cases
    (256 rollouts each): its own P(accept); the same rollouts without the
    bar-spread draws (``rollouts._spread_factors``); from the true batch means
    with the model's bars; from the true bars with the planner's physics draws;
-   and the plant simulator from the true bars (the benchmark's yardstick).
+   and the plant simulator from the true bars (the benchmark's yardstick);
+   with ``--pairs-only`` only the first and the last, binned as
+   ``plant_recovery.py`` bins them (no closed loop: a fraction of its cost).
 
 The fitted model and calibration come from ``--workdir`` as
 ``benchmarks/plant_recovery.py`` keeps them (history of seed ``seed + 1``).
