@@ -31,8 +31,12 @@ class FitConfig:
         (:mod:`recovery.causal.compiled`; a healthy fit leaves its posterior
         mean and sd and its step size there). Such a fit samples in
         coordinates scaled by that posterior sd, starts at that posterior
-        mean and so needs fewer tuning steps; the posterior is the same.
-        ``None``: always ``tune`` steps from the prior means.
+        mean and so needs fewer tuning steps; the posterior is the same, but
+        the draws are not those of a cold fit with the same seed, and they
+        depend on what the cache holds. So it is off by default (``None``:
+        always ``tune`` steps from the prior means), and a refit asks for it
+        (``recovery fit --warm-start``): the same seed then gives the same
+        result only from the same cache.
     advi_steps : int
         Optimisation steps for ADVI (it stops earlier once the parameters settle).
     advi_learning_rate : float
@@ -60,7 +64,7 @@ class FitConfig:
     draws: int = 500
     tune: int = 500
     chains: int = 2
-    warm_tune: int | None = 200
+    warm_tune: int | None = None
     advi_steps: int = 20_000
     advi_learning_rate: float = 0.02
     seed: int = 0

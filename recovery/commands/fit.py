@@ -40,6 +40,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "is exact (one bar per batch or every bar gauged, no gauge sigma), which is "
                         "much faster on wide lines; dense: always the multivariate normal of a "
                         "batch's readings (the same density, the reference)")
+    p.add_argument("--warm-start", metavar="TUNE", type=positive_int, nargs="?", const=200, default=None,
+                   help="NUTS: start from the adapted state an earlier healthy fit of the same process "
+                        "structure left in the fit cache, with TUNE tuning steps (default 200); the "
+                        "draws then depend on the cache, so a cold fit (the default) is what the same "
+                        "seed reproduces anywhere")
     p.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
     p.add_argument("--no-calibrate", action="store_true",
                    help="do not calibrate the process file's physics on the data (by default the "
@@ -67,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
     from recovery.causal.model import CausalModel, DataError, FitConfig, ModelLoadError
 
     config = FitConfig(method=args.method, draws=args.draws, tune=args.tune, chains=args.chains,
-                       advi_steps=args.advi_steps, seed=args.seed, likelihood=args.likelihood)
+                       advi_steps=args.advi_steps, seed=args.seed, likelihood=args.likelihood,
+                       warm_tune=args.warm_start)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a directory")

@@ -272,3 +272,16 @@ def test_a_warm_started_fit_gives_the_posterior_of_a_cold_one(small_sim, tmp_pat
     z = np.abs(a.mean(axis=0) - b.mean(axis=0)) / se
     assert z.max() < 5.0 and (z > 3.0).mean() < 0.05
     np.testing.assert_allclose(a.std(axis=0), b.std(axis=0), rtol=0.3)
+
+
+def test_a_warm_start_is_asked_for_not_taken_by_default():
+    # A warm-started fit's draws depend on the cache; the same seed must give the
+    # same fit anywhere, so only `--warm-start` (or FitConfig(warm_tune=N)) starts warm.
+    from recovery.causal.config import FitConfig
+    from recovery.cli import build_parser
+
+    assert FitConfig().warm_tune is None
+    parse = build_parser().parse_args
+    assert parse(["fit", "--data", "h.parquet", "--out", "m"]).warm_start is None
+    assert parse(["fit", "--data", "h.parquet", "--out", "m", "--warm-start"]).warm_start == 200
+    assert parse(["fit", "--data", "h.parquet", "--out", "m", "--warm-start", "120"]).warm_start == 120
