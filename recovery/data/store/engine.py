@@ -211,7 +211,7 @@ class Engine:
 
         Nesting in the same thread joins the outer session. Every method opens
         one for itself, so callers need this only to make several calls one unit,
-        or to keep DuckDB's registered frames alive across calls.
+        or to keep a staged frame (:meth:`_stage`) on its connection across calls.
         """
         loc = self._local
         if getattr(loc, "depth", 0):
@@ -372,7 +372,7 @@ class Engine:
     def _stage(self, name: str, df: pd.DataFrame) -> None:
         """Make ``df`` queryable as table ``name`` until :meth:`_unstage`.
 
-        A session is held in between: a registered frame lives on one connection.
+        A session is held in between: a staged frame lives on one connection.
         """
         hold = self.session()
         hold.__enter__()
