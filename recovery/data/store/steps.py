@@ -146,7 +146,8 @@ class StepData:
         if not len(parts):
             return pd.DataFrame(columns=["pos"])
         # the process travels as a column: a query of a staged frame takes no parameters
-        self._stage("_recovery_parts", parts[["pos", "batch_id", "bar_key", "step"]].assign(process=str(process)))
+        staged = parts[["pos", "batch_id", "bar_key", "step"]].assign(process=str(process))
+        self._stage("_recovery_parts", staged)
         try:
             out = self._frame(
                 "SELECT p.pos FROM _recovery_parts p WHERE EXISTS (SELECT 1 FROM observations o "
