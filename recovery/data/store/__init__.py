@@ -63,7 +63,7 @@ idempotency, the assessment cache), :mod:`~recovery.data.store.access` (tokens,
 hand-overs, owners), :mod:`~recovery.data.store.audit` (the audit trail).
 
 Dialect differences are kept to three small shims: parameter markers, bulk
-insert (DuckDB reads a registered DataFrame; PostgreSQL gets ``COPY``) and
+insert (DuckDB reads the DataFrame through a relation; PostgreSQL gets ``COPY``) and
 how a result set becomes a DataFrame.
 
 Layer: ``recovery.data``. The store imports only ``recovery.errors`` and

@@ -211,7 +211,7 @@ class Engine:
 
         Nesting in the same thread joins the outer session. Every method opens
         one for itself, so callers need this only to make several calls one unit,
-        or to keep DuckDB's registered frames alive across calls.
+        or to keep a staged frame (:meth:`_stage`) on its connection across calls.
         """
         loc = self._local
         if getattr(loc, "depth", 0):
@@ -286,7 +286,22 @@ class Engine:
 
     def _exec(self, sql: str, params: Sequence[Any] = ()) -> None:
         with self.session(), self._writing():
-            self._con.execute(self._sql(sql), tuple(params))
+            self._execute(sql, params)
+
+    def _execute(self, sql: str, params: Sequence[Any] = ()):
+        """Run ``sql`` on the calling thread's connection (inside a session).
+
+        DuckDB: a query that names a frame staged by :meth:`_stage` runs on that
+        frame's relation, and takes no parameters (relations have none).
+        """
+        staged = self._local.staged
+        if self.dialect == "duckdb":
+            for name, (_, rel) in staged.items():
+                if rel is not None and name in sql:
+                    if params:
+                        raise ValueError(f"a query of the staged frame {name} takes no parameters")
+                    return rel.query(name, sql)
+        return self._con.execute(self._sql(sql), tuple(params))
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         """Small result sets of plain values (no timestamps: DuckDB needs pytz for those)."""
@@ -294,9 +309,9 @@ class Engine:
         reads = sql.lstrip().upper().startswith("SELECT") and "nextval" not in sql
         with self.session():
             if reads:
-                return self._con.execute(self._sql(sql), tuple(params)).fetchall()
+                return self._execute(sql, params).fetchall()
             with self._writing():
-                return self._con.execute(self._sql(sql), tuple(params)).fetchall()
+                return self._execute(sql, params).fetchall()
 
     def _frame(self, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:
         with self.session():
@@ -309,7 +324,7 @@ class Engine:
             with warnings.catch_warnings():
                 # duckdb's own DataFrame conversion trips a pandas 3.1 deprecation, not ours
                 warnings.filterwarnings("ignore", message=".*inplace keyword.*")
-                return self._con.execute(sql, tuple(params)).df()
+                return self._execute(sql, params).df()
         from psycopg import sql as psql
 
         # COPY is several times faster than fetching Python tuples for big reads.
@@ -334,12 +349,12 @@ class Engine:
     def _insert_frame_in_session(self, table: str, df: pd.DataFrame, columns: list[str]) -> None:
         df = df[columns]
         if self.dialect == "duckdb":
-            self._con.register("_recovery_insert", df)
-            try:
-                cols = ", ".join(columns)
-                self._con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _recovery_insert")
-            finally:
-                self._con.unregister("_recovery_insert")
+            # Through a relation, not register(): inside a transaction a registered frame
+            # stays alive until the commit (DuckDB keeps the dropped view for MVCC), so an
+            # ingest would hold every chunk's frames in memory to the end.
+            cols = ", ".join(columns)
+            self._con.from_df(df).query(
+                "_recovery_insert", f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _recovery_insert")
             return
         buf = io.StringIO()
         out = df.copy()
@@ -357,14 +372,15 @@ class Engine:
     def _stage(self, name: str, df: pd.DataFrame) -> None:
         """Make ``df`` queryable as table ``name`` until :meth:`_unstage`.
 
-        A session is held in between: a registered frame lives on one connection.
+        A session is held in between: a staged frame lives on one connection.
         """
         hold = self.session()
         hold.__enter__()
-        self._local.staged[name] = hold
         if self.dialect == "duckdb":
-            self._con.register(name, df)
+            # a relation, read by :meth:`_execute`; not register() (see _insert_frame_in_session)
+            self._local.staged[name] = (hold, self._con.from_df(df))
             return
+        self._local.staged[name] = (hold, None)
         types = {"i": "BIGINT", "f": "DOUBLE PRECISION", "b": "BOOLEAN"}
         cols = ", ".join(f"{c} {types.get(df[c].dtype.kind, 'TEXT')}" for c in df.columns)
         self._exec(f"CREATE TEMP TABLE {name} ({cols})")
@@ -372,12 +388,10 @@ class Engine:
 
     def _unstage(self, name: str) -> None:
         try:
-            if self.dialect == "duckdb":
-                self._con.unregister(name)
-            else:
+            if self.dialect != "duckdb":
                 self._exec(f"DROP TABLE IF EXISTS {name}")
         finally:
-            self._local.staged.pop(name).__exit__(None, None, None)
+            self._local.staged.pop(name)[0].__exit__(None, None, None)
 
     @contextmanager
     def transaction(self) -> Iterator["Engine"]:

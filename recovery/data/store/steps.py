@@ -145,12 +145,14 @@ class StepData:
         """Which of ``parts`` (``pos, batch_id, bar_key, step``) have a record at their step."""
         if not len(parts):
             return pd.DataFrame(columns=["pos"])
-        self._stage("_recovery_parts", parts[["pos", "batch_id", "bar_key", "step"]])
+        # the process travels as a column: a query of a staged frame takes no parameters
+        staged = parts[["pos", "batch_id", "bar_key", "step"]].assign(process=str(process))
+        self._stage("_recovery_parts", staged)
         try:
             out = self._frame(
                 "SELECT p.pos FROM _recovery_parts p WHERE EXISTS (SELECT 1 FROM observations o "
-                "WHERE o.process = ? AND o.batch_id = p.batch_id AND o.bar_key = p.bar_key "
-                "AND o.step = p.step)", (process,))
+                "WHERE o.process = p.process AND o.batch_id = p.batch_id AND o.bar_key = p.bar_key "
+                "AND o.step = p.step)")
         finally:
             self._unstage("_recovery_parts")
         return out.astype({"pos": "int64"}) if len(out) else pd.DataFrame({"pos": pd.Series([], dtype="int64")})

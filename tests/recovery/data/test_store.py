@@ -268,3 +268,25 @@ def test_default_store_comes_from_the_environment(monkeypatch, tmp_path):
     monkeypatch.delenv("RECOVERY_STORE")
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
     assert default_url() == f"duckdb://{tmp_path / 'xdg' / 'recovery' / 'recovery.duckdb'}"
+
+
+def test_duckdb_lets_go_of_a_staged_frame_before_the_transaction_commits(tmp_path):
+    """An ingest stages each chunk's keys inside its one transaction; a frame DuckDB kept
+    until the commit (as register() does) made a 1M-row ingest hold every chunk's frames."""
+    import gc
+    import weakref
+
+    with open_store(f"duckdb://{tmp_path / 'store.duckdb'}") as st, st.transaction():
+        keys = pd.DataFrame({"pos": [0, 1, 2], "batch_id": ["a", "b", "c"], "bar_key": -1, "step": 1})
+        ref = weakref.ref(keys)
+        st._stage("_recovery_parts", keys)
+        try:
+            assert sorted(st._frame("SELECT pos FROM _recovery_parts")["pos"]) == [0, 1, 2]
+        finally:
+            st._unstage("_recovery_parts")
+        del keys
+        gc.collect()
+        assert ref() is None, "the staged frame is still held inside the transaction"
+        # and staged frames still answer the store's own look-ups
+        parts = pd.DataFrame({"pos": [0], "batch_id": ["a"], "bar_key": -1, "step": 1})
+        assert st.parts_at_step("p", parts).empty
