@@ -81,11 +81,15 @@ class MeasureFirstAgent(PlannerAgent):
         self._asked = False
         self.last_voi: dict | None = None
         """What the first decision on the last batch weighed: ``{"measured", "best", ...}``."""
+        self.last_analysis = None
+        """The analysis made at that decision (:class:`MeasureAnalysis`), for benchmarks that
+        value its options on the true batch."""
 
     def reset(self) -> None:
         super().reset()
         self._asked = False
         self.last_voi = None
+        self.last_analysis = None
 
     def _propose(self, situation: Situation, seed: int) -> Proposal:
         if self._asked or situation.true_state is None or not flagged_at(situation.process, situation.history):
@@ -94,6 +98,7 @@ class MeasureFirstAgent(PlannerAgent):
         p = situation.process
         a = measure_situation(situation, self.model, seed=seed, config=self.measure_config,
                               posterior=self.posterior, steps=[situation.step])
+        self.last_analysis = a
         if not a.candidates or a.candidates[0].net <= 0:
             prop = super()._propose(situation, seed)
             prop.extra["voi"] = self.last_voi = {"measured": False,
