@@ -152,6 +152,20 @@ def main() -> None:
                        # the analysis's own comparison: the option re-chosen against its own "now"
                        rb_readings_vs_analysis_now=float(np.mean(v_opt[ks] - v_opt[prep.now]) - cost))
         row.update(rb_readings=rb_r, p_change_true=p_change_true)
+        a_m = measurer.last_analysis
+        if a_m is not None and a_m.candidates:
+            # Calibration of the posterior the analysis valued on: where the true batch mean of
+            # the best candidate's characteristic falls among the draws' batch means (PIT), and
+            # its distance from their mean in posterior sds. A posterior wider than the truth
+            # (PIT bunched near 0.5, |z| small) makes readings look more informative than they are.
+            ci = process.char_index[a_m.candidates[0].characteristic]
+            bars = a_m.prepared.bars
+            dm = bars.state.reshape(bars.n, process.bars_per_batch, process.n_chars)[:, :, ci].mean(axis=1)
+            tm = float(c.state[:, ci].mean())
+            row.update(best_revalued=a_m.candidates[0].to_dict(),
+                       confirmed=a_m.confirmed.to_dict() if a_m.confirmed else None,
+                       pit=float((dm < tm).mean() + 0.5 * (dm == tm).mean()),
+                       z=float((tm - dm.mean()) / dm.std()) if dm.std() > 0 else 0.0)
         if same and not args.full_loops:
             row.update(realised=-cost, loops_run=False)
         else:
@@ -191,6 +205,13 @@ def main() -> None:
         "share_measured_closed_loop": len(measured) / n if n else 0.0,
         "share_first_decision_changed": float(col("first_decision_changed").mean()) if n else 0.0,
         "mean_p_change_true_batch": float(col("p_change_true").mean()) if n else 0.0,
+        # posterior calibration at the best candidate's characteristic: a calibrated posterior
+        # gives PIT uniform (mean |PIT - 0.5| = 0.25) and z of sd 1
+        "pit_mean_abs_dev": float(np.mean(np.abs(col("pit") - 0.5))) if len(col("pit")) else None,
+        "z_sd": float(col("z").std()) if len(col("z")) > 1 else None,
+        "predicted_revalued_measured_cases": float(np.mean([r["best_revalued"]["evsi"] - r["best_revalued"]["cost"]
+                                                            for r in measured if r.get("best_revalued")]))
+        if measured else None,
         "share_analysis_now_differs_from_planner": float(np.mean([r["analysis_now"] != r["decision_planner"]
                                                                   for r in measured])) if measured else None,
         "value_first_decision": {"planner": float(col("value_planner").mean()) if n else 0.0,

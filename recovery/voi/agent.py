@@ -3,7 +3,8 @@
 At its first decision on a flagged batch the agent runs the per-batch
 value-of-information analysis (:func:`recovery.voi.batch.measure_situation`)
 on the candidates at the current step. If the best one is worth more than it
-costs (``evsi - cost > 0``), it has that measurement taken, pays
+costs (``evsi - cost > 0``, the value from a sample independent of the one that
+chose it: ``MeasureConfig.confirm``), it has that measurement taken, pays
 ``measurement_cost * n`` (``Proposal.extra["measurement_cost"]``, which the
 closed loop subtracts from the batch's net value), updates the analysis's
 posterior draws on the reading (importance reweighting by the reading's
@@ -23,6 +24,8 @@ a later step would need the world to run the batch on first.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 
@@ -96,15 +99,18 @@ class MeasureFirstAgent(PlannerAgent):
             return super()._propose(situation, seed)
         self._asked = True
         p = situation.process
-        a = measure_situation(situation, self.model, seed=seed, config=self.measure_config,
+        a = measure_situation(situation, self.model, seed=seed, config=replace(self.measure_config, confirm=True),
                               posterior=self.posterior, steps=[situation.step])
         self.last_analysis = a
-        if not a.candidates or a.candidates[0].net <= 0:
+        # Decide on the confirmed value, from a sample that did not pick the candidate:
+        # gating on the value it was picked by measured on noise (the optimiser's curse).
+        best = a.confirmed
+        if best is None or best.net <= 0:
             prop = super()._propose(situation, seed)
-            prop.extra["voi"] = self.last_voi = {"measured": False,
-                                                 "best": a.candidates[0].to_dict() if a.candidates else None}
+            prop.extra["voi"] = self.last_voi = {
+                "measured": False, "best": best.to_dict() if best else None,
+                "best_revalued": a.candidates[0].to_dict() if a.candidates else None}
             return prop
-        best = a.candidates[0]
         ch = p.characteristic(best.characteristic)
         ci = p.char_index[ch.name]
         rng = np.random.default_rng(np.random.SeedSequence([seed, 0x6A06E]))
@@ -116,7 +122,8 @@ class MeasureFirstAgent(PlannerAgent):
         w = posterior_weights(reading_loglik(y[None], x, ch.gauge_sigma, binary=binary), leave_one_out=False)[0]
         # Re-plan as the analysis valued it: the options found once, on the updated draws.
         k = int(decide(w @ prep.values.T, prep.kinds, min_gain=self.measure_config.min_gain))
-        voi = {"measured": True, "best": best.to_dict(), "reading_mean": float(y.mean()),
+        voi = {"measured": True, "best": best.to_dict(), "best_revalued": a.candidates[0].to_dict(),
+               "reading_mean": float(y.mean()),
                "effective_draws": float(1.0 / np.sum(w ** 2)), "decision_now": a.decision_now,
                "option": prep.labels[k], "changed": k != prep.now}
         if k == prep.now:

@@ -72,6 +72,10 @@ class MeasureConfig:
         Coverage of the EVSI interval.
     revalue : int
         The best candidates valued again on an independent Monte-Carlo sample.
+    confirm : bool
+        Value the best candidate after the revaluation once more, on a third
+        independent sample (:attr:`MeasureAnalysis.confirmed`): the value a
+        decision to measure can rest on (see :func:`measure_situation`).
     """
 
     n_states: int = 384
@@ -82,6 +86,7 @@ class MeasureConfig:
     min_gain: float = 1.0
     prob: float = 0.94
     revalue: int = 3
+    confirm: bool = False
 
 
 TINY = MeasureConfig(n_states=96, n_search=16, planner="tiny", alternative=False)
@@ -149,6 +154,8 @@ class MeasureAnalysis:
     prepared: object = field(default=None, repr=False, compare=False)
     physics: str = "file"
     """``"calibrated"`` when draws and rollouts use the model folder's calibration, else ``"file"``."""
+    confirmed: Candidate | None = None
+    """With ``MeasureConfig.confirm``: the best candidate valued on a third independent sample."""
 
     def to_dict(self) -> dict:
         return {"batch_id": self.batch_id, "step": self.step, "decision_now": self.decision_now,
@@ -251,7 +258,10 @@ def measure_situation(sit: Situation, model, *, seed: int = 0, config: MeasureCo
     readings); the best three are then valued again on an independent sample
     and ranked by that value. The best of some sixty noisy estimates is
     biased upwards (it is the best partly because its noise was favourable); a
-    fresh estimate of the chosen few is not.
+    fresh estimate of the chosen few is not, but the best of those three is
+    again chosen on its noise. A decision to measure (the ``planner+measure``
+    agent) therefore rests on ``config.confirm``: the chosen candidate valued a
+    third time, on a sample that played no part in choosing it.
 
     Parameters
     ----------
@@ -286,8 +296,9 @@ def measure_situation(sit: Situation, model, *, seed: int = 0, config: MeasureCo
     samples = _sample_sizes(p, s, config)
 
     def draws(k):
-        """Sample ``k`` of posterior draws (0: screening and the options; 1: revaluation)."""
-        sd = seed if k == 0 else int(np.random.SeedSequence([seed, 0xE5]).generate_state(1)[0] % (2**31))
+        """Sample ``k`` of posterior draws (0: screening and the options; 1: revaluation; 2: confirmation)."""
+        key = [seed, 0xE5] if k == 1 else [seed, 0xE5, k]
+        sd = seed if k == 0 else int(np.random.SeedSequence(key).generate_state(1)[0] % (2**31))
         return posterior_bars(sim, model, sit.history, S, seed=sd, params=planner.physics_draws(S, sd))
 
     bars = draws(0)
@@ -310,6 +321,14 @@ def measure_situation(sit: Situation, model, *, seed: int = 0, config: MeasureCo
                  for c in top}
         cands = [again.get(id(c), c) for c in cands]
         cands.sort(key=lambda c: (-c.net, c.step, c.characteristic, c.sample))
+    confirmed = None
+    if config.confirm and cands and cands[0].p_change > 0:
+        # The best of the revalued few is still the best partly by luck: its value as
+        # the ground for acting on it comes from a sample that did not choose it.
+        c = cands[0]
+        rseed = seed + 2 * 7_919
+        st, V = val.values(draws(2), c.step, rseed)
+        confirmed = val.value(st, V, c.step, p.characteristic(c.characteristic), c.sample, rseed)
     pct = round(100 * config.prob)
     return MeasureAnalysis(
         batch_id=sit.batch_id, step=s, decision_now=kinds[k_now], value_now=float(V_s[k_now].mean()),
@@ -319,7 +338,7 @@ def measure_situation(sit: Situation, model, *, seed: int = 0, config: MeasureCo
                  f"valued again on an independent sample",
         latency_s=time.perf_counter() - t0,
         prepared=_Prepared(bars, plans_arr, tuple(labels), tuple(kinds), V_s, k_now),
-        physics="calibrated" if planner.calibrated else "file")
+        physics="calibrated" if planner.calibrated else "file", confirmed=confirmed)
 
 
 def _sample_sizes(p, s: int, config: MeasureConfig) -> tuple[int, ...]:
