@@ -33,8 +33,11 @@ inspection:
      agent's own re-choice: the expected gain of the agent's policy on that
      batch, the quantity the analysis predicts (its ``evsi - cost``) on average;
 3. the predicted gain: ``evsi - cost`` of the candidate ``planner+measure``
-   took (0 where it took none), with its 94% interval, from the analysis's
-   revaluation of its best candidates on an independent Monte-Carlo sample.
+   took (0 where it took none), with its 94% interval: the value the agent
+   decided on (its best candidate valued on a sample independent of the one
+   that chose it, ``MeasureConfig.confirm``); with ``--forecast`` also an
+   independent forecast (``recovery.voi.batch.value_candidate`` on a fourth
+   sample), since the gate's value is biased up on the cases it lets through.
 
 Targets: the realised gain is positive, and the mean realised gain lies inside
 the mean predicted interval; latency P95 <= 5 s on 2 cores.
@@ -61,7 +64,7 @@ def main() -> None:
     from recovery.evaluate import closed_loop, decision_value, situation_for
     from recovery.pipeline import load_model
     from recovery.voi.agent import gauge_reading
-    from recovery.voi.batch import TINY, MeasureConfig, measure
+    from recovery.voi.batch import TINY, MeasureConfig, measure, value_candidate
     from recovery.voi.preposterior import decide, posterior_weights, reading_loglik
     from simulators.cases import flagged_cases
     from simulators.definition import load_process
@@ -79,6 +82,8 @@ def main() -> None:
     ap.add_argument("--readings", type=int, default=64, help="gauge readings per measured case (rb_readings)")
     ap.add_argument("--latency-cases", type=int, default=30, help="cases whose analysis is timed")
     ap.add_argument("--full-loops", action="store_true", help="run both closed loops on every case")
+    ap.add_argument("--forecast", action="store_true",
+                    help="value each candidate taken once more on an independent sample (unbiased forecast)")
     ap.add_argument("--out", help="also write the per-case rows here (JSON lines)")
     args = ap.parse_args()
 
@@ -152,6 +157,17 @@ def main() -> None:
                        # the analysis's own comparison: the option re-chosen against its own "now"
                        rb_readings_vs_analysis_now=float(np.mean(v_opt[ks] - v_opt[prep.now]) - cost))
         row.update(rb_readings=rb_r, p_change_true=p_change_true)
+        if voi["measured"] and args.forecast:
+            # The gate's value is biased up on the cases it lets through (taken because it
+            # was high); a fourth, independent valuation of the same candidate is not.
+            best_c = measurer.last_analysis.confirmed
+            sit_m = situation_for(sim, c, c.detect_step, c.obs, nominal, c.state, truth=True)
+            f = value_candidate(measurer.last_analysis, sit_m, model, best_c,
+                                seed=int(np.random.SeedSequence([seed, 4]).generate_state(1)[0] % 2**31),
+                                config=config)
+            row.update(forecast=f.evsi - f.cost, forecast_low=f.low - f.cost, forecast_high=f.high - f.cost)
+        elif args.forecast:
+            row.update(forecast=0.0, forecast_low=0.0, forecast_high=0.0)
         a_m = measurer.last_analysis
         if a_m is not None and a_m.candidates:
             # Calibration of the posterior the analysis valued on: where the true batch mean of
@@ -220,6 +236,8 @@ def main() -> None:
         "gain_measured_cases": {k: mean_ci(col(k, measured)) for k in ("realised", "rb", "rb_readings",
                                                                        "rb_readings_vs_analysis_now")},
         "predicted_gain_per_case": {"mean": float(pred.mean()) if n else 0.0, "low": pred_lo, "high": pred_hi},
+        "forecast_gain_per_case": ({"mean": float(col("forecast").mean()), "low": float(col("forecast_low").mean()),
+                                    "high": float(col("forecast_high").mean())} if args.forecast and n else None),
         "predicted_gain_measured_cases": float(col("predicted", measured).mean()) if measured else None,
         "within_predicted": {k: bool(n and pred_lo <= g["mean"] <= pred_hi) for k, g in gains.items()},
         "latency_cases": len(lat),

@@ -43,7 +43,7 @@ from recovery.agents.rollouts import PosteriorBars, posterior_bars, rollout_obje
 from recovery.voi.preposterior import decide, preposterior_value, reading_loglik, simulate_readings
 
 __all__ = ["MeasureError", "MeasureConfig", "Candidate", "MeasureAnalysis", "measure", "measure_situation",
-           "candidate_steps", "flagged_at"]
+           "value_candidate", "candidate_steps", "flagged_at"]
 
 
 class MeasureError(ValueError):
@@ -339,6 +339,45 @@ def measure_situation(sit: Situation, model, *, seed: int = 0, config: MeasureCo
         latency_s=time.perf_counter() - t0,
         prepared=_Prepared(bars, plans_arr, tuple(labels), tuple(kinds), V_s, k_now),
         physics="calibrated" if planner.calibrated else "file", confirmed=confirmed)
+
+
+def value_candidate(analysis: MeasureAnalysis, sit: Situation, model, candidate: Candidate, *, seed: int,
+                    config: MeasureConfig = MeasureConfig(), posterior=None) -> Candidate:
+    """One candidate of an analysis valued again on a fresh Monte-Carlo sample.
+
+    The same options as ``analysis`` (its ``prepared`` plans), new posterior
+    draws, rollouts and readings from ``seed``. A value that neither chose the
+    candidate nor decided to take it: an unbiased forecast of what taking it
+    is worth, where the analysis's own figures are the ones the choice was
+    made on (benchmarks/voi_batch.py).
+
+    Parameters
+    ----------
+    analysis : MeasureAnalysis
+        From :func:`measure_situation` on ``sit``.
+    sit : Situation
+    model : recovery.causal.model.CausalModel
+    candidate : Candidate
+    seed : int
+        Use one that the analysis did not.
+    config : MeasureConfig
+        The analysis's (``n_states``, ``min_gain``, ``prob``).
+    posterior : recovery.calibration.PhysicsPosterior, optional
+
+    Returns
+    -------
+    Candidate
+    """
+    from recovery.agents.planner_agent import PlannerAgent
+
+    prep = analysis.prepared
+    planner = PlannerAgent(model, budget=config.planner, posterior=posterior)
+    S = config.n_states
+    bars = posterior_bars(planner.sim, model, sit.history, S, seed=seed, params=planner.physics_draws(S, seed))
+    val = _Valuer(sit, planner.sim, prep.plans, list(prep.labels), list(prep.kinds), config)
+    st, V = val.values(bars, candidate.step, seed)
+    return val.value(st, V, candidate.step, sit.process.characteristic(candidate.characteristic),
+                     candidate.sample, seed)
 
 
 def _sample_sizes(p, s: int, config: MeasureConfig) -> tuple[int, ...]:
