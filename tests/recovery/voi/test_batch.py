@@ -277,3 +277,24 @@ def test_the_confirmed_value_is_the_best_candidate_on_an_independent_sample(mode
         assert c.low <= c.evsi <= c.high
     else:
         assert a.confirmed is None
+
+
+def test_value_candidate_reproduces_the_screening_on_its_seed_and_draws_afresh_on_another(model):
+    from dataclasses import replace
+
+    from recovery.recommend import batch_situation
+    from recovery.voi.batch import measure_situation, value_candidate
+
+    m, _ = model
+    sit = batch_situation(_worn_die_history(), m.graph_.process)
+    cfg = replace(TINY, revalue=0)
+    a = measure_situation(sit, m, seed=1, config=cfg, steps=[3])
+    for c in a.candidates[:3]:
+        assert value_candidate(a, sit, m, c, seed=1, config=cfg).to_dict() == c.to_dict()
+    informative = [c for c in a.candidates if c.p_change > 0]
+    assert informative, "no candidate that can change the decision in the fixture"
+    c = informative[0]
+    again = value_candidate(a, sit, m, c, seed=2, config=cfg)
+    assert (again.step, again.characteristic, again.sample, again.cost) == (c.step, c.characteristic, c.sample,
+                                                                            c.cost)
+    assert again.evsi != c.evsi
