@@ -8,8 +8,8 @@ chose it: ``MeasureConfig.confirm``), it has that measurement taken, pays
 ``measurement_cost * n`` (``Proposal.extra["measurement_cost"]``, which the
 closed loop subtracts from the batch's net value), updates the analysis's
 posterior draws on the reading (importance reweighting by the reading's
-likelihood) and re-plans as the analysis valued it: the options the planner's
-search found (continue, the planner's plan, the plan for the bad cases, scrap)
+likelihood) and re-plans as the analysis valued it: the options (continue, the
+planner's own plan, the plan for the bad cases, scrap)
 are weighed again on the updated draws with the planner's decision rule. If the
 reading confirms the decision made without it, the agent answers as the
 planner does; otherwise it takes the option the reading points to. Without a
@@ -99,14 +99,19 @@ class MeasureFirstAgent(PlannerAgent):
             return super()._propose(situation, seed)
         self._asked = True
         p = situation.process
+        # The planner's own answer first: its plan is the analysis's intervene option, so that a
+        # reading re-chooses between what the planner would do and the alternatives (another
+        # search's plan can be worse than the planner's, and the agent is scored against it).
+        own = super()._propose(situation, seed)
         a = measure_situation(situation, self.model, seed=seed, config=replace(self.measure_config, confirm=True),
-                              posterior=self.posterior, steps=[situation.step])
+                              posterior=self.posterior, steps=[situation.step],
+                              plan=own.plan if own.extra.get("decision") == "intervene" else None)
         self.last_analysis = a
         # Decide on the confirmed value, from a sample that did not pick the candidate:
         # gating on the value it was picked by measured on noise (the optimiser's curse).
         best = a.confirmed
         if best is None or best.net <= 0:
-            prop = super()._propose(situation, seed)
+            prop = own
             prop.extra["voi"] = self.last_voi = {
                 "measured": False, "best": best.to_dict() if best else None,
                 "best_revalued": a.candidates[0].to_dict() if a.candidates else None}
@@ -128,7 +133,7 @@ class MeasureFirstAgent(PlannerAgent):
                "option": prep.labels[k], "changed": k != prep.now}
         if k == prep.now:
             # the reading confirms the decision: the planner's own answer, as without it
-            prop = super()._propose(situation, seed)
+            prop = own
         else:
             prop = self._adopt(situation, prep, k, w)
         prop.extra["measurement_cost"] = best.cost

@@ -251,7 +251,8 @@ def _describe_change(process, char: str, n: int, readings: np.ndarray, choice: n
 
 
 def measure_situation(sit: Situation, model, *, seed: int = 0, config: MeasureConfig = MeasureConfig(),
-                      posterior=None, steps: list[int] | None = None) -> MeasureAnalysis:
+                      posterior=None, steps: list[int] | None = None,
+                      plan: np.ndarray | None = None) -> MeasureAnalysis:
     """Rank the candidate measurements for one batch's situation (see the module doc).
 
     The candidates are screened on one Monte-Carlo sample (draws, rollouts and
@@ -275,6 +276,11 @@ def measure_situation(sit: Situation, model, *, seed: int = 0, config: MeasureCo
         Calibrated physics for the draws and rollouts (default: the file's).
     steps : list of int, optional
         Candidate steps (default: :func:`candidate_steps`).
+    plan : ndarray (n_levers,), optional
+        The planner's own proposal (an intervention, full plan, physical units):
+        the intervene option instead of the analysis's own plan search. A
+        reading then re-chooses between what the planner would do and the
+        other options, not between them and another search's plan.
 
     Returns
     -------
@@ -302,7 +308,7 @@ def measure_situation(sit: Situation, model, *, seed: int = 0, config: MeasureCo
         return posterior_bars(sim, model, sit.history, S, seed=sd, params=planner.physics_draws(S, sd))
 
     bars = draws(0)
-    plans_arr, labels, kinds = _options(sit, planner, bars, seed, config)
+    plans_arr, labels, kinds = _options(sit, planner, bars, seed, config, plan)
     val = _Valuer(sit, sim, plans_arr, labels, kinds, config)
 
     # Every option on every draw, deciding now (after step s), common random numbers.
@@ -393,10 +399,11 @@ def _sample_sizes(p, s: int, config: MeasureConfig) -> tuple[int, ...]:
     return samples
 
 
-def _options(sit: Situation, planner, bars: PosteriorBars, seed: int,
-             config: MeasureConfig) -> tuple[np.ndarray, list[str], list[str]]:
+def _options(sit: Situation, planner, bars: PosteriorBars, seed: int, config: MeasureConfig,
+             given: np.ndarray | None = None) -> tuple[np.ndarray, list[str], list[str]]:
     """(plans, labels, kinds) of the options: continue, do nothing, the planner's plan
-    and the plan for the bad cases when they differ, then scrap (labels and kinds only)."""
+    (``given``, else the planner's search here) and the plan for the bad cases when they
+    differ, then scrap (labels and kinds only)."""
     from recovery.agents.plan_search import optimise_plan
 
     p, s, sim, S = sit.process, sit.step, planner.sim, config.n_states
@@ -410,20 +417,23 @@ def _options(sit: Situation, planner, bars: PosteriorBars, seed: int,
         kinds.append("continue")
     if free.any():
         # The planner's search on its usual budget of draws (the first n_search of the S).
-        sub = _take(bars, np.arange(min(config.n_search, S)))
-        res = optimise_plan(p, s, rollout_objective(sim, sub, seed=seed), start=current, seed=seed,
-                            config=planner.config)
-        if not any(np.allclose(res.plan, q) for q in plans):
-            plans.append(res.plan)
+        if given is not None:
+            best = np.asarray(given, dtype=np.float64)
+        else:
+            sub = _take(bars, np.arange(min(config.n_search, S)))
+            best = optimise_plan(p, s, rollout_objective(sim, sub, seed=seed), start=current, seed=seed,
+                                 config=planner.config).plan
+        if not any(np.allclose(best, q) for q in plans):
+            plans.append(best)
             labels.append("intervene with the planner's plan")
             kinds.append("intervene")
         if config.alternative:
-            v = _net_values(sim, bars.state, s, res.plan[None], free, S, seed + 1, bars.conditions,
+            v = _net_values(sim, bars.state, s, best[None], free, S, seed + 1, bars.conditions,
                             bars.params)[0]
             fails = np.flatnonzero(v < 0)
             if len(fails) >= 8 and len(fails) < S:
                 sub = _take(bars, fails[: config.n_search])
-                alt = optimise_plan(p, s, rollout_objective(sim, sub, seed=seed + 2), start=res.plan,
+                alt = optimise_plan(p, s, rollout_objective(sim, sub, seed=seed + 2), start=best,
                                     seed=seed + 2, config=planner.config)
                 if not any(np.allclose(alt.plan, q) for q in plans):
                     plans.append(alt.plan)

@@ -298,3 +298,23 @@ def test_value_candidate_reproduces_the_screening_on_its_seed_and_draws_afresh_o
     assert (again.step, again.characteristic, again.sample, again.cost) == (c.step, c.characteristic, c.sample,
                                                                             c.cost)
     assert again.evsi != c.evsi
+
+
+def test_the_planners_own_plan_is_the_intervene_option_when_given(model):
+    from recovery.recommend import batch_situation
+    from recovery.voi.batch import measure_situation
+
+    m, _ = model
+    p = m.graph_.process
+    sit = batch_situation(_worn_die_history(), p)
+    own = p.nominal_plan().copy()
+    j = int(np.flatnonzero(sit.free)[0])
+    lv = p.levers[j]
+    own[j] = lv.high if abs(lv.high - own[j]) > 1e-9 else lv.low
+    a = measure_situation(sit, m, seed=1, config=TINY, steps=[3], plan=own)
+    labels = list(a.prepared.labels)
+    k = labels.index("intervene with the planner's plan")
+    np.testing.assert_array_equal(a.prepared.plans[k], own)
+    searched = measure_situation(sit, m, seed=1, config=TINY, steps=[3])
+    k2 = list(searched.prepared.labels).index("intervene with the planner's plan")
+    assert not np.allclose(searched.prepared.plans[k2], own)
