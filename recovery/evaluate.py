@@ -22,7 +22,7 @@ import numpy as np
 from simulators.cases import Case, continue_case, flagged_cases
 from simulators.process import Simulator
 
-__all__ = ["Case", "flagged_cases", "continue_case", "nontriviality", "physics_difference"]
+__all__ = ["Case", "flagged_cases", "continue_case", "nontriviality", "physics_difference", "decision_value"]
 
 
 def physics_difference(process, plant) -> dict[tuple[int, str], float]:
@@ -184,6 +184,60 @@ def closed_loop(sim: Simulator, case: Case, agent, *, seed: int, process=None) -
     net -= paid
     return Outcome(agent.name, case.batch_id, case.fault, accepted, scrapped, cost, net,
                    tuple(lat), violations, plan, p_first)
+
+
+def decision_value(sim: Simulator, case: Case, decisions, *, replays: int = 1000, seed: int = 0) -> np.ndarray:
+    """Expected net value (currency) of first decisions on a case, each held to the end,
+    from the batch's true state over many replays of its future.
+
+    The closed loop (:func:`closed_loop`) plays one future per case: whether a batch ends
+    in spec is a coin flip worth ``batch_value + scrap_cost``, and comparing agents on one
+    flip each drowns small differences in that noise. Here every decision is scored on
+    the true bars at the detection step and the case's own conditions (its later faults
+    as they will happen) over ``replays`` futures of the process noise, the same futures
+    for every decision (common random numbers): ``P(accept) * batch_value - (1 -
+    P(accept)) * scrap_cost`` minus the levers paid, or the scrap with the processing
+    saved. It is the closed loop's net value averaged over the future noise given the
+    case (a Rao-Blackwellised estimate), except that the plan is held: the re-planning
+    at later inspections is not replayed. The first decision is what a measurement
+    before it can change, and what the value of information analysis values.
+
+    Parameters
+    ----------
+    sim : Simulator
+        The world (the plant).
+    case : Case
+    decisions : sequence of (plan, scrapped)
+        Full-length plan (ndarray (n_levers,), physical units) and whether the batch is
+        scrapped at the detection step.
+    replays : int
+        Futures of the process noise.
+    seed : int
+
+    Returns
+    -------
+    ndarray (len(decisions),)
+        Net value per batch (currency); two decisions with the same plan and scrap
+        flag get the same value.
+    """
+    p = sim.process
+    eco = p.economics
+    s = case.detect_step
+    done = ~p.free_levers(s)     # levers that have acted: paid whatever comes next
+    cond = case.conditions.take(np.zeros(replays, dtype=int))
+    base = np.tile(case.state, (replays, 1))
+    out = []
+    for plan, scrapped in decisions:
+        plan = np.asarray(plan, dtype=np.float64)
+        if scrapped:
+            cost = float(p.lever_cost(np.where(done, plan, p.nominal_plan())))
+            out.append(-eco.scrap_cost + eco.processing_cost_per_step * (p.n_steps - s) - cost)
+            continue
+        st = base.copy()
+        sim.run(st, s, p.n_steps, plan, cond, np.random.default_rng(seed))
+        pa = float(sim.accepted(st).mean())
+        out.append(pa * eco.batch_value - (1.0 - pa) * eco.scrap_cost - float(p.lever_cost(plan)))
+    return np.array(out)
 
 
 def summarise_outcomes(outcomes: dict[str, list[Outcome]], n_batches: int, seed: int) -> dict:

@@ -26,11 +26,15 @@ CALIBRATION = "calibration"
 NOT_CONVERGED = "calibration-not-converged"
 
 
-def load_model(path: str | Path):
-    """Load a fitted causal model saved with ``save``."""
+def load_model(path: str | Path, *, posterior: str = "full"):
+    """Load a fitted causal model saved with ``save``.
+
+    ``posterior="draws"`` reads only the draws the queries use and leaves ArviZ
+    out until ``idata_`` is asked for (see :meth:`CausalModel.load`).
+    """
     from recovery.causal.model import CausalModel
 
-    return CausalModel.load(path)
+    return CausalModel.load(path, posterior=posterior)
 
 
 def load_policy(path: str | Path, process=None):

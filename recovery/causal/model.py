@@ -79,7 +79,7 @@ from recovery.causal.likelihood import fit_data
 from recovery.causal.persistence import (MODEL_FORMAT, FittedState, VersionStamp, digest, package_version,
                                          process_text)
 from recovery.causal import persistence
-from recovery.causal.posterior import kept_params, theta_draws, to_inference_data
+from recovery.causal.posterior import kept_params, params_from_theta, theta_draws, to_inference_data
 from recovery.causal.report import FitReport, build_report
 from recovery.causal.robust import robust_adjust
 from recovery.causal.sampling import sample_posterior
@@ -148,11 +148,13 @@ class CausalModel:
     _check_fitted = check_fitted
 
     # ---- the one place fitted state is set -----------------------------
-    def _set_fitted(self, s: FittedState) -> "CausalModel":
+    def _set_fitted(self, s: FittedState, theta: np.ndarray | None = None) -> "CausalModel":
         """Set every learned attribute from ``s``, and those derived from them.
 
         Both :meth:`fit` (and :meth:`update`) and :meth:`load` end here, so a
-        loaded model is the fitted one attribute for attribute.
+        loaded model is the fitted one attribute for attribute. ``theta``: the
+        posterior draws read without ArviZ (``load(..., posterior="draws")``),
+        where ``s.idata`` is None.
         """
         self.graph_, self.layout_, self.std_ = s.graph, s.layout, s.std
         self.config_, self.priors_ = s.config, s.priors
@@ -163,8 +165,12 @@ class CausalModel:
         self._process_text = s.process_text
         self.ranges_ = ranges(s.summaries)
         self.cloud_ = ReadingCloud(s.summaries)
-        self.params_ = kept_params(s.idata, s.layout, s.graph, s.spread, s.std,
-                                   keep=s.config.keep_draws, seed=s.config.seed)
+        if theta is None:
+            self.params_ = kept_params(s.idata, s.layout, s.graph, s.spread, s.std,
+                                       keep=s.config.keep_draws, seed=s.config.seed)
+        else:
+            self.params_ = params_from_theta(theta, s.layout, s.graph, s.spread, s.std,
+                                             keep=s.config.keep_draws, seed=s.config.seed)
         self._do: dict[int, float] = {}
         return self
 
@@ -372,8 +378,19 @@ class CausalModel:
         return persistence.save(self, directory)
 
     @classmethod
-    def load(cls, directory: str | Path) -> "CausalModel":
+    def load(cls, directory: str | Path, *, posterior: str = "full") -> "CausalModel":
         """Read a model written by :meth:`save`.
+
+        Parameters
+        ----------
+        directory : str or Path
+        posterior : {"full", "draws"}
+            ``"draws"``: read only the posterior draws the queries use (``theta``,
+            with h5py) and leave ArviZ's ``InferenceData`` (``idata_``) to be read
+            from the folder when first asked for. ArviZ's import is most of a full
+            load's time (about 1 s of CPU); a short-lived command that only plans
+            (``recovery measure``) does not need it. The folder must not be
+            rewritten before ``idata_`` is read. ``params_`` is the same either way.
 
         Raises
         ------
@@ -381,9 +398,31 @@ class CausalModel:
             The directory or a file is missing, or it was written by an
             incompatible model format.
         """
-        s = persistence.load(directory)
+        if posterior not in ("full", "draws"):
+            raise ValueError(f"posterior must be 'full' or 'draws', got {posterior!r}")
+        if posterior == "full":
+            s = persistence.load(directory)
+            m = cls(s.graph.process, edits=s.graph.edits, config=s.config, priors=s.priors)
+            return m._set_fitted(s)
+        s = persistence.load(directory, posterior=False)
+        theta = persistence.read_theta(directory, s.layout.names)
         m = cls(s.graph.process, edits=s.graph.edits, config=s.config, priors=s.priors)
-        return m._set_fitted(s)
+        m._idata_dir = Path(directory)
+        return m._set_fitted(s, theta)
+
+    @property
+    def idata_(self):
+        """The posterior (ArviZ ``InferenceData``); read from the model folder on first use
+        after ``load(..., posterior="draws")``."""
+        if self.__dict__.get("_idata") is None and self.__dict__.get("_idata_dir") is not None:
+            self._idata = persistence.read_idata(self._idata_dir)
+        if "_idata" not in self.__dict__:
+            raise AttributeError("'CausalModel' object has no attribute 'idata_' (not fitted)")
+        return self._idata
+
+    @idata_.setter
+    def idata_(self, value) -> None:
+        self._idata = value
 
 
 def _unmoved_lever_notes(process: Process, layout: Layout, summ: Summaries, std: Standardisation,

@@ -155,15 +155,7 @@ def load(directory: str | Path, *, posterior: bool = True) -> FittedState:
         raise ModelLoadError(f"{d}: the stored parameter layout does not match this version's; refit")
     layout.prior_mu = np.asarray(meta["layout"]["prior_mu"])
     layout.prior_sd = np.asarray(meta["layout"]["prior_sd"])
-    idata = None
-    if posterior:
-        import arviz as az
-
-        idata = az.from_netcdf(str(d / "posterior.nc"), engine="h5netcdf")
-        # read everything into memory and let go of the file, so the model can be
-        # saved again into the folder it came from
-        for group in idata.groups():
-            getattr(idata, group).load().close()
+    idata = read_idata(d) if posterior else None
     sp = meta["spread"]
     spread = BarSpread(np.asarray(sp["nu"], float), np.asarray(sp["ss"], float),
                        np.asarray(sp["gauge"], float), int(sp["trimmed"]))
@@ -171,6 +163,20 @@ def load(directory: str | Path, *, posterior: bool = True) -> FittedState:
                           if isinstance(v, list) else v for k, v in meta["report"].items()})
     return FittedState(graph, layout, std, cfg, priors, idata, CrackModel(**_tuples(meta["crack"])),
                        spread, summ, report, VersionStamp(**meta["version"]), text)
+
+
+def read_idata(directory: str | Path):
+    """ArviZ ``InferenceData`` of ``posterior.nc`` in a model directory, read into memory.
+
+    Everything is loaded and the file let go, so the model can be saved again
+    into the folder it came from.
+    """
+    import arviz as az
+
+    idata = az.from_netcdf(str(Path(directory) / "posterior.nc"), engine="h5netcdf")
+    for group in idata.groups():
+        getattr(idata, group).load().close()
+    return idata
 
 
 def read_theta(directory: str | Path, names: tuple[str, ...], robust: bool = True) -> np.ndarray:

@@ -3,12 +3,13 @@
 At its first decision on a flagged batch the agent runs the per-batch
 value-of-information analysis (:func:`recovery.voi.batch.measure_situation`)
 on the candidates at the current step. If the best one is worth more than it
-costs (``evsi - cost > 0``), it has that measurement taken, pays
+costs (``evsi - cost > 0``, the value from a sample independent of the one that
+chose it: ``MeasureConfig.confirm``), it has that measurement taken, pays
 ``measurement_cost * n`` (``Proposal.extra["measurement_cost"]``, which the
 closed loop subtracts from the batch's net value), updates the analysis's
 posterior draws on the reading (importance reweighting by the reading's
-likelihood) and re-plans as the analysis valued it: the options the planner's
-search found (continue, the planner's plan, the plan for the bad cases, scrap)
+likelihood) and re-plans as the analysis valued it: the options (continue, the
+planner's own plan, the plan for the bad cases, scrap)
 are weighed again on the updated draws with the planner's decision rule. If the
 reading confirms the decision made without it, the agent answers as the
 planner does; otherwise it takes the option the reading points to. Without a
@@ -23,6 +24,8 @@ a later step would need the world to run the batch on first.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 
@@ -81,25 +84,38 @@ class MeasureFirstAgent(PlannerAgent):
         self._asked = False
         self.last_voi: dict | None = None
         """What the first decision on the last batch weighed: ``{"measured", "best", ...}``."""
+        self.last_analysis = None
+        """The analysis made at that decision (:class:`MeasureAnalysis`), for benchmarks that
+        value its options on the true batch."""
 
     def reset(self) -> None:
         super().reset()
         self._asked = False
         self.last_voi = None
+        self.last_analysis = None
 
     def _propose(self, situation: Situation, seed: int) -> Proposal:
         if self._asked or situation.true_state is None or not flagged_at(situation.process, situation.history):
             return super()._propose(situation, seed)
         self._asked = True
         p = situation.process
-        a = measure_situation(situation, self.model, seed=seed, config=self.measure_config,
-                              posterior=self.posterior, steps=[situation.step])
-        if not a.candidates or a.candidates[0].net <= 0:
-            prop = super()._propose(situation, seed)
-            prop.extra["voi"] = self.last_voi = {"measured": False,
-                                                 "best": a.candidates[0].to_dict() if a.candidates else None}
+        # The planner's own answer first: its plan is the analysis's intervene option, so that a
+        # reading re-chooses between what the planner would do and the alternatives (another
+        # search's plan can be worse than the planner's, and the agent is scored against it).
+        own = super()._propose(situation, seed)
+        a = measure_situation(situation, self.model, seed=seed, config=replace(self.measure_config, confirm=True),
+                              posterior=self.posterior, steps=[situation.step],
+                              plan=own.plan if own.extra.get("decision") == "intervene" else None)
+        self.last_analysis = a
+        # Decide on the confirmed value, from a sample that did not pick the candidate:
+        # gating on the value it was picked by measured on noise (the optimiser's curse).
+        best = a.confirmed
+        if best is None or best.net <= 0:
+            prop = own
+            prop.extra["voi"] = self.last_voi = {
+                "measured": False, "best": best.to_dict() if best else None,
+                "best_revalued": a.candidates[0].to_dict() if a.candidates else None}
             return prop
-        best = a.candidates[0]
         ch = p.characteristic(best.characteristic)
         ci = p.char_index[ch.name]
         rng = np.random.default_rng(np.random.SeedSequence([seed, 0x6A06E]))
@@ -111,12 +127,13 @@ class MeasureFirstAgent(PlannerAgent):
         w = posterior_weights(reading_loglik(y[None], x, ch.gauge_sigma, binary=binary), leave_one_out=False)[0]
         # Re-plan as the analysis valued it: the options found once, on the updated draws.
         k = int(decide(w @ prep.values.T, prep.kinds, min_gain=self.measure_config.min_gain))
-        voi = {"measured": True, "best": best.to_dict(), "reading_mean": float(y.mean()),
+        voi = {"measured": True, "best": best.to_dict(), "best_revalued": a.candidates[0].to_dict(),
+               "reading_mean": float(y.mean()),
                "effective_draws": float(1.0 / np.sum(w ** 2)), "decision_now": a.decision_now,
                "option": prep.labels[k], "changed": k != prep.now}
         if k == prep.now:
             # the reading confirms the decision: the planner's own answer, as without it
-            prop = super()._propose(situation, seed)
+            prop = own
         else:
             prop = self._adopt(situation, prep, k, w)
         prop.extra["measurement_cost"] = best.cost

@@ -43,7 +43,7 @@ from recovery.agents.rollouts import PosteriorBars, posterior_bars, rollout_obje
 from recovery.voi.preposterior import decide, preposterior_value, reading_loglik, simulate_readings
 
 __all__ = ["MeasureError", "MeasureConfig", "Candidate", "MeasureAnalysis", "measure", "measure_situation",
-           "candidate_steps", "flagged_at"]
+           "value_candidate", "candidate_steps", "flagged_at"]
 
 
 class MeasureError(ValueError):
@@ -72,6 +72,10 @@ class MeasureConfig:
         Coverage of the EVSI interval.
     revalue : int
         The best candidates valued again on an independent Monte-Carlo sample.
+    confirm : bool
+        Value the best candidate after the revaluation once more, on a third
+        independent sample (:attr:`MeasureAnalysis.confirmed`): the value a
+        decision to measure can rest on (see :func:`measure_situation`).
     """
 
     n_states: int = 384
@@ -82,6 +86,7 @@ class MeasureConfig:
     min_gain: float = 1.0
     prob: float = 0.94
     revalue: int = 3
+    confirm: bool = False
 
 
 TINY = MeasureConfig(n_states=96, n_search=16, planner="tiny", alternative=False)
@@ -149,6 +154,8 @@ class MeasureAnalysis:
     prepared: object = field(default=None, repr=False, compare=False)
     physics: str = "file"
     """``"calibrated"`` when draws and rollouts use the model folder's calibration, else ``"file"``."""
+    confirmed: Candidate | None = None
+    """With ``MeasureConfig.confirm``: the best candidate valued on a third independent sample."""
 
     def to_dict(self) -> dict:
         return {"batch_id": self.batch_id, "step": self.step, "decision_now": self.decision_now,
@@ -244,14 +251,18 @@ def _describe_change(process, char: str, n: int, readings: np.ndarray, choice: n
 
 
 def measure_situation(sit: Situation, model, *, seed: int = 0, config: MeasureConfig = MeasureConfig(),
-                      posterior=None, steps: list[int] | None = None) -> MeasureAnalysis:
+                      posterior=None, steps: list[int] | None = None,
+                      plan: np.ndarray | None = None) -> MeasureAnalysis:
     """Rank the candidate measurements for one batch's situation (see the module doc).
 
     The candidates are screened on one Monte-Carlo sample (draws, rollouts and
     readings); the best three are then valued again on an independent sample
     and ranked by that value. The best of some sixty noisy estimates is
     biased upwards (it is the best partly because its noise was favourable); a
-    fresh estimate of the chosen few is not.
+    fresh estimate of the chosen few is not, but the best of those three is
+    again chosen on its noise. A decision to measure (the ``planner+measure``
+    agent) therefore rests on ``config.confirm``: the chosen candidate valued a
+    third time, on a sample that played no part in choosing it.
 
     Parameters
     ----------
@@ -265,6 +276,11 @@ def measure_situation(sit: Situation, model, *, seed: int = 0, config: MeasureCo
         Calibrated physics for the draws and rollouts (default: the file's).
     steps : list of int, optional
         Candidate steps (default: :func:`candidate_steps`).
+    plan : ndarray (n_levers,), optional
+        The planner's own proposal (an intervention, full plan, physical units):
+        the intervene option instead of the analysis's own plan search. A
+        reading then re-chooses between what the planner would do and the
+        other options, not between them and another search's plan.
 
     Returns
     -------
@@ -286,12 +302,13 @@ def measure_situation(sit: Situation, model, *, seed: int = 0, config: MeasureCo
     samples = _sample_sizes(p, s, config)
 
     def draws(k):
-        """Sample ``k`` of posterior draws (0: screening and the options; 1: revaluation)."""
-        sd = seed if k == 0 else int(np.random.SeedSequence([seed, 0xE5]).generate_state(1)[0] % (2**31))
+        """Sample ``k`` of posterior draws (0: screening and the options; 1: revaluation; 2: confirmation)."""
+        key = [seed, 0xE5] if k == 1 else [seed, 0xE5, k]
+        sd = seed if k == 0 else int(np.random.SeedSequence(key).generate_state(1)[0] % (2**31))
         return posterior_bars(sim, model, sit.history, S, seed=sd, params=planner.physics_draws(S, sd))
 
     bars = draws(0)
-    plans_arr, labels, kinds = _options(sit, planner, bars, seed, config)
+    plans_arr, labels, kinds = _options(sit, planner, bars, seed, config, plan)
     val = _Valuer(sit, sim, plans_arr, labels, kinds, config)
 
     # Every option on every draw, deciding now (after step s), common random numbers.
@@ -310,6 +327,14 @@ def measure_situation(sit: Situation, model, *, seed: int = 0, config: MeasureCo
                  for c in top}
         cands = [again.get(id(c), c) for c in cands]
         cands.sort(key=lambda c: (-c.net, c.step, c.characteristic, c.sample))
+    confirmed = None
+    if config.confirm and cands and cands[0].p_change > 0:
+        # The best of the revalued few is still the best partly by luck: its value as
+        # the ground for acting on it comes from a sample that did not choose it.
+        c = cands[0]
+        rseed = seed + 2 * 7_919
+        st, V = val.values(draws(2), c.step, rseed)
+        confirmed = val.value(st, V, c.step, p.characteristic(c.characteristic), c.sample, rseed)
     pct = round(100 * config.prob)
     return MeasureAnalysis(
         batch_id=sit.batch_id, step=s, decision_now=kinds[k_now], value_now=float(V_s[k_now].mean()),
@@ -319,7 +344,46 @@ def measure_situation(sit: Situation, model, *, seed: int = 0, config: MeasureCo
                  f"valued again on an independent sample",
         latency_s=time.perf_counter() - t0,
         prepared=_Prepared(bars, plans_arr, tuple(labels), tuple(kinds), V_s, k_now),
-        physics="calibrated" if planner.calibrated else "file")
+        physics="calibrated" if planner.calibrated else "file", confirmed=confirmed)
+
+
+def value_candidate(analysis: MeasureAnalysis, sit: Situation, model, candidate: Candidate, *, seed: int,
+                    config: MeasureConfig = MeasureConfig(), posterior=None) -> Candidate:
+    """One candidate of an analysis valued again on a fresh Monte-Carlo sample.
+
+    The same options as ``analysis`` (its ``prepared`` plans), new posterior
+    draws, rollouts and readings from ``seed``. A value that neither chose the
+    candidate nor decided to take it: an unbiased forecast of what taking it
+    is worth, where the analysis's own figures are the ones the choice was
+    made on (benchmarks/voi_batch.py).
+
+    Parameters
+    ----------
+    analysis : MeasureAnalysis
+        From :func:`measure_situation` on ``sit``.
+    sit : Situation
+    model : recovery.causal.model.CausalModel
+    candidate : Candidate
+    seed : int
+        Use one that the analysis did not.
+    config : MeasureConfig
+        The analysis's (``n_states``, ``min_gain``, ``prob``).
+    posterior : recovery.calibration.PhysicsPosterior, optional
+
+    Returns
+    -------
+    Candidate
+    """
+    from recovery.agents.planner_agent import PlannerAgent
+
+    prep = analysis.prepared
+    planner = PlannerAgent(model, budget=config.planner, posterior=posterior)
+    S = config.n_states
+    bars = posterior_bars(planner.sim, model, sit.history, S, seed=seed, params=planner.physics_draws(S, seed))
+    val = _Valuer(sit, planner.sim, prep.plans, list(prep.labels), list(prep.kinds), config)
+    st, V = val.values(bars, candidate.step, seed)
+    return val.value(st, V, candidate.step, sit.process.characteristic(candidate.characteristic),
+                     candidate.sample, seed)
 
 
 def _sample_sizes(p, s: int, config: MeasureConfig) -> tuple[int, ...]:
@@ -335,10 +399,11 @@ def _sample_sizes(p, s: int, config: MeasureConfig) -> tuple[int, ...]:
     return samples
 
 
-def _options(sit: Situation, planner, bars: PosteriorBars, seed: int,
-             config: MeasureConfig) -> tuple[np.ndarray, list[str], list[str]]:
+def _options(sit: Situation, planner, bars: PosteriorBars, seed: int, config: MeasureConfig,
+             given: np.ndarray | None = None) -> tuple[np.ndarray, list[str], list[str]]:
     """(plans, labels, kinds) of the options: continue, do nothing, the planner's plan
-    and the plan for the bad cases when they differ, then scrap (labels and kinds only)."""
+    (``given``, else the planner's search here) and the plan for the bad cases when they
+    differ, then scrap (labels and kinds only)."""
     from recovery.agents.plan_search import optimise_plan
 
     p, s, sim, S = sit.process, sit.step, planner.sim, config.n_states
@@ -352,20 +417,23 @@ def _options(sit: Situation, planner, bars: PosteriorBars, seed: int,
         kinds.append("continue")
     if free.any():
         # The planner's search on its usual budget of draws (the first n_search of the S).
-        sub = _take(bars, np.arange(min(config.n_search, S)))
-        res = optimise_plan(p, s, rollout_objective(sim, sub, seed=seed), start=current, seed=seed,
-                            config=planner.config)
-        if not any(np.allclose(res.plan, q) for q in plans):
-            plans.append(res.plan)
+        if given is not None:
+            best = np.asarray(given, dtype=np.float64)
+        else:
+            sub = _take(bars, np.arange(min(config.n_search, S)))
+            best = optimise_plan(p, s, rollout_objective(sim, sub, seed=seed), start=current, seed=seed,
+                                 config=planner.config).plan
+        if not any(np.allclose(best, q) for q in plans):
+            plans.append(best)
             labels.append("intervene with the planner's plan")
             kinds.append("intervene")
         if config.alternative:
-            v = _net_values(sim, bars.state, s, res.plan[None], free, S, seed + 1, bars.conditions,
+            v = _net_values(sim, bars.state, s, best[None], free, S, seed + 1, bars.conditions,
                             bars.params)[0]
             fails = np.flatnonzero(v < 0)
             if len(fails) >= 8 and len(fails) < S:
                 sub = _take(bars, fails[: config.n_search])
-                alt = optimise_plan(p, s, rollout_objective(sim, sub, seed=seed + 2), start=res.plan,
+                alt = optimise_plan(p, s, rollout_objective(sim, sub, seed=seed + 2), start=best,
                                     seed=seed + 2, config=planner.config)
                 if not any(np.allclose(alt.plan, q) for q in plans):
                     plans.append(alt.plan)

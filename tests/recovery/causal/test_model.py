@@ -279,6 +279,26 @@ def test_save_and_load_round_trip(advi_model, small_history, tmp_path, small_sim
     assert back.predict(hist).p_accept == advi_model.predict(hist).p_accept
 
 
+def test_a_draws_only_load_is_the_same_model_and_reads_the_posterior_when_asked(advi_model, small_history,
+                                                                               tmp_path, small_sim):
+    """``posterior="draws"`` (recovery measure) skips ArviZ: the same draws, the same
+    answers, and ``idata_`` read from the folder on first use."""
+    from tests.recovery.causal.conftest import one_batch
+
+    d = advi_model.save(tmp_path / "m")
+    back = CausalModel.load(d, posterior="draws")
+    assert back.__dict__["_idata"] is None            # not read yet
+    for f in ("A", "B", "G", "tau", "m", "sbar", "pi", "tauf"):
+        np.testing.assert_array_equal(getattr(back.params_, f), getattr(advi_model.params_, f))
+    hist = one_batch(small_sim, small_history, 3, upto_step=6)
+    assert back.predict(hist).p_accept == advi_model.predict(hist).p_accept
+    np.testing.assert_array_equal(back.theta_draws(), advi_model.theta_draws())   # reads idata_ now
+    assert back.__dict__["_idata"] is not None
+    with pytest.raises(ValueError, match="'full' or 'draws'"):
+        CausalModel.load(d, posterior="none")
+    assert not hasattr(CausalModel("small"), "idata_")   # unfitted: no posterior, as before
+
+
 def test_load_explains_what_is_missing(tmp_path):
     with pytest.raises(ModelLoadError, match="no such model directory"):
         CausalModel.load(tmp_path / "nope")

@@ -135,7 +135,8 @@ def test_planner_measure_pays_for_its_measurement_in_closed_loop(model, monkeypa
         a = real(sit, model, **kw)
         best = Candidate(sit.step, "diameter", 8, 1e6, 1e6, 1e6, 16.0, "rigged")
         return MeasureAnalysis(a.batch_id, a.step, a.decision_now, a.value_now, [best], a.options,
-                               a.currency, a.n_states, a.interval, prepared=a.prepared)
+                               a.currency, a.n_states, a.interval, prepared=a.prepared,
+                               confirmed=best)
 
     monkeypatch.setattr(agent_mod, "measure_situation", rigged)
     agent = make_agent("planner+measure", sim, model=m, budget="tiny")
@@ -163,7 +164,8 @@ def test_planner_measure_is_the_planner_when_nothing_pays(model, monkeypatch):
         a = real(sit, model, **kw)
         worst = Candidate(sit.step, "diameter", 4, 0.0, 0.0, 0.0, 8.0, None)
         return MeasureAnalysis(a.batch_id, a.step, a.decision_now, a.value_now, [worst], a.options,
-                               a.currency, a.n_states, a.interval, prepared=a.prepared)
+                               a.currency, a.n_states, a.interval, prepared=a.prepared,
+                               confirmed=worst)
 
     monkeypatch.setattr(agent_mod, "measure_situation", nothing_pays)
     a = closed_loop(sim, case, make_agent("planner", sim, model=m, budget="tiny"), seed=11)
@@ -208,7 +210,8 @@ def test_planner_measure_takes_the_option_the_reading_points_to(model, monkeypat
         values[list(prep.kinds).index("scrap")] = 1e6       # scrap wins on any reweighting
         best = Candidate(sit.step, "diameter", 8, 1e6, 1e6, 1e6, 16.0, "rigged")
         return MeasureAnalysis(a.batch_id, a.step, a.decision_now, a.value_now, [best], a.options,
-                               a.currency, a.n_states, a.interval, prepared=replace(prep, values=values, now=0))
+                               a.currency, a.n_states, a.interval, prepared=replace(prep, values=values, now=0),
+                               confirmed=best)
 
     monkeypatch.setattr(agent_mod, "measure_situation", points_to_scrap)
     agent = make_agent("planner+measure", sim, model=m, budget="tiny")
@@ -218,3 +221,100 @@ def test_planner_measure_takes_the_option_the_reading_points_to(model, monkeypat
     assert agent.last_voi["measured"] and agent.last_voi["changed"] and agent.last_voi["decision"] == "scrap"
     assert out.net_value == pytest.approx(-eco.scrap_cost + eco.processing_cost_per_step
                                           * (p.n_steps - case.detect_step) - out.lever_cost - 16.0)
+
+
+def test_planner_measure_decides_on_the_confirmed_value_not_the_one_that_chose_the_candidate(model, monkeypatch):
+    """The best revalued candidate pays on the sample that ranked it, but its value on an
+    independent sample does not: the agent does not measure (the optimiser's curse)."""
+    from recovery.agents import make_agent
+    from recovery.evaluate import closed_loop
+    from simulators.cases import flagged_cases
+
+    m, _ = model
+    sim = Simulator("small")
+    case = flagged_cases(sim, 120, 9)[0][0]
+    import recovery.voi.agent as agent_mod
+
+    real = agent_mod.measure_situation
+    seen = {}
+
+    def lucky(sit, model, **kw):
+        seen["confirm"] = kw["config"].confirm
+        a = real(sit, model, **kw)
+        ranked = Candidate(sit.step, "diameter", 8, 1e6, 1e6, 1e6, 16.0, "lucky")
+        again = Candidate(sit.step, "diameter", 8, 5.0, -20.0, 30.0, 16.0, "lucky")
+        return MeasureAnalysis(a.batch_id, a.step, a.decision_now, a.value_now, [ranked], a.options,
+                               a.currency, a.n_states, a.interval, prepared=a.prepared, confirmed=again)
+
+    monkeypatch.setattr(agent_mod, "measure_situation", lucky)
+    agent = make_agent("planner+measure", sim, model=m, budget="tiny")
+    b = closed_loop(sim, case, agent, seed=11)
+    a = closed_loop(sim, case, make_agent("planner", sim, model=m, budget="tiny"), seed=11)
+    assert seen["confirm"] is True
+    assert agent.last_voi["measured"] is False and agent.last_voi["best"]["evsi"] == 5.0
+    assert b.net_value == a.net_value
+
+
+def test_the_confirmed_value_is_the_best_candidate_on_an_independent_sample(model):
+    from dataclasses import replace
+
+    from recovery.recommend import batch_situation
+    from recovery.voi.batch import measure_situation
+
+    m, _ = model
+    sit = batch_situation(_worn_die_history(), m.graph_.process)
+    cfg = replace(TINY, samples=(20,))
+    plain = measure_situation(sit, m, seed=1, config=cfg, steps=[3])
+    a = measure_situation(sit, m, seed=1, config=replace(cfg, confirm=True), steps=[3])
+    assert plain.confirmed is None
+    assert [c.to_dict() for c in a.candidates] == [c.to_dict() for c in plain.candidates]
+    best = a.candidates[0]
+    if best.p_change > 0:
+        c = a.confirmed
+        assert (c.step, c.characteristic, c.sample, c.cost) == (best.step, best.characteristic, best.sample,
+                                                                best.cost)
+        assert c.evsi != best.evsi            # another sample of draws, rollouts and readings
+        assert c.low <= c.evsi <= c.high
+    else:
+        assert a.confirmed is None
+
+
+def test_value_candidate_reproduces_the_screening_on_its_seed_and_draws_afresh_on_another(model):
+    from dataclasses import replace
+
+    from recovery.recommend import batch_situation
+    from recovery.voi.batch import measure_situation, value_candidate
+
+    m, _ = model
+    sit = batch_situation(_worn_die_history(), m.graph_.process)
+    cfg = replace(TINY, revalue=0)
+    a = measure_situation(sit, m, seed=1, config=cfg, steps=[3])
+    for c in a.candidates[:3]:
+        assert value_candidate(a, sit, m, c, seed=1, config=cfg).to_dict() == c.to_dict()
+    informative = [c for c in a.candidates if c.p_change > 0]
+    assert informative, "no candidate that can change the decision in the fixture"
+    c = informative[0]
+    again = value_candidate(a, sit, m, c, seed=2, config=cfg)
+    assert (again.step, again.characteristic, again.sample, again.cost) == (c.step, c.characteristic, c.sample,
+                                                                            c.cost)
+    assert again.evsi != c.evsi
+
+
+def test_the_planners_own_plan_is_the_intervene_option_when_given(model):
+    from recovery.recommend import batch_situation
+    from recovery.voi.batch import measure_situation
+
+    m, _ = model
+    p = m.graph_.process
+    sit = batch_situation(_worn_die_history(), p)
+    own = p.nominal_plan().copy()
+    j = int(np.flatnonzero(sit.free)[0])
+    lv = p.levers[j]
+    own[j] = lv.high if abs(lv.high - own[j]) > 1e-9 else lv.low
+    a = measure_situation(sit, m, seed=1, config=TINY, steps=[3], plan=own)
+    labels = list(a.prepared.labels)
+    k = labels.index("intervene with the planner's plan")
+    np.testing.assert_array_equal(a.prepared.plans[k], own)
+    searched = measure_situation(sit, m, seed=1, config=TINY, steps=[3])
+    k2 = list(searched.prepared.labels).index("intervene with the planner's plan")
+    assert not np.allclose(searched.prepared.plans[k2], own)
