@@ -187,6 +187,18 @@ def build_agents(args: Args, process, world, model, posts: dict, log: dict) -> l
     return agents
 
 
+
+def reliability_bins(p: np.ndarray, q: np.ndarray) -> list[dict]:
+    """Predicted P(accept) ``p`` against the simulator's ``q``, in 0.1-wide bins of ``p``
+    (the last bin closed): per non-empty bin its size, both means and their gap."""
+    bins = []
+    for lo in np.round(np.arange(0.0, 1.0, 0.1), 1):
+        m = (p >= lo) & ((p < lo + 0.1) if lo < 0.9 else (p <= 1.0))
+        if m.any():
+            bins.append({"low": float(lo), "n": int(m.sum()), "predicted": float(p[m].mean()),
+                         "simulator": float(q[m].mean()), "gap": float(abs(p[m].mean() - q[m].mean()))})
+    return bins
+
 def reliability(world: Simulator, cases: dict, agent: Named, n_rollouts: int, seed: int) -> dict:
     """The agent's own P(accept) at its first decision against the plant simulator's
     P(accept) of the same plan from the batch's true state, in 0.1-wide bins."""
@@ -203,12 +215,7 @@ def reliability(world: Simulator, cases: dict, agent: Named, n_rollouts: int, se
     if not pairs:
         return {}
     p, q = np.array(pairs).T
-    bins = []
-    for lo in np.round(np.arange(0.0, 1.0, 0.1), 1):
-        m = (p >= lo) & ((p < lo + 0.1) if lo < 0.9 else (p <= 1.0))
-        if m.any():
-            bins.append({"low": float(lo), "n": int(m.sum()), "predicted": float(p[m].mean()),
-                         "simulator": float(q[m].mean()), "gap": float(abs(p[m].mean() - q[m].mean()))})
+    bins = reliability_bins(p, q)
     big = [b for b in bins if b["n"] >= 30]
     # the decisions themselves, so that runs on several plants or seeds can be pooled per bin
     return {"n": len(p), "predicted": float(p.mean()), "simulator": float(q.mean()), "bins": bins,

@@ -195,15 +195,9 @@ def bins(pairs: list[dict]) -> list[dict]:
     ``plant_recovery.reliability``)."""
     if not pairs:
         return []
-    p = np.array([x["own"] for x in pairs])
-    q = np.array([x["plant_true_bars"] for x in pairs])
-    out = []
-    for lo in np.round(np.arange(0.0, 1.0, 0.1), 1):
-        m = (p >= lo) & ((p < lo + 0.1) if lo < 0.9 else (p <= 1.0))
-        if m.any():
-            out.append({"low": float(lo), "n": int(m.sum()), "predicted": float(p[m].mean()),
-                        "simulator": float(q[m].mean()), "gap": float(abs(p[m].mean() - q[m].mean()))})
-    return out
+    from plant_recovery import reliability_bins
+
+    return reliability_bins(np.array([x["own"] for x in pairs]), np.array([x["plant_true_bars"] for x in pairs]))
 
 
 def main() -> None:
