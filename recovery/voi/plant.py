@@ -11,33 +11,6 @@ The season itself (the world, the policies, :func:`play_season` with its common
 random numbers) lives in :mod:`recovery.voi.season`; this module values changes to
 the inspection plan with it.
 
-How a season is played (:func:`play_season`)
--------------------------------------------
-Every batch runs from raw rod to the last step under the nominal plan. At each
-inspection of the plan its first ``sample`` bars are gauged; the first inspection
-whose sample means leave a gate *takes the batch over*: from there the policy
-decides at that inspection and at every later one (before the last step), exactly
-like ``recovery.evaluate.closed_loop``. A batch never flagged runs nominal. Net
-value per batch: the batch value if accepted, else minus the scrap cost (a batch the
-policy scraps early saves the processing of the remaining steps), minus the lever
-cost. The inspection plan's own cost (:func:`inspection_cost`) is kept apart.
-
-Unlike ``recovery evaluate`` (which plays only batches flagged at the first
-inspection after their fault, a set that itself changes with the inspection plan),
-every batch of the season counts here: a change that flags a batch earlier, later
-or not at all moves value between batches that an evaluation of flagged cases
-would not compare.
-
-Common random numbers
----------------------
-Plans are compared on the same batches with the same noise: every batch has its
-own physics stream (the kernel's draws do not depend on the inspection plan: an
-inspection, like the washing step it may replace, draws nothing, and gauging is
-switched off in the kernel) and its gauge errors come from a separate stream keyed
-by (batch, step), so bar ``j``'s reading of a characteristic at step ``k`` is the
-same under every plan that gauges it. The difference between two plans is then
-only what the decisions made of the readings.
-
 The interval
 ------------
 Batches are split into groups, each with one draw of the world (physics and fault

@@ -17,6 +17,12 @@ value per batch: the batch value if accepted, else minus the scrap cost (a batch
 policy scraps early saves the processing of the remaining steps), minus the lever
 cost. The inspection plan's own cost (:func:`inspection_cost`) is kept apart.
 
+Unlike ``recovery evaluate`` (which plays only batches flagged at the first
+inspection after their fault, a set that itself changes with the inspection plan),
+every batch of the season counts here: a change that flags a batch earlier, later
+or not at all moves value between batches that an evaluation of flagged cases
+would not compare.
+
 Common random numbers
 ---------------------
 Plans are compared on the same batches with the same noise: every batch has its
