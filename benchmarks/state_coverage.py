@@ -44,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+from plant_recovery import reliability_bins  # benchmarks/ is this script's sys.path[0]
 from recovery.evaluate import EVAL_CHUNK, chunk_seed, flagged_cases, situation_for
 from simulators.definition import load_process
 from simulators.process import Simulator
@@ -195,8 +196,6 @@ def bins(pairs: list[dict]) -> list[dict]:
     ``plant_recovery.reliability``)."""
     if not pairs:
         return []
-    from plant_recovery import reliability_bins
-
     return reliability_bins(np.array([x["own"] for x in pairs]), np.array([x["plant_true_bars"] for x in pairs]))
 
 

@@ -340,19 +340,9 @@ class CausalGraph:
         raise ValueError(f"step {step} lies after the last inspection")
 
     def segments(self) -> tuple[Segment, ...]:
-        """Compose the step graph over each segment between inspections.
-
-        Returns
-        -------
-        tuple of Segment
-            One per inspection, in order.
-
-        Raises
-        ------
-        ValueError
-            The process does not end with an inspection (the model has nothing
-            to learn the last steps from).
-        """
+        """The step graph composed over each segment between inspections, one
+        per inspection, in order (:func:`recovery.causal.segments.compose_segments`,
+        computed once per graph)."""
         cached = self.__dict__.get("_segments")
         if cached is not None:
             return cached
